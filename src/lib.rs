@@ -1,0 +1,17 @@
+//! deskbot: signed Zendesk webhooks in, policy decisions out, one idempotent ticket update each.
+//!
+//! Data flows one way: `webhook` (verify, parse) → `queue` (durable store, worker) → `policy`
+//! (decide) → `update` (diff) → `zendesk` (API client). `server` wires them together; `cli` is the edge.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod metrics;
+pub mod policy;
+pub mod queue;
+pub mod server;
+pub mod telemetry;
+pub mod ticket;
+pub mod update;
+pub mod webhook;
+pub mod zendesk;

@@ -1,0 +1,5 @@
+//! The durable queue (SQLite) and the worker that drains it.
+
+pub mod retry;
+pub mod store;
+pub mod worker;

@@ -1,0 +1,502 @@
+//! The durable queue and audit log: one SQLite file in WAL mode, owned by one thread.
+//!
+//! Every database operation is a message to that thread, so there is a single writer and no
+//! SQLITE_BUSY between deskbot's own tasks. Webhook inserts that arrive together are committed in
+//! one transaction (group commit): each waits for the fsync of its batch, then is acknowledged.
+//! `synchronous = FULL` makes a committed row survive power loss, which is what a 202 promises.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use crate::webhook::payload::TicketEvent;
+
+/// Most inserts committed in one transaction.
+const MAX_BATCH: usize = 512;
+/// Messages waiting for the database thread before senders wait.
+const CHANNEL_CAPACITY: usize = 4096;
+/// How long SQLite waits for a lock held by another process before failing (→ 503).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
+/// Schema version stored in `PRAGMA user_version`.
+const SCHEMA_VERSION: i32 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    id              INTEGER PRIMARY KEY,
+    dedup_key       TEXT NOT NULL UNIQUE,
+    invocation_key  TEXT UNIQUE,
+    ticket_id       INTEGER NOT NULL,
+    kind            TEXT NOT NULL,
+    payload         TEXT NOT NULL,
+    received_at     INTEGER NOT NULL,
+    state           TEXT NOT NULL DEFAULT 'pending',
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    locked_until    INTEGER,
+    last_error      TEXT,
+    outcome         TEXT,
+    finished_at     INTEGER
+);
+CREATE INDEX IF NOT EXISTS events_by_state ON events (state, ticket_id, id);
+";
+
+/// A database failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite refused (disk full, read-only, locked, corrupt...).
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A batch of webhook inserts failed (the message is SQLite's).
+    #[error("could not store the event: {0}")]
+    Write(String),
+    /// A stored payload could not be read back.
+    #[error("stored event {id} is unreadable: {message}")]
+    Corrupt {
+        /// Row id.
+        id: i64,
+        /// Parser message.
+        message: String,
+    },
+    /// The database thread has stopped.
+    #[error("the database thread has stopped")]
+    Closed,
+    /// The file could not be opened.
+    #[error("cannot open database {path}: {message}")]
+    Open {
+        /// DB path.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+}
+
+/// What happened to an enqueued event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    /// Stored as a new job with this id.
+    Queued(i64),
+    /// Already stored (same event id or invocation id): nothing new queued.
+    Duplicate,
+}
+
+/// An event to store, with the delivery key from the request headers.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// The normalized event.
+    pub event: TicketEvent,
+    /// `X-Zendesk-Webhook-Invocation-Id` (with the webhook id), when present.
+    pub invocation_key: Option<String>,
+    /// When it was received.
+    pub received_at: DateTime<Utc>,
+}
+
+/// A job claimed by the worker.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Row id.
+    pub id: i64,
+    /// The event.
+    pub event: TicketEvent,
+    /// Failed tries so far.
+    pub attempts: u32,
+}
+
+/// Queue counts for /healthz and /metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Jobs waiting.
+    pub depth: i64,
+    /// Age of the oldest waiting job, in seconds (0 when none).
+    pub oldest_age_secs: i64,
+    /// Dead letters.
+    pub dead_letters: i64,
+}
+
+/// A job that gave up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeadLetter {
+    /// Row id.
+    pub id: i64,
+    /// Ticket.
+    pub ticket_id: u64,
+    /// Event kind.
+    pub kind: String,
+    /// Tries made.
+    pub attempts: u32,
+    /// Last error.
+    pub last_error: Option<String>,
+    /// When it was received (RFC 3339).
+    pub received_at: String,
+}
+
+type Task = Box<dyn FnOnce(&mut Connection) + Send>;
+
+enum Msg {
+    Enqueue(NewEvent, oneshot::Sender<Result<Enqueued, String>>),
+    Run(Task),
+}
+
+/// Handle to the queue; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    tx: mpsc::Sender<Msg>,
+    notify: Arc<Notify>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and starts its thread.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let open_err = |message: String| StoreError::Open {
+            path: path.to_path_buf(),
+            message,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| open_err(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .and_then(|_| conn.pragma_update(None, "journal_mode", "WAL"))
+            .and_then(|_| conn.pragma_update(None, "synchronous", "FULL"))
+            .and_then(|_| conn.execute_batch(SCHEMA))
+            .and_then(|_| conn.pragma_update(None, "user_version", SCHEMA_VERSION))
+            .map_err(|e| open_err(e.to_string()))?;
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        std::thread::Builder::new()
+            .name("deskbot-db".into())
+            .spawn(move || db_thread(conn, rx))
+            .map_err(|e| open_err(format!("cannot start the database thread: {e}")))?;
+        Ok(Store {
+            tx,
+            notify: Arc::new(Notify::new()),
+        })
+    }
+
+    /// Stores an event durably; returns once it is committed (or found to be a duplicate).
+    pub async fn enqueue(&self, event: NewEvent) -> Result<Enqueued, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Enqueue(event, reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        let result = rx
+            .await
+            .map_err(|_| StoreError::Closed)?
+            .map_err(StoreError::Write)?;
+        if let Enqueued::Queued(_) = result {
+            self.notify.notify_one();
+        }
+        Ok(result)
+    }
+
+    /// Waits until a new job is queued (or returns at once if one was queued since the last call).
+    pub async fn notified(&self) {
+        self.notify.notified().await;
+    }
+
+    /// Runs `f` on the database thread.
+    async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let task: Task = Box::new(move |conn| {
+            let _ = reply.send(f(conn));
+        });
+        self.tx
+            .send(Msg::Run(task))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Releases every lease: at start-up, no job can be in flight (one process owns the file).
+    pub async fn release_leases(&self) -> Result<usize, StoreError> {
+        self.call(|c| {
+            Ok(c.execute(
+                "UPDATE events SET locked_until = NULL WHERE state = 'pending' AND locked_until IS NOT NULL",
+                [],
+            )?)
+        })
+        .await
+    }
+
+    /// Claims the next job that is due, oldest first, never overtaking an earlier job of the same ticket.
+    pub async fn claim(
+        &self,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<Option<Job>, StoreError> {
+        let now_ms = now.timestamp_millis();
+        let until = now_ms + lease.as_millis() as i64;
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let row: Option<(i64, String, u32)> = tx
+                .query_row(
+                    "SELECT id, payload, attempts FROM events e
+                     WHERE state = 'pending' AND next_attempt_at <= ?1
+                       AND (locked_until IS NULL OR locked_until <= ?1)
+                       AND NOT EXISTS (SELECT 1 FROM events p
+                                       WHERE p.state = 'pending' AND p.ticket_id = e.ticket_id AND p.id < e.id)
+                     ORDER BY id LIMIT 1",
+                    params![now_ms],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?;
+            let Some((id, payload, attempts)) = row else {
+                return Ok(None);
+            };
+            tx.execute(
+                "UPDATE events SET locked_until = ?2 WHERE id = ?1",
+                params![id, until],
+            )?;
+            tx.commit()?;
+            let event = serde_json::from_str(&payload).map_err(|e| StoreError::Corrupt {
+                id,
+                message: e.to_string(),
+            })?;
+            Ok(Some(Job {
+                id,
+                event,
+                attempts,
+            }))
+        })
+        .await
+    }
+
+    /// When the next pending job becomes due, if any.
+    pub async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.call(|c| {
+            let ms: Option<i64> = c.query_row(
+                "SELECT MIN(MAX(next_attempt_at, COALESCE(locked_until, 0))) FROM events WHERE state = 'pending'",
+                [],
+                |r| r.get(0),
+            )?;
+            Ok(ms.and_then(DateTime::from_timestamp_millis))
+        })
+        .await
+    }
+
+    /// Marks a job done, with its audit record.
+    pub async fn complete(
+        &self,
+        id: i64,
+        outcome: String,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.finish(id, "done", outcome, None, now).await
+    }
+
+    /// Marks a job dead (no more retries).
+    pub async fn dead(
+        &self,
+        id: i64,
+        outcome: String,
+        error: String,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.finish(id, "dead", outcome, Some(error), now).await
+    }
+
+    async fn finish(
+        &self,
+        id: i64,
+        state: &'static str,
+        outcome: String,
+        error: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let at = now.timestamp_millis();
+        self.call(move |c| {
+            c.execute(
+                "UPDATE events SET state = ?2, outcome = ?3, last_error = COALESCE(?4, last_error),
+                        finished_at = ?5, locked_until = NULL, attempts = attempts + (?4 IS NOT NULL)
+                 WHERE id = ?1",
+                params![id, state, outcome, error, at],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Puts a job back to wait until `until`; `counts` says whether this try counts toward the limit.
+    pub async fn defer(
+        &self,
+        id: i64,
+        until: DateTime<Utc>,
+        error: String,
+        counts: bool,
+    ) -> Result<(), StoreError> {
+        let at = until.timestamp_millis();
+        self.call(move |c| {
+            c.execute(
+                "UPDATE events SET next_attempt_at = ?2, last_error = ?3, locked_until = NULL,
+                        attempts = attempts + ?4
+                 WHERE id = ?1",
+                params![id, at, error, i64::from(counts)],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Counts for /healthz and /metrics.
+    pub async fn stats(&self, now: DateTime<Utc>) -> Result<Stats, StoreError> {
+        let now_ms = now.timestamp_millis();
+        self.call(move |c| {
+            let (depth, oldest): (i64, Option<i64>) = c.query_row(
+                "SELECT COUNT(*), MIN(received_at) FROM events WHERE state = 'pending'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            let dead: i64 = c.query_row(
+                "SELECT COUNT(*) FROM events WHERE state = 'dead'",
+                [],
+                |r| r.get(0),
+            )?;
+            Ok(Stats {
+                depth,
+                oldest_age_secs: oldest.map_or(0, |o| ((now_ms - o) / 1000).max(0)),
+                dead_letters: dead,
+            })
+        })
+        .await
+    }
+
+    /// Every dead letter, oldest first.
+    pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        self.call(|c| {
+            let mut stmt = c.prepare(
+                "SELECT id, ticket_id, kind, attempts, last_error, received_at FROM events
+                 WHERE state = 'dead' ORDER BY id",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                let received: i64 = r.get(5)?;
+                Ok(DeadLetter {
+                    id: r.get(0)?,
+                    ticket_id: r.get::<_, i64>(1)? as u64,
+                    kind: r.get(2)?,
+                    attempts: r.get(3)?,
+                    last_error: r.get(4)?,
+                    received_at: DateTime::from_timestamp_millis(received)
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_default(),
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// Puts dead letters back in the queue (all when `id` is `None`); returns how many.
+    pub async fn requeue(&self, id: Option<i64>, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        let at = now.timestamp_millis();
+        self.call(move |c| {
+            Ok(c.execute(
+                "UPDATE events SET state = 'pending', attempts = 0, next_attempt_at = ?1,
+                        locked_until = NULL, finished_at = NULL
+                 WHERE state = 'dead' AND (?2 IS NULL OR id = ?2)",
+                params![at, id],
+            )?)
+        })
+        .await
+    }
+
+    /// The audit record of one job: state and outcome JSON.
+    pub async fn outcome(&self, id: i64) -> Result<Option<(String, Option<String>)>, StoreError> {
+        self.call(move |c| {
+            Ok(c.query_row(
+                "SELECT state, outcome FROM events WHERE id = ?1",
+                params![id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+        })
+        .await
+    }
+}
+
+fn db_thread(mut conn: Connection, mut rx: mpsc::Receiver<Msg>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = Vec::new();
+        let mut after = None;
+        match first {
+            Msg::Run(task) => task(&mut conn),
+            Msg::Enqueue(ev, reply) => {
+                batch.push((ev, reply));
+                // Group commit: take every insert already waiting, up to a bound.
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(Msg::Enqueue(ev, reply)) => batch.push((ev, reply)),
+                        Ok(Msg::Run(task)) => {
+                            after = Some(task);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+        }
+        if !batch.is_empty() {
+            insert_batch(&mut conn, batch);
+        }
+        if let Some(task) = after {
+            task(&mut conn);
+        }
+    }
+}
+
+fn insert_batch(
+    conn: &mut Connection,
+    batch: Vec<(NewEvent, oneshot::Sender<Result<Enqueued, String>>)>,
+) {
+    let result = (|| -> Result<Vec<Enqueued>, rusqlite::Error> {
+        let tx = conn.transaction()?;
+        let mut out = Vec::with_capacity(batch.len());
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR IGNORE INTO events
+                     (dedup_key, invocation_key, ticket_id, kind, payload, received_at, next_attempt_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+            )?;
+            for (ne, _) in &batch {
+                let payload = serde_json::to_string(&ne.event)
+                    .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                let n = stmt.execute(params![
+                    ne.event.dedup_key,
+                    ne.invocation_key,
+                    ne.event.ticket_id as i64,
+                    ne.event.kind.as_str(),
+                    payload,
+                    ne.received_at.timestamp_millis(),
+                ])?;
+                out.push(if n == 1 {
+                    Enqueued::Queued(tx.last_insert_rowid())
+                } else {
+                    Enqueued::Duplicate
+                });
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    })();
+    match result {
+        Ok(out) => {
+            for ((_, reply), r) in batch.into_iter().zip(out) {
+                let _ = reply.send(Ok(r));
+            }
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            for (_, reply) in batch {
+                let _ = reply.send(Err(msg.clone()));
+            }
+        }
+    }
+}

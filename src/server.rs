@@ -1,0 +1,217 @@
+//! `serve`: the HTTP server and the worker, started together, stopped together.
+//!
+//! [`run`] takes its listener and shutdown token as arguments so tests bind port 0 and stop it by
+//! cancelling; `main` passes a token cancelled by SIGTERM or SIGINT.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::Utc;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use tracing::{error, info, warn};
+
+use crate::config::{Config, Verification};
+use crate::metrics::Metrics;
+use crate::policy::{Policy, PolicyHandle};
+use crate::queue::store::Store;
+use crate::queue::worker::Worker;
+use crate::webhook::routes::{self, WebhookState};
+use crate::webhook::signature::Verifier;
+use crate::zendesk::ZendeskClient;
+
+/// Upper bound on one HTTP request, so shutdown never waits on a stuck client.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(9);
+
+/// Why `serve` could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The policy did not load.
+    #[error("policy did not load: {0}")]
+    Policy(#[from] crate::policy::PolicyError),
+    /// The database did not open.
+    #[error(transparent)]
+    Store(#[from] crate::queue::store::StoreError),
+    /// The HTTP client could not be built.
+    #[error("cannot build the Zendesk client: {0}")]
+    Client(#[from] reqwest::Error),
+    /// The server failed.
+    #[error("HTTP server failed: {0}")]
+    Http(#[from] std::io::Error),
+}
+
+#[derive(Clone)]
+struct OpsState {
+    store: Store,
+    policy: PolicyHandle,
+    metrics: Metrics,
+    dry_run: bool,
+}
+
+/// Runs the server on `listener` and the worker until `shutdown` is cancelled.
+pub async fn run(
+    cfg: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    let policy = Policy::load(&cfg.rules)?;
+    info!(policy = policy.name(), rules = policy.rule_count(), file = %policy.source().display(), "policy loaded");
+    let policy = PolicyHandle::new(policy);
+    let store = Store::open(&cfg.db)?;
+    let metrics = Metrics::new();
+    let client = match &cfg.zendesk {
+        Some(z) => ZendeskClient::new(z, metrics.clone())?,
+        None => None,
+    };
+    let verifier = match &cfg.verification {
+        Verification::Skip => {
+            warn!("DESKBOT_INSECURE_SKIP_VERIFY is set: webhook signatures are NOT checked");
+            Verifier::insecure_skip()
+        }
+        Verification::Secrets {
+            secrets,
+            accept_test_secret,
+        } => {
+            if *accept_test_secret {
+                warn!(
+                    "accepting Zendesk's public TEST signing secret: anyone can sign requests with it; use only while setting up"
+                );
+            }
+            Verifier::new(
+                secrets.clone(),
+                *accept_test_secret,
+                cfg.signature_tolerance_secs,
+            )
+        }
+    };
+    if cfg.dry_run {
+        warn!(
+            reads_zendesk = client.is_some(),
+            "dry run: decisions are logged and stored, nothing is written to Zendesk"
+        );
+    }
+    let worker = Worker::new(
+        store.clone(),
+        policy.clone(),
+        client,
+        cfg.dry_run,
+        cfg.retry,
+        metrics.clone(),
+    );
+    let app = router(
+        WebhookState {
+            verifier: Arc::new(verifier),
+            store: store.clone(),
+            metrics: metrics.clone(),
+        },
+        OpsState {
+            store,
+            policy,
+            metrics,
+            dry_run: cfg.dry_run,
+        },
+    );
+    info!(addr = %listener.local_addr()?, "listening");
+    let worker_task = tokio::spawn(worker.run(shutdown.clone()));
+    let http_shutdown = shutdown.clone();
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
+        .await;
+    // Intake has stopped (or failed): let the worker finish its in-flight job, then return.
+    shutdown.cancel();
+    if let Err(e) = worker_task.await {
+        error!(error = %e, "worker task ended abnormally");
+    }
+    info!("stopped");
+    served.map_err(ServeError::from)
+}
+
+fn router(webhook: WebhookState, ops: OpsState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .with_state(ops)
+        .merge(routes::router(webhook))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(TraceLayer::new_for_http())
+}
+
+async fn healthz(State(st): State<OpsState>) -> Response {
+    let policy = st.policy.current();
+    match st.store.stats(Utc::now()).await {
+        Ok(stats) => Json(json!({
+            "status": "ok",
+            "dry_run": st.dry_run,
+            "policy": { "loaded": true, "name": policy.name(), "rules": policy.rule_count(), "error": null },
+            "queue": stats,
+        }))
+        .into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({
+                "status": "unavailable",
+                "dry_run": st.dry_run,
+                "policy": { "loaded": true, "name": policy.name(), "rules": policy.rule_count(), "error": null },
+                "queue": null,
+                "error": e.to_string(),
+            })),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(st): State<OpsState>) -> Response {
+    if let Ok(s) = st.store.stats(Utc::now()).await {
+        st.metrics
+            .set_queue(s.depth, s.oldest_age_secs, s.dead_letters);
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        st.metrics.render(),
+    )
+        .into_response()
+}
+
+/// A token cancelled by SIGTERM or SIGINT (Fly.io sends SIGINT by default, most others SIGTERM).
+pub fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = ctrl_c => info!("SIGINT: shutting down"),
+                        _ = term.recv() => info!("SIGTERM: shutting down"),
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops deskbot");
+                    let _ = ctrl_c.await;
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = ctrl_c.await;
+        }
+        t.cancel();
+    });
+    token
+}

@@ -1,0 +1,139 @@
+//! The diff between a [`Decision`] and the ticket as just read: the one update deskbot sends, or none.
+//!
+//! This is what makes deskbot idempotent and loop-free: applying the same decision to a ticket that
+//! already reflects it yields `None`, so a redelivered event, a job retried after a crash, and the
+//! `ticket.*_changed` events caused by deskbot's own update all send nothing.
+
+use crate::policy::Decision;
+use crate::ticket::Ticket;
+use crate::zendesk::model::{CustomFieldValue, NewComment, TicketUpdate};
+
+/// Plans the update that brings `ticket` in line with `decision`; `None` when nothing would change.
+///
+/// A private note is sent only along with a real change: alone it would be added again on every
+/// redelivery.
+pub fn plan(ticket: &Ticket, decision: &Decision) -> Option<TicketUpdate> {
+    let priority_change = decision.priority.filter(|p| Some(*p) != ticket.priority);
+
+    let mut tags: Vec<String> = ticket
+        .tags
+        .iter()
+        .filter(|t| {
+            !decision
+                .remove_tags
+                .iter()
+                .any(|r| r.eq_ignore_ascii_case(t))
+        })
+        .cloned()
+        .collect();
+    for t in &decision.add_tags {
+        if !tags.iter().any(|have| have.eq_ignore_ascii_case(t)) {
+            tags.push(t.clone());
+        }
+    }
+    let tags_change = tags.len() != ticket.tags.len()
+        || tags
+            .iter()
+            .zip(&ticket.tags)
+            .any(|(a, b)| !a.eq_ignore_ascii_case(b));
+
+    let custom_fields: Vec<CustomFieldValue> = decision
+        .fields
+        .iter()
+        .filter(|(id, value)| ticket.custom_fields.get(id) != Some(value))
+        .map(|(id, value)| CustomFieldValue {
+            id: *id,
+            value: value.clone(),
+        })
+        .collect();
+
+    let group_change = decision.group_id.filter(|g| Some(*g) != ticket.group_id);
+
+    if priority_change.is_none()
+        && !tags_change
+        && custom_fields.is_empty()
+        && group_change.is_none()
+    {
+        return None;
+    }
+    Some(TicketUpdate {
+        priority: priority_change.or(ticket.priority),
+        tags,
+        custom_fields,
+        group_id: group_change,
+        comment: decision.note.as_ref().map(|body| NewComment {
+            body: body.clone(),
+            public: false,
+        }),
+        safe_update: ticket.updated_at.as_ref().map(|_| true),
+        updated_stamp: ticket.updated_at.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ticket::Priority;
+    use serde_json::json;
+
+    fn ticket() -> Ticket {
+        Ticket {
+            id: 9,
+            tags: vec!["agent_added".into(), "old".into()],
+            priority: Some(Priority::Normal),
+            updated_at: Some("2026-11-23T17:00:00Z".into()),
+            custom_fields: [(5, json!("2026-11-24"))].into_iter().collect(),
+            ..Ticket::default()
+        }
+    }
+
+    #[test]
+    fn sends_full_tag_set_and_keeps_agent_tags() {
+        let d = Decision {
+            priority: Some(Priority::Urgent),
+            add_tags: vec!["escalated".into()],
+            remove_tags: vec!["old".into()],
+            note: Some("[deskbot] why".into()),
+            ..Decision::default()
+        };
+        let u = plan(&ticket(), &d).unwrap();
+        assert_eq!(u.priority, Some(Priority::Urgent));
+        assert_eq!(u.tags, vec!["agent_added", "escalated"]);
+        assert_eq!(u.safe_update, Some(true));
+        assert_eq!(u.updated_stamp.as_deref(), Some("2026-11-23T17:00:00Z"));
+        assert_eq!(u.comment.unwrap().public, false);
+    }
+
+    #[test]
+    fn applied_decision_plans_nothing() {
+        let d = Decision {
+            priority: Some(Priority::Normal),
+            add_tags: vec!["AGENT_ADDED".into()],
+            remove_tags: vec!["absent".into()],
+            fields: [(5, json!("2026-11-24"))].into_iter().collect(),
+            note: Some("[deskbot] a note alone is not a change".into()),
+            ..Decision::default()
+        };
+        assert_eq!(plan(&ticket(), &d), None);
+    }
+
+    #[test]
+    fn only_changed_fields_are_sent() {
+        let d = Decision {
+            fields: [(5, json!("2026-11-24")), (6, json!("x"))]
+                .into_iter()
+                .collect(),
+            ..Decision::default()
+        };
+        let u = plan(&ticket(), &d).unwrap();
+        assert_eq!(
+            u.custom_fields,
+            vec![CustomFieldValue {
+                id: 6,
+                value: json!("x")
+            }]
+        );
+        assert_eq!(u.priority, Some(Priority::Normal));
+        assert_eq!(u.comment, None);
+    }
+}

@@ -1,0 +1,186 @@
+//! `POST /webhooks/zendesk`: verify, parse, store, answer. No network I/O happens here.
+//!
+//! | answer | when |
+//! |---|---|
+//! | 202 | stored durably as a new job |
+//! | 200 | a duplicate delivery, or an event type deskbot ignores |
+//! | 400 | not a ticket event (one-line JSON reason) |
+//! | 401 | missing, wrong or stale signature |
+//! | 413 | body over 1 MiB |
+//! | 503 + Retry-After | could not store it: the only answer Zendesk retries |
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use chrono::Utc;
+use serde_json::json;
+use tracing::{error, info, warn};
+
+use crate::metrics::Metrics;
+use crate::queue::store::{Enqueued, NewEvent, Store};
+
+use super::payload::{self, Parsed, Source};
+use super::signature::{Matched, Verifier, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+
+/// Largest body accepted; Zendesk ticket events are a few KiB.
+pub const MAX_BODY: usize = 1024 * 1024;
+/// Longest wait for the database before answering 503 (well inside Zendesk's ~10 s timeout).
+const STORE_TIMEOUT: Duration = Duration::from_secs(5);
+/// `Retry-After` on 503: Zendesk retries only when it is under 60 s.
+const RETRY_AFTER_SECS: &str = "10";
+const INVOCATION_HEADER: &str = "x-zendesk-webhook-invocation-id";
+const WEBHOOK_ID_HEADER: &str = "x-zendesk-webhook-id";
+
+/// What the webhook handler needs.
+#[derive(Clone)]
+pub struct WebhookState {
+    /// Signature checker.
+    pub verifier: Arc<Verifier>,
+    /// Queue.
+    pub store: Store,
+    /// Metrics.
+    pub metrics: Metrics,
+}
+
+/// The webhook route, with its body limit.
+pub fn router(state: WebhookState) -> Router {
+    Router::new()
+        .route("/webhooks/zendesk", post(receive))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+fn answer(status: StatusCode, body: serde_json::Value) -> Response {
+    (status, Json(body)).into_response()
+}
+
+fn reject(metrics: &Metrics, status: StatusCode, reason: &str, message: String) -> Response {
+    metrics.rejected(reason);
+    // Bad client input is not deskbot's error: info, not error level.
+    info!(status = status.as_u16(), reason, %message, "webhook rejected");
+    answer(status, json!({ "error": message }))
+}
+
+async fn receive(
+    State(st): State<WebhookState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let response = handle(&st, &headers, body).await;
+    st.metrics.webhook_latency(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn handle(
+    st: &WebhookState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let m = &st.metrics;
+    let body = match body {
+        Ok(b) => b,
+        Err(rej) if rej.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return reject(
+                m,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("body is larger than {MAX_BODY} bytes"),
+            )
+        }
+        Err(rej) => {
+            return reject(
+                m,
+                StatusCode::BAD_REQUEST,
+                "unreadable_body",
+                rej.body_text(),
+            )
+        }
+    };
+    let now = Utc::now();
+    let header = |name: &str| headers.get(name).map(HeaderValue::as_bytes);
+    match st
+        .verifier
+        .verify(header(SIGNATURE_HEADER), header(TIMESTAMP_HEADER), &body, now)
+    {
+        Ok(Matched::TestSecret) => warn!(
+            "accepted a webhook signed with Zendesk's public TEST secret: set DESKBOT_WEBHOOK_SECRETS to the webhook's real secret before going live"
+        ),
+        Ok(_) => {}
+        Err(e) => return reject(m, StatusCode::UNAUTHORIZED, e.reason(), e.to_string()),
+    }
+    let event = match payload::parse(&body) {
+        Ok(Parsed::Ticket(ev)) => ev,
+        Ok(Parsed::Ignored { event_type }) => {
+            m.rejected("ignored_event_type");
+            return answer(
+                StatusCode::OK,
+                json!({ "status": "ignored", "event_type": event_type }),
+            );
+        }
+        Err(e) => return reject(m, StatusCode::BAD_REQUEST, "bad_payload", e.to_string()),
+    };
+    let invocation_key = headers
+        .get(INVOCATION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(|inv| {
+            let webhook = headers
+                .get(WEBHOOK_ID_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            format!("{webhook}:{inv}")
+        });
+    let source = match event.source {
+        Source::Event => "event",
+        Source::Trigger => "trigger",
+    };
+    let ticket_id = event.ticket_id;
+    let stored = tokio::time::timeout(
+        STORE_TIMEOUT,
+        st.store.enqueue(NewEvent {
+            event,
+            invocation_key,
+            received_at: now,
+        }),
+    )
+    .await;
+    match stored {
+        Ok(Ok(Enqueued::Queued(id))) => {
+            m.received(source);
+            info!(job = id, ticket_id, "webhook queued");
+            answer(
+                StatusCode::ACCEPTED,
+                json!({ "status": "queued", "job": id }),
+            )
+        }
+        Ok(Ok(Enqueued::Duplicate)) => {
+            m.rejected("duplicate");
+            answer(StatusCode::OK, json!({ "status": "duplicate" }))
+        }
+        Ok(Err(e)) => unavailable(m, e.to_string()),
+        Err(_) => unavailable(m, "timed out waiting for the database".into()),
+    }
+}
+
+fn unavailable(m: &Metrics, cause: String) -> Response {
+    m.rejected("store_unavailable");
+    error!(error = %cause, "could not store a webhook event; answering 503 so Zendesk retries");
+    let mut r = answer(
+        StatusCode::SERVICE_UNAVAILABLE,
+        json!({ "error": "could not store the event; retry later" }),
+    );
+    r.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        HeaderValue::from_static(RETRY_AFTER_SECS),
+    );
+    r
+}

@@ -1,0 +1,281 @@
+//! Typed calls to the Zendesk Support API, each classified for the retry policy.
+//!
+//! The client does not retry by itself: the worker decides (and stores) when to try again, so a
+//! retry survives a restart. Every call is counted in the metrics by endpoint and status.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, RETRY_AFTER};
+use reqwest::StatusCode;
+
+use crate::config::{Auth, ZendeskConfig};
+use crate::metrics::Metrics;
+use crate::ticket::{Organization, Ticket};
+
+use super::model::{OrganizationResponse, TicketResponse, TicketUpdate, TicketUpdateRequest};
+
+/// Per-request timeout: long enough for a slow Zendesk, short enough that shutdown is prompt.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// How much of an error body is kept for logs and the dead-letter list.
+const ERROR_BODY_LIMIT: usize = 300;
+
+/// A failed Zendesk call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ZendeskError {
+    /// Zendesk answered with a non-success status.
+    #[error("Zendesk answered {status} to {endpoint}: {body}")]
+    Status {
+        /// Which call.
+        endpoint: &'static str,
+        /// HTTP status.
+        status: u16,
+        /// Parsed `Retry-After`, if any.
+        retry_after: Option<Duration>,
+        /// Start of the response body.
+        body: String,
+    },
+    /// The request did not get an answer (connect error, timeout, reset).
+    #[error("could not reach Zendesk for {endpoint}: {message}")]
+    Network {
+        /// Which call.
+        endpoint: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+    /// A success answer whose body is not what the API documents.
+    #[error("Zendesk's answer to {endpoint} was not understood: {message}")]
+    Decode {
+        /// Which call.
+        endpoint: &'static str,
+        /// Parser message.
+        message: String,
+    },
+}
+
+/// What the worker should do about an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// 409: the ticket changed under us; re-read and decide again.
+    Conflict,
+    /// 429: wait (for `Retry-After` if given); the whole account is throttled.
+    RateLimited(Option<Duration>),
+    /// 5xx, network, undecodable: retry with backoff (at least `Retry-After` if given).
+    Transient(Option<Duration>),
+    /// 404: the ticket is gone; end the job quietly.
+    NotFound,
+    /// Any other 4xx: retrying cannot help.
+    Permanent,
+}
+
+impl ZendeskError {
+    /// Classifies the error for the retry policy.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            ZendeskError::Status {
+                status,
+                retry_after,
+                ..
+            } => match *status {
+                409 => ErrorClass::Conflict,
+                429 => ErrorClass::RateLimited(*retry_after),
+                404 => ErrorClass::NotFound,
+                s if s >= 500 => ErrorClass::Transient(*retry_after),
+                _ => ErrorClass::Permanent,
+            },
+            ZendeskError::Network { .. } | ZendeskError::Decode { .. } => {
+                ErrorClass::Transient(None)
+            }
+        }
+    }
+}
+
+/// A Zendesk API client for one account.
+#[derive(Clone)]
+pub struct ZendeskClient {
+    http: reqwest::Client,
+    base_url: String,
+    authorization: String,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for ZendeskClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ZendeskClient")
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ZendeskClient {
+    /// A client for `cfg`; `None` when it has no credentials.
+    pub fn new(cfg: &ZendeskConfig, metrics: Metrics) -> Result<Option<Self>, reqwest::Error> {
+        let Some(auth) = &cfg.auth else {
+            return Ok(None);
+        };
+        let authorization = match auth {
+            Auth::ApiToken { email, token } => format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD
+                    .encode(format!("{email}/token:{}", token.expose()))
+            ),
+            Auth::Bearer(token) => format!("Bearer {}", token.expose()),
+        };
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(Duration::from_secs(5))
+            .user_agent(concat!("deskbot/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Some(ZendeskClient {
+            http,
+            base_url: cfg.base_url.clone(),
+            authorization,
+            metrics,
+        }))
+    }
+
+    /// `GET /api/v2/tickets/{id}.json?include=users`: the ticket with its requester's e-mail.
+    pub async fn show_ticket(&self, id: u64) -> Result<Ticket, ZendeskError> {
+        let endpoint = "show_ticket";
+        let url = format!("{}/api/v2/tickets/{id}.json?include=users", self.base_url);
+        let body = self.send(endpoint, self.http.get(url)).await?;
+        let parsed: TicketResponse = decode(endpoint, &body)?;
+        Ok(parsed.into_ticket())
+    }
+
+    /// `GET /api/v2/organizations/{id}.json`.
+    pub async fn show_organization(&self, id: u64) -> Result<Organization, ZendeskError> {
+        let endpoint = "show_organization";
+        let url = format!("{}/api/v2/organizations/{id}.json", self.base_url);
+        let body = self.send(endpoint, self.http.get(url)).await?;
+        let parsed: OrganizationResponse = decode(endpoint, &body)?;
+        Ok(parsed.organization.into())
+    }
+
+    /// `PUT /api/v2/tickets/{id}.json` with one update.
+    pub async fn update_ticket(&self, id: u64, update: &TicketUpdate) -> Result<(), ZendeskError> {
+        let endpoint = "update_ticket";
+        let url = format!("{}/api/v2/tickets/{id}.json", self.base_url);
+        let request = TicketUpdateRequest {
+            ticket: update.clone(),
+        };
+        self.send(endpoint, self.http.put(url).json(&request))
+            .await
+            .map(drop)
+    }
+
+    async fn send(
+        &self,
+        endpoint: &'static str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Vec<u8>, ZendeskError> {
+        let started = Instant::now();
+        let result = request
+            .header(AUTHORIZATION, &self.authorization)
+            .header(ACCEPT, "application/json")
+            .send()
+            .await;
+        let elapsed = started.elapsed().as_secs_f64();
+        let response = match result {
+            Ok(r) => r,
+            Err(e) => {
+                self.metrics.api_call(endpoint, "error", elapsed);
+                return Err(ZendeskError::Network {
+                    endpoint,
+                    message: error_chain(&e),
+                });
+            }
+        };
+        let status = response.status();
+        self.metrics.api_call(endpoint, status.as_str(), elapsed);
+        let retry_after = retry_after(response.headers(), Utc::now());
+        let body = response.bytes().await.map_err(|e| ZendeskError::Network {
+            endpoint,
+            message: error_chain(&e),
+        })?;
+        if status.is_success() {
+            return Ok(body.to_vec());
+        }
+        Err(ZendeskError::Status {
+            endpoint,
+            status: status.as_u16(),
+            retry_after: if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+                retry_after
+            } else {
+                None
+            },
+            body: String::from_utf8_lossy(&body[..body.len().min(ERROR_BODY_LIMIT)]).into_owned(),
+        })
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(
+    endpoint: &'static str,
+    body: &[u8],
+) -> Result<T, ZendeskError> {
+    serde_json::from_slice(body).map_err(|e| ZendeskError::Decode {
+        endpoint,
+        message: e.to_string(),
+    })
+}
+
+fn error_chain(e: &reqwest::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}
+
+/// Parses `Retry-After` as delta-seconds or an HTTP date (RFC 9110 allows both).
+pub fn retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
+    let raw = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = raw.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = DateTime::parse_from_rfc2822(raw).ok()?.with_timezone(&Utc);
+    Some((when - now).to_std().unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    #[test]
+    fn retry_after_reads_both_forms() {
+        let now = DateTime::parse_from_rfc3339("2015-10-21T07:28:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, HeaderValue::from_static("7"));
+        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(7)));
+        h.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:30 GMT"),
+        );
+        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(30)));
+        h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&h, now), None);
+    }
+
+    #[test]
+    fn classes() {
+        let status = |s: u16| ZendeskError::Status {
+            endpoint: "x",
+            status: s,
+            retry_after: None,
+            body: String::new(),
+        };
+        assert_eq!(status(409).class(), ErrorClass::Conflict);
+        assert_eq!(status(429).class(), ErrorClass::RateLimited(None));
+        assert_eq!(status(404).class(), ErrorClass::NotFound);
+        assert_eq!(status(503).class(), ErrorClass::Transient(None));
+        assert_eq!(status(422).class(), ErrorClass::Permanent);
+        assert_eq!(status(401).class(), ErrorClass::Permanent);
+    }
+}

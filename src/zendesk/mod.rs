@@ -1,0 +1,6 @@
+//! The Zendesk Support API: typed requests and responses, and a client that classifies failures.
+
+pub mod client;
+pub mod model;
+
+pub use client::{ErrorClass, ZendeskClient, ZendeskError};

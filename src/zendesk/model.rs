@@ -1,0 +1,205 @@
+//! Shapes of the Zendesk Support API that deskbot reads and writes.
+//!
+//! Responses are read leniently (every field optional), because a missing field must not stop a job;
+//! requests are written strictly, and a test validates them against Zendesk's OpenAPI file.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::ticket::{parse_time, Organization, Priority, Ticket};
+
+/// `GET /api/v2/tickets/{id}.json?include=users`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TicketResponse {
+    /// The ticket.
+    pub ticket: ApiTicket,
+    /// Side-loaded users (requester, submitter, assignee).
+    #[serde(default)]
+    pub users: Vec<ApiUser>,
+}
+
+/// A ticket as the REST API returns it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ApiTicket {
+    /// Ticket id.
+    pub id: u64,
+    /// Subject.
+    pub subject: Option<String>,
+    /// First comment.
+    pub description: Option<String>,
+    /// `urgent|high|normal|low` or null.
+    pub priority: Option<String>,
+    /// Status.
+    pub status: Option<String>,
+    /// Ticket type.
+    #[serde(rename = "type")]
+    pub ticket_type: Option<String>,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Channel it came through.
+    pub via: Option<Via>,
+    /// Support address it was sent to.
+    pub recipient: Option<String>,
+    /// Requester user id.
+    pub requester_id: Option<u64>,
+    /// Organization id.
+    pub organization_id: Option<u64>,
+    /// Group id.
+    pub group_id: Option<u64>,
+    /// Brand id.
+    pub brand_id: Option<u64>,
+    /// Form id.
+    pub ticket_form_id: Option<u64>,
+    /// Custom field values.
+    pub custom_fields: Vec<CustomFieldValue>,
+    /// Creation time.
+    pub created_at: Option<String>,
+    /// Last update time: echoed as `updated_stamp`.
+    pub updated_at: Option<String>,
+}
+
+/// `via` object.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Via {
+    /// Channel name.
+    #[serde(default)]
+    pub channel: Option<String>,
+}
+
+/// A side-loaded user.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ApiUser {
+    /// User id.
+    pub id: u64,
+    /// Primary e-mail.
+    #[serde(default)]
+    pub email: Option<String>,
+}
+
+/// `GET /api/v2/organizations/{id}.json`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct OrganizationResponse {
+    /// The organization.
+    pub organization: ApiOrganization,
+}
+
+/// An organization with its custom fields.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ApiOrganization {
+    /// Organization id.
+    pub id: u64,
+    /// Name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Custom fields by key.
+    #[serde(default)]
+    pub organization_fields: Option<Map<String, Value>>,
+}
+
+impl From<ApiOrganization> for Organization {
+    fn from(o: ApiOrganization) -> Self {
+        Organization {
+            id: o.id,
+            name: o.name,
+            fields: o.organization_fields.unwrap_or_default(),
+        }
+    }
+}
+
+/// `{id, value}`: the wire form of a custom field value (in both directions).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CustomFieldValue {
+    /// Field id.
+    pub id: u64,
+    /// Value (string, number, bool, list or null).
+    #[serde(default)]
+    pub value: Value,
+}
+
+impl TicketResponse {
+    /// Folds the API ticket and its requester into deskbot's [`Ticket`].
+    pub fn into_ticket(self) -> Ticket {
+        let t = self.ticket;
+        let requester_email = t.requester_id.and_then(|rid| {
+            self.users
+                .iter()
+                .find(|u| u.id == rid)
+                .and_then(|u| u.email.clone())
+        });
+        Ticket {
+            id: t.id,
+            event: None,
+            subject: t.subject.unwrap_or_default(),
+            description: t.description.unwrap_or_default(),
+            latest_comment: None,
+            tags: t.tags,
+            priority: t
+                .priority
+                .as_deref()
+                .and_then(|p| p.parse::<Priority>().ok()),
+            status: t.status.map(|s| s.to_ascii_lowercase()),
+            ticket_type: t.ticket_type.map(|s| s.to_ascii_lowercase()),
+            channel: t
+                .via
+                .and_then(|v| v.channel)
+                .map(|c| c.to_ascii_lowercase()),
+            recipient: t.recipient,
+            requester_email,
+            requester_id: t.requester_id,
+            organization_id: t.organization_id,
+            organization: None,
+            custom_fields: t
+                .custom_fields
+                .into_iter()
+                .map(|f| (f.id, f.value))
+                .collect(),
+            brand_id: t.brand_id,
+            group_id: t.group_id,
+            form_id: t.ticket_form_id,
+            created_at: t.created_at.as_deref().and_then(parse_time),
+            updated_at: t.updated_at,
+        }
+    }
+}
+
+/// Body of `PUT /api/v2/tickets/{id}.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TicketUpdateRequest {
+    /// The update.
+    pub ticket: TicketUpdate,
+}
+
+/// The one update deskbot sends per decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TicketUpdate {
+    /// Priority to set (omitted when the ticket has none and the policy chose none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
+    /// The full tag set: a single-ticket update replaces tags wholesale.
+    pub tags: Vec<String>,
+    /// Custom fields that change.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub custom_fields: Vec<CustomFieldValue>,
+    /// Group to assign.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_id: Option<u64>,
+    /// Private note.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comment: Option<NewComment>,
+    /// Refuse the update (409) if the ticket changed since `updated_stamp`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub safe_update: Option<bool>,
+    /// The `updated_at` of the ticket the update was computed from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updated_stamp: Option<String>,
+}
+
+/// A comment to add.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewComment {
+    /// Text.
+    pub body: String,
+    /// Always false: deskbot writes internal notes only.
+    pub public: bool,
+}
