@@ -1,1 +1,7 @@
+//! Integration tests: the real app on a random port against an in-process fake Zendesk.
 
+mod bad_input;
+mod contract;
+mod pipeline;
+mod signature;
+mod support;

@@ -1,0 +1,407 @@
+//! An in-process fake of the Zendesk Support API, stateful enough to test deskbot end to end.
+//!
+//! It keeps tickets, users and organizations; applies PUTs the way Zendesk does (tags replaced
+//! wholesale, safe_update checked against updated_at → 409); records every request; answers
+//! scripted failures; and, when told where deskbot is, fires back the signed `ticket.*_changed`
+//! and `comment_added` events that deskbot's own update causes.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+/// One request the fake received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: Method,
+    pub path: String,
+    pub body: Option<Value>,
+    pub authorized: bool,
+    pub at: Instant,
+    /// Status the fake answered.
+    pub status: u16,
+}
+
+/// A scripted answer for the next matching requests.
+#[derive(Debug, Clone)]
+struct Scripted {
+    method: Method,
+    status: u16,
+    retry_after: Option<String>,
+    remaining: usize,
+    /// Apply the request first, then answer with this status (a response lost after the write).
+    apply_first: bool,
+    /// Hold the response this long before answering.
+    hang: Option<Duration>,
+}
+
+/// Where to send the events deskbot's updates cause.
+#[derive(Debug, Clone)]
+struct Echo {
+    url: String,
+    secret: String,
+}
+
+#[derive(Default)]
+struct FakeState {
+    tickets: HashMap<u64, Value>,
+    users: HashMap<u64, Value>,
+    orgs: HashMap<u64, Value>,
+    requests: Vec<Recorded>,
+    script: VecDeque<Scripted>,
+    echo: Option<Echo>,
+    /// Before the next PUT is applied, an agent adds this tag (the stamp then no longer matches).
+    agent_edit_before_put: Option<String>,
+    event_seq: u64,
+}
+
+/// Handle to a running fake.
+#[derive(Clone)]
+pub struct FakeZendesk {
+    pub url: String,
+    state: Arc<Mutex<FakeState>>,
+}
+
+impl FakeZendesk {
+    /// Starts the fake on a random local port.
+    pub async fn start() -> FakeZendesk {
+        let state = Arc::new(Mutex::new(FakeState::default()));
+        let app = Router::new()
+            .route(
+                "/api/v2/tickets/{file}",
+                get(show_ticket).put(update_ticket),
+            )
+            .route("/api/v2/organizations/{file}", get(show_org))
+            .with_state(state.clone());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        FakeZendesk {
+            url: format!("http://{addr}"),
+            state,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FakeState> {
+        self.state.lock().unwrap()
+    }
+
+    /// Adds a ticket (REST API shape; `id` required).
+    pub fn put_ticket(&self, ticket: Value) {
+        let id = ticket["id"].as_u64().unwrap();
+        self.lock().tickets.insert(id, ticket);
+    }
+
+    pub fn put_user(&self, user: Value) {
+        let id = user["id"].as_u64().unwrap();
+        self.lock().users.insert(id, user);
+    }
+
+    pub fn put_org(&self, org: Value) {
+        let id = org["id"].as_u64().unwrap();
+        self.lock().orgs.insert(id, org);
+    }
+
+    /// The ticket as the fake holds it now.
+    pub fn ticket(&self, id: u64) -> Value {
+        self.lock().tickets[&id].clone()
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.lock().requests.clone()
+    }
+
+    /// Bodies of PUTs that Zendesk applied (status 200).
+    pub fn applied_puts(&self) -> Vec<Value> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method == Method::PUT && r.status == 200)
+            .filter_map(|r| r.body)
+            .collect()
+    }
+
+    /// Bodies of every PUT received, whatever the answer.
+    pub fn all_puts(&self) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method == Method::PUT)
+            .collect()
+    }
+
+    /// The next `n` requests with `method` get `status` (with `Retry-After` if given).
+    pub fn fail_next(&self, method: Method, n: usize, status: u16, retry_after: Option<&str>) {
+        self.lock().script.push_back(Scripted {
+            method,
+            status,
+            retry_after: retry_after.map(str::to_string),
+            remaining: n,
+            apply_first: false,
+            hang: None,
+        });
+    }
+
+    /// The next PUT is applied, then its answer is held for `hang` (deskbot never sees it).
+    pub fn apply_then_hang(&self, hang: Duration) {
+        self.lock().script.push_back(Scripted {
+            method: Method::PUT,
+            status: 200,
+            retry_after: None,
+            remaining: 1,
+            apply_first: true,
+            hang: Some(hang),
+        });
+    }
+
+    /// Before the next PUT, an agent adds `tag` (so a safe update computed earlier conflicts).
+    pub fn agent_edits_before_next_put(&self, tag: &str) {
+        self.lock().agent_edit_before_put = Some(tag.to_string());
+    }
+
+    /// Fire the events caused by each applied update back to deskbot, signed with `secret`.
+    pub fn echo_to(&self, url: &str, secret: &str) {
+        self.lock().echo = Some(Echo {
+            url: url.to_string(),
+            secret: secret.to_string(),
+        });
+    }
+}
+
+fn ticket_id(file: &str) -> Option<u64> {
+    file.strip_suffix(".json").unwrap_or(file).parse().ok()
+}
+
+fn scripted(st: &mut FakeState, method: &Method) -> Option<Scripted> {
+    let front = st.script.front_mut()?;
+    if front.method != *method {
+        return None;
+    }
+    front.remaining -= 1;
+    let s = front.clone();
+    if front.remaining == 0 {
+        st.script.pop_front();
+    }
+    Some(s)
+}
+
+fn record(
+    st: &mut FakeState,
+    method: Method,
+    path: String,
+    headers: &HeaderMap,
+    body: Option<Value>,
+    status: u16,
+) {
+    st.requests.push(Recorded {
+        method,
+        path,
+        body,
+        authorized: headers.get("authorization").is_some(),
+        at: Instant::now(),
+        status,
+    });
+}
+
+fn error_response(s: &Scripted) -> Response {
+    let mut r = (
+        StatusCode::from_u16(s.status).unwrap(),
+        axum::Json(json!({"error": "scripted", "description": "scripted failure"})),
+    )
+        .into_response();
+    if let Some(ra) = &s.retry_after {
+        r.headers_mut().insert("retry-after", ra.parse().unwrap());
+    }
+    r
+}
+
+async fn show_ticket(
+    State(state): State<Arc<Mutex<FakeState>>>,
+    Path(file): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let path = format!("/api/v2/tickets/{file}");
+    let mut st = state.lock().unwrap();
+    if let Some(s) = scripted(&mut st, &Method::GET) {
+        record(&mut st, Method::GET, path, &headers, None, s.status);
+        return error_response(&s);
+    }
+    let Some(ticket) = ticket_id(&file).and_then(|id| st.tickets.get(&id).cloned()) else {
+        record(&mut st, Method::GET, path, &headers, None, 404);
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"error": "RecordNotFound"})),
+        )
+            .into_response();
+    };
+    let users: Vec<Value> = ticket["requester_id"]
+        .as_u64()
+        .and_then(|rid| st.users.get(&rid).cloned())
+        .into_iter()
+        .collect();
+    record(&mut st, Method::GET, path, &headers, None, 200);
+    axum::Json(json!({ "ticket": ticket, "users": users })).into_response()
+}
+
+async fn show_org(
+    State(state): State<Arc<Mutex<FakeState>>>,
+    Path(file): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let path = format!("/api/v2/organizations/{file}");
+    let mut st = state.lock().unwrap();
+    match ticket_id(&file).and_then(|id| st.orgs.get(&id).cloned()) {
+        Some(org) => {
+            record(&mut st, Method::GET, path, &headers, None, 200);
+            axum::Json(json!({ "organization": org })).into_response()
+        }
+        None => {
+            record(&mut st, Method::GET, path, &headers, None, 404);
+            StatusCode::NOT_FOUND.into_response()
+        }
+    }
+}
+
+fn bump(stamp: &str) -> String {
+    let t: DateTime<Utc> = stamp.parse().unwrap_or_else(|_| Utc::now());
+    (t + chrono::Duration::seconds(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+async fn update_ticket(
+    State(state): State<Arc<Mutex<FakeState>>>,
+    Path(file): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = format!("/api/v2/tickets/{file}");
+    let parsed: Option<Value> = serde_json::from_slice(&body).ok();
+    let (response, events, echo, hang) = {
+        let mut st = state.lock().unwrap();
+        let script = scripted(&mut st, &Method::PUT);
+        if let Some(s) = script.as_ref().filter(|s| !s.apply_first) {
+            record(&mut st, Method::PUT, path, &headers, parsed, s.status);
+            return error_response(s);
+        }
+        let Some(id) = ticket_id(&file).filter(|id| st.tickets.contains_key(id)) else {
+            record(&mut st, Method::PUT, path, &headers, parsed, 404);
+            return StatusCode::NOT_FOUND.into_response();
+        };
+        let Some(update) = parsed.as_ref().and_then(|b| b.get("ticket")).cloned() else {
+            record(&mut st, Method::PUT, path, &headers, parsed, 400);
+            return StatusCode::BAD_REQUEST.into_response();
+        };
+        if let Some(tag) = st.agent_edit_before_put.take() {
+            let t = st.tickets.get_mut(&id).unwrap();
+            t["tags"].as_array_mut().unwrap().push(json!(tag));
+            let stamp = bump(t["updated_at"].as_str().unwrap_or(""));
+            t["updated_at"] = json!(stamp);
+        }
+        let current = st.tickets[&id].clone();
+        if update.get("safe_update") == Some(&json!(true))
+            && update.get("updated_stamp") != current.get("updated_at")
+        {
+            record(&mut st, Method::PUT, path, &headers, parsed, 409);
+            return (
+                StatusCode::CONFLICT,
+                axum::Json(json!({"error": "UpdateConflict", "description": "Safe Update prevented the update due to outdated ticket data."})),
+            )
+                .into_response();
+        }
+        let mut t = current.clone();
+        let mut events = Vec::new();
+        if let Some(p) = update
+            .get("priority")
+            .filter(|p| *p != &current["priority"])
+        {
+            events.push(("priority_changed", json!({"current": p.as_str().unwrap_or("").to_uppercase(), "previous": current["priority"].as_str().unwrap_or("").to_uppercase()})));
+            t["priority"] = p.clone();
+        }
+        if let Some(tags) = update.get("tags").filter(|tags| *tags != &current["tags"]) {
+            events.push((
+                "tags_changed",
+                json!({"current": tags, "previous": current["tags"]}),
+            ));
+            t["tags"] = tags.clone();
+        }
+        if let Some(fields) = update.get("custom_fields").and_then(Value::as_array) {
+            let mut merged: Vec<Value> = t["custom_fields"].as_array().cloned().unwrap_or_default();
+            for f in fields {
+                merged.retain(|m| m["id"] != f["id"]);
+                merged.push(f.clone());
+                events.push((
+                    "custom_field_changed",
+                    json!({"current": f["value"], "field": {"id": f["id"].to_string()}}),
+                ));
+            }
+            t["custom_fields"] = json!(merged);
+        }
+        if let Some(g) = update.get("group_id") {
+            t["group_id"] = g.clone();
+        }
+        if let Some(c) = update.get("comment") {
+            events.push(("comment_added", json!({"comment": {"id": "1", "body": c["body"], "is_public": c["public"], "author": {"id": "99", "is_staff": true, "name": "deskbot"}}})));
+        }
+        t["updated_at"] = json!(bump(current["updated_at"].as_str().unwrap_or("")));
+        st.tickets.insert(id, t.clone());
+        record(&mut st, Method::PUT, path, &headers, parsed, 200);
+        st.event_seq += 1;
+        let seq = st.event_seq;
+        let events: Vec<String> = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, (kind, event))| {
+                json!({
+                    "type": format!("zen:event-type:ticket.{kind}"),
+                    "id": format!("echo-{id}-{seq}-{i}"),
+                    "subject": format!("zen:ticket:{id}"),
+                    "time": Utc::now().to_rfc3339(),
+                    "account_id": 1,
+                    "zendesk_event_version": "2022-11-06",
+                    "detail": {"id": id.to_string(), "subject": t["subject"], "tags": t["tags"],
+                               "priority": t["priority"].as_str().map(str::to_uppercase), "updated_at": t["updated_at"]},
+                    "event": event,
+                })
+                .to_string()
+            })
+            .collect();
+        let hang = script.and_then(|s| s.hang);
+        (
+            axum::Json(json!({ "ticket": t, "audit": {} })).into_response(),
+            events,
+            st.echo.clone(),
+            hang,
+        )
+    };
+    if let Some(echo) = echo {
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            for body in events {
+                let ts = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                let sig = deskbot::webhook::signature::sign(&echo.secret, &ts, body.as_bytes());
+                let _ = client
+                    .post(&echo.url)
+                    .header("x-zendesk-webhook-signature", sig)
+                    .header("x-zendesk-webhook-signature-timestamp", ts)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await;
+            }
+        });
+    }
+    if let Some(h) = hang {
+        tokio::time::sleep(h).await;
+    }
+    response
+}

@@ -1,0 +1,293 @@
+//! Test helpers: spawn the real app on a random port against the fake Zendesk.
+
+pub mod fake_zendesk;
+pub mod oas;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::Utc;
+use deskbot::config::{Auth, Config, LogFormat, RetryConfig, Secret, Verification, ZendeskConfig};
+use deskbot::webhook::signature::sign;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use fake_zendesk::FakeZendesk;
+
+/// The secret test apps are configured with.
+pub const SECRET: &str = "test-signing-secret";
+
+/// The policy the end-to-end tests run.
+pub const POLICY: &str = r#"
+[policy]
+name = "e2e"
+
+[[rule]]
+name = "urgent-subject"
+when = { subject = { has_word = "urgent" } }
+priority = "urgent"
+add_tags = ["deskbot_escalated"]
+note = "Subject says URGENT."
+
+# Reacts to every event, so the echo of deskbot's own update reaches a matching rule: the diff,
+# not the event filter, must be what stops a second update.
+[[rule]]
+name = "flag-urgent-subject"
+on = ["*"]
+when = { subject = { has_word = "urgent" } }
+add_tags = ["urgent_subject"]
+"#;
+
+pub fn init_tracing() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        deskbot::telemetry::init(LogFormat::Pretty);
+    }
+}
+
+/// A running deskbot.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub db: PathBuf,
+    /// Kept so the temporary directory lives as long as the app.
+    pub _dir: tempfile::TempDir,
+    pub zendesk: FakeZendesk,
+    pub http: reqwest::Client,
+    pub shutdown: CancellationToken,
+    pub handle: JoinHandle<Result<(), deskbot::server::ServeError>>,
+}
+
+/// Settings a test may change before the app starts.
+pub struct Options {
+    pub secrets: Vec<&'static str>,
+    pub accept_test_secret: bool,
+    pub dry_run: bool,
+    pub with_zendesk: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            secrets: vec![SECRET],
+            accept_test_secret: false,
+            dry_run: false,
+            with_zendesk: true,
+        }
+    }
+}
+
+/// Builds the config of an app over `dir`, talking to `zendesk`.
+pub fn config(dir: &std::path::Path, zendesk: &FakeZendesk, opts: &Options) -> Config {
+    let rules = dir.join("policy.toml");
+    if !rules.exists() {
+        std::fs::write(&rules, POLICY).unwrap();
+    }
+    Config {
+        rules,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        db: dir.join("deskbot.db"),
+        verification: Verification::Secrets {
+            secrets: opts.secrets.iter().map(|s| Secret::new(*s)).collect(),
+            accept_test_secret: opts.accept_test_secret,
+        },
+        signature_tolerance_secs: 300,
+        zendesk: opts.with_zendesk.then(|| ZendeskConfig {
+            base_url: zendesk.url.clone(),
+            auth: Some(Auth::ApiToken {
+                email: "bot@example.com".into(),
+                token: Secret::new("token"),
+            }),
+        }),
+        dry_run: opts.dry_run,
+        log_format: LogFormat::Pretty,
+        retry: RetryConfig {
+            base: Duration::from_millis(20),
+            max: Duration::from_millis(200),
+            max_attempts: 8,
+        },
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Options::default()).await
+}
+
+pub async fn spawn_app_with(opts: Options) -> TestApp {
+    init_tracing();
+    let zendesk = FakeZendesk::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &zendesk, &opts);
+    let db = cfg.db.clone();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(deskbot::server::run(cfg, listener, shutdown.clone()));
+    let app = TestApp {
+        addr,
+        db,
+        _dir: dir,
+        zendesk,
+        http: reqwest::Client::new(),
+        shutdown,
+        handle,
+    };
+    app.zendesk.echo_to(&app.webhook_url(), SECRET);
+    app.wait_ready().await;
+    app
+}
+
+/// A fresh timestamp as Zendesk formats it.
+pub fn now_stamp() -> String {
+    Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// A `ticket.<kind>` event webhook body.
+pub fn event_body(event_id: &str, kind: &str, ticket: u64, subject: &str) -> String {
+    json!({
+        "type": format!("zen:event-type:ticket.{kind}"),
+        "account_id": 1,
+        "id": event_id,
+        "time": "2026-11-23T17:00:00Z",
+        "zendesk_event_version": "2022-11-06",
+        "subject": format!("zen:ticket:{ticket}"),
+        "detail": {
+            "id": ticket.to_string(), "subject": subject, "description": "see subject",
+            "priority": "NORMAL", "status": "NEW", "type": "QUESTION", "tags": ["vip"],
+            "created_at": "2026-11-23T17:00:00Z", "updated_at": "2026-11-23T17:00:00Z",
+            "via": {"channel": "web"}
+        },
+        "event": {}
+    })
+    .to_string()
+}
+
+/// A ticket in the REST API's shape.
+pub fn api_ticket(id: u64, subject: &str) -> Value {
+    json!({
+        "id": id, "subject": subject, "description": "Orders have not synced since this morning.",
+        "priority": "normal", "status": "new", "type": "question", "tags": ["vip"],
+        "via": {"channel": "email"}, "recipient": "support@example.com",
+        "requester_id": 7, "organization_id": 3, "group_id": null, "brand_id": 1,
+        "custom_fields": [], "created_at": "2026-11-23T17:00:00Z", "updated_at": "2026-11-23T17:00:00Z"
+    })
+}
+
+impl TestApp {
+    pub fn webhook_url(&self) -> String {
+        format!("http://{}/webhooks/zendesk", self.addr)
+    }
+
+    /// Posts `body` signed with `secret` and `timestamp`, plus extra headers.
+    pub async fn post_with(
+        &self,
+        body: impl Into<Vec<u8>>,
+        secret: Option<&str>,
+        timestamp: &str,
+        extra: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let body = body.into();
+        let mut req = self
+            .http
+            .post(self.webhook_url())
+            .header("content-type", "application/json");
+        if let Some(secret) = secret {
+            req = req
+                .header(
+                    "x-zendesk-webhook-signature",
+                    sign(secret, timestamp, &body),
+                )
+                .header("x-zendesk-webhook-signature-timestamp", timestamp);
+        }
+        for (k, v) in extra {
+            req = req.header(*k, *v);
+        }
+        req.body(body).send().await.unwrap()
+    }
+
+    /// Posts `body` signed with the app's secret, now.
+    pub async fn post_signed(&self, body: impl Into<Vec<u8>>) -> reqwest::Response {
+        self.post_with(body, Some(SECRET), &now_stamp(), &[]).await
+    }
+
+    /// Rows in the queue table.
+    pub fn stored_events(&self) -> i64 {
+        count(&self.db, "SELECT COUNT(*) FROM events")
+    }
+
+    /// Rows in a given state.
+    pub fn events_in_state(&self, state: &str) -> i64 {
+        count(
+            &self.db,
+            &format!("SELECT COUNT(*) FROM events WHERE state = '{state}'"),
+        )
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("http://{}{path}", self.addr))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get_text(&self, path: &str) -> String {
+        self.http
+            .get(format!("http://{}{path}", self.addr))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Waits until /healthz answers, so tests never race the app's start-up.
+    pub async fn wait_ready(&self) {
+        for _ in 0..500 {
+            let ok = self
+                .http
+                .get(format!("http://{}/healthz", self.addr))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ok {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("app did not become ready within 5 s");
+    }
+
+    /// Stops the app and waits for it to return.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.handle)
+            .await
+            .expect("app stops within 10 s")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+pub fn count(db: &std::path::Path, sql: &str) -> i64 {
+    let c = rusqlite::Connection::open(db).unwrap();
+    c.busy_timeout(Duration::from_secs(5)).unwrap();
+    c.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+/// Polls `check` until it returns true, or fails after `secs` seconds.
+pub async fn eventually<F: FnMut() -> bool>(secs: u64, what: &str, mut check: F) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while tokio::time::Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out after {secs} s waiting for: {what}");
+}
