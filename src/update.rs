@@ -101,7 +101,7 @@ mod tests {
         assert_eq!(u.tags, vec!["agent_added", "escalated"]);
         assert_eq!(u.safe_update, Some(true));
         assert_eq!(u.updated_stamp.as_deref(), Some("2026-11-23T17:00:00Z"));
-        assert_eq!(u.comment.unwrap().public, false);
+        assert!(!u.comment.unwrap().public);
     }
 
     #[test]

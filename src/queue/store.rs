@@ -135,9 +135,11 @@ pub struct DeadLetter {
 }
 
 type Task = Box<dyn FnOnce(&mut Connection) + Send>;
+/// Where the database thread answers one insert (the error is SQLite's message).
+type Reply = oneshot::Sender<Result<Enqueued, String>>;
 
 enum Msg {
-    Enqueue(NewEvent, oneshot::Sender<Result<Enqueued, String>>),
+    Enqueue(Box<NewEvent>, Reply),
     Run(Task),
 }
 
@@ -181,7 +183,7 @@ impl Store {
     pub async fn enqueue(&self, event: NewEvent) -> Result<Enqueued, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Msg::Enqueue(event, reply))
+            .send(Msg::Enqueue(Box::new(event), reply))
             .await
             .map_err(|_| StoreError::Closed)?;
         let result = rx
@@ -452,10 +454,7 @@ fn db_thread(mut conn: Connection, mut rx: mpsc::Receiver<Msg>) {
     }
 }
 
-fn insert_batch(
-    conn: &mut Connection,
-    batch: Vec<(NewEvent, oneshot::Sender<Result<Enqueued, String>>)>,
-) {
+fn insert_batch(conn: &mut Connection, batch: Vec<(Box<NewEvent>, Reply)>) {
     let result = (|| -> Result<Vec<Enqueued>, rusqlite::Error> {
         let tx = conn.transaction()?;
         let mut out = Vec::with_capacity(batch.len());

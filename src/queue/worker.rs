@@ -98,7 +98,7 @@ pub enum Step {
         /// Job id.
         id: i64,
         /// How it ended.
-        outcome: Outcome,
+        outcome: Box<Outcome>,
     },
     /// Nothing was due; the next job is due at this time, if any.
     Idle {
@@ -169,7 +169,7 @@ impl Worker {
         self.metrics.processed(outcome.label());
         Ok(Step::Processed {
             id: job.id,
-            outcome,
+            outcome: Box::new(outcome),
         })
     }
 

@@ -68,7 +68,7 @@ pub struct TicketEvent {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Parsed {
     /// A ticket event to queue.
-    Ticket(TicketEvent),
+    Ticket(Box<TicketEvent>),
     /// A valid Zendesk event deskbot does not act on (answered 200, not queued).
     Ignored {
         /// The event type as received.
@@ -177,7 +177,7 @@ fn parse_event(obj: &Map<String, Value>) -> Result<Parsed, PayloadError> {
     if let Some(c) = &comment {
         snapshot.latest_comment = Some(c.body.clone());
     }
-    Ok(Parsed::Ticket(TicketEvent {
+    Ok(Parsed::Ticket(Box::new(TicketEvent {
         dedup_key: format!("event:{id}"),
         source: Source::Event,
         ticket_id,
@@ -185,7 +185,7 @@ fn parse_event(obj: &Map<String, Value>) -> Result<Parsed, PayloadError> {
         occurred_at: time_of(obj.get("time")),
         snapshot,
         comment,
-    }))
+    })))
 }
 
 fn parse_trigger(obj: &Map<String, Value>, raw: &[u8]) -> Result<Parsed, PayloadError> {
@@ -216,7 +216,7 @@ fn parse_trigger(obj: &Map<String, Value>, raw: &[u8]) -> Result<Parsed, Payload
         updated_at: updated_at.clone(),
         ..Ticket::default()
     };
-    Ok(Parsed::Ticket(TicketEvent {
+    Ok(Parsed::Ticket(Box::new(TicketEvent {
         dedup_key: format!("trigger:{ticket_id}:{kind}:{version}"),
         source: Source::Trigger,
         ticket_id,
@@ -224,7 +224,7 @@ fn parse_trigger(obj: &Map<String, Value>, raw: &[u8]) -> Result<Parsed, Payload
         occurred_at: updated_at.as_deref().and_then(parse_time),
         snapshot,
         comment: None,
-    }))
+    })))
 }
 
 /// Builds a partial ticket from an event webhook's `detail` (string ids, upper-case enums).

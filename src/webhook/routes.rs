@@ -117,7 +117,7 @@ async fn handle(
         Err(e) => return reject(m, StatusCode::UNAUTHORIZED, e.reason(), e.to_string()),
     }
     let event = match payload::parse(&body) {
-        Ok(Parsed::Ticket(ev)) => ev,
+        Ok(Parsed::Ticket(ev)) => *ev,
         Ok(Parsed::Ignored { event_type }) => {
             m.rejected("ignored_event_type");
             return answer(

@@ -78,8 +78,8 @@ fn the_validator_catches_what_it_should() {
     for expected in [
         "$.ticket.priority: \"critical\" is not one of",
         "$.ticket.update_stamp: not a property of this schema",
-        "$.ticket.tags: expected an array",
-        "$.ticket.safe_update: expected a boolean",
+        "$.ticket.tags: expected array",
+        "$.ticket.safe_update: expected boolean",
         "$.ticket.custom_fields[].id: expected an integer field id",
         "$.ticket.comment.id: read-only, must not be sent",
     ] {

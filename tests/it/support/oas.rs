@@ -84,47 +84,35 @@ fn check(schema: &Value, v: &Value, at: &str, errors: &mut Vec<String>) {
             errors.push(format!("{at}: {v} is not one of {values:?}"));
         }
     }
-    match s.get("type").and_then(Value::as_str) {
-        Some("object") | None if s.get("properties").is_some() => check_object(s, v, at, errors),
-        Some("object") => {
-            if !v.is_object() {
-                errors.push(format!("{at}: expected an object"));
+    let ty = s.get("type").and_then(Value::as_str);
+    if s.get("properties").is_some() && matches!(ty, Some("object") | None) {
+        return check_object(s, v, at, errors);
+    }
+    if ty == Some("array") {
+        if let Some(items) = v.as_array() {
+            for item in items {
+                check(&s["items"], item, &format!("{at}[]"), errors);
             }
         }
-        Some("array") => match v.as_array() {
-            Some(items) => {
-                for item in items {
-                    check(&s["items"], item, &format!("{at}[]"), errors);
-                }
-            }
-            None => errors.push(format!("{at}: expected an array")),
-        },
-        Some("string") => match v.as_str() {
-            Some(text) => {
-                if s.get("format").and_then(Value::as_str) == Some("date-time")
-                    && chrono::DateTime::parse_from_rfc3339(text).is_err()
-                {
-                    errors.push(format!("{at}: {text:?} is not an RFC 3339 date-time"));
-                }
-            }
-            None => errors.push(format!("{at}: expected a string")),
-        },
-        Some("integer") => {
-            if !(v.is_i64() || v.is_u64()) {
-                errors.push(format!("{at}: expected an integer"));
-            }
+    }
+    if let (Some("string"), Some("date-time"), Some(text)) =
+        (ty, s.get("format").and_then(Value::as_str), v.as_str())
+    {
+        if chrono::DateTime::parse_from_rfc3339(text).is_err() {
+            errors.push(format!("{at}: {text:?} is not an RFC 3339 date-time"));
         }
-        Some("number") => {
-            if !v.is_number() {
-                errors.push(format!("{at}: expected a number"));
-            }
-        }
-        Some("boolean") => {
-            if !v.is_boolean() {
-                errors.push(format!("{at}: expected a boolean"));
-            }
-        }
-        _ => {}
+    }
+    let fits = match ty {
+        Some("object") => v.is_object(),
+        Some("array") => v.is_array(),
+        Some("string") => v.is_string(),
+        Some("integer") => v.is_i64() || v.is_u64(),
+        Some("number") => v.is_number(),
+        Some("boolean") => v.is_boolean(),
+        _ => true,
+    };
+    if !fits {
+        errors.push(format!("{at}: expected {}", ty.unwrap_or("a value")));
     }
 }
 
