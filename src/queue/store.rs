@@ -276,7 +276,12 @@ impl Store {
     pub async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         self.call(|c| {
             let ms: Option<i64> = c.query_row(
-                "SELECT MIN(MAX(next_attempt_at, COALESCE(locked_until, 0))) FROM events WHERE state = 'pending'",
+                // Only the head job of each ticket can be claimed (same predicate as `claim`), so
+                // a job waiting behind a deferred one must not make the worker wake up early.
+                "SELECT MIN(MAX(next_attempt_at, COALESCE(locked_until, 0))) FROM events e
+                 WHERE state = 'pending'
+                   AND NOT EXISTS (SELECT 1 FROM events p
+                                   WHERE p.state = 'pending' AND p.ticket_id = e.ticket_id AND p.id < e.id)",
                 [],
                 |r| r.get(0),
             )?;
@@ -497,5 +502,139 @@ fn insert_batch(conn: &mut Connection, batch: Vec<(Box<NewEvent>, Reply)>) {
                 let _ = reply.send(Err(msg.clone()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ticket::{EventKind, Ticket};
+    use crate::webhook::payload::Source;
+
+    fn event(key: &str, ticket: u64) -> NewEvent {
+        NewEvent {
+            event: TicketEvent {
+                dedup_key: key.into(),
+                source: Source::Event,
+                ticket_id: ticket,
+                kind: EventKind::new("created"),
+                occurred_at: None,
+                snapshot: Ticket::default(),
+                comment: None,
+            },
+            invocation_key: None,
+            received_at: Utc::now(),
+        }
+    }
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("q.db")).unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn jobs_of_one_ticket_never_overtake_each_other() {
+        let (_dir, s) = store();
+        let lease = Duration::from_secs(60);
+        assert_eq!(s.enqueue(event("a", 1)).await.unwrap(), Enqueued::Queued(1));
+        assert_eq!(s.enqueue(event("b", 1)).await.unwrap(), Enqueued::Queued(2));
+        assert_eq!(s.enqueue(event("c", 2)).await.unwrap(), Enqueued::Queued(3));
+        assert_eq!(s.enqueue(event("a", 1)).await.unwrap(), Enqueued::Duplicate);
+        let now = Utc::now();
+
+        let first = s.claim(now, lease).await.unwrap().unwrap();
+        assert_eq!(first.id, 1);
+        // Job 1 is leased: job 2 (same ticket) must wait, job 3 (other ticket) may go.
+        assert_eq!(s.claim(now, lease).await.unwrap().unwrap().id, 3);
+        assert!(s.claim(now, lease).await.unwrap().is_none());
+
+        // Deferring job 1 still holds job 2 back until job 1 is done.
+        let later = now + chrono::Duration::seconds(30);
+        s.defer(1, later, "503".into(), true).await.unwrap();
+        assert!(s.claim(now, lease).await.unwrap().is_none());
+        // Job 2 is due by its own time but blocked behind job 1: the next wake-up is job 1's.
+        assert_eq!(
+            s.next_due().await.unwrap().map(|t| t.timestamp_millis()),
+            Some(later.timestamp_millis())
+        );
+        let again = s.claim(later, lease).await.unwrap().unwrap();
+        assert_eq!((again.id, again.attempts), (1, 1));
+        s.complete(1, "{}".into(), later).await.unwrap();
+        assert_eq!(s.claim(later, lease).await.unwrap().unwrap().id, 2);
+    }
+
+    #[tokio::test]
+    async fn a_lease_expires_and_release_frees_it_at_once() {
+        let (_dir, s) = store();
+        s.enqueue(event("a", 1)).await.unwrap();
+        let now = Utc::now();
+        assert!(s
+            .claim(now, Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_some());
+        assert!(s
+            .claim(now, Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_none());
+        let after = now + chrono::Duration::seconds(61);
+        assert!(s
+            .claim(after, Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_some());
+        assert_eq!(s.release_leases().await.unwrap(), 1);
+        assert!(s
+            .claim(now, Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_some());
+    }
+
+    #[tokio::test]
+    async fn concurrent_inserts_are_all_committed_once() {
+        let (_dir, s) = store();
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let s = s.clone();
+                tokio::spawn(async move { s.enqueue(event(&format!("k{}", i % 150), i)).await })
+            })
+            .collect();
+        let mut queued = 0;
+        let mut dup = 0;
+        for t in tasks {
+            match t.await.unwrap().unwrap() {
+                Enqueued::Queued(_) => queued += 1,
+                Enqueued::Duplicate => dup += 1,
+            }
+        }
+        assert_eq!((queued, dup), (150, 50));
+        assert_eq!(s.stats(Utc::now()).await.unwrap().depth, 150);
+    }
+
+    #[tokio::test]
+    async fn dead_letters_are_listed_and_requeued() {
+        let (_dir, s) = store();
+        s.enqueue(event("a", 7)).await.unwrap();
+        let now = Utc::now();
+        s.dead(1, "{}".into(), "Zendesk answered 422".into(), now)
+            .await
+            .unwrap();
+        let dead = s.dead_letters().await.unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!((dead[0].ticket_id, dead[0].attempts), (7, 1));
+        assert_eq!(dead[0].last_error.as_deref(), Some("Zendesk answered 422"));
+        assert_eq!(s.requeue(None, now).await.unwrap(), 1);
+        assert_eq!(s.stats(now).await.unwrap().dead_letters, 0);
+        assert_eq!(
+            s.claim(now, Duration::from_secs(1))
+                .await
+                .unwrap()
+                .unwrap()
+                .attempts,
+            0
+        );
     }
 }

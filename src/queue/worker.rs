@@ -31,6 +31,8 @@ const ORG_TTL: Duration = Duration::from_secs(60);
 const MAX_CONFLICTS: u32 = 3;
 /// Longest sleep while idle, so a job deferred by another process is not missed for long.
 const IDLE_POLL: Duration = Duration::from_secs(5);
+/// Shortest sleep while idle: a clock step between `claim` and `next_due` must not become a busy loop.
+const MIN_IDLE: Duration = Duration::from_millis(5);
 
 /// How one job ended, kept in the audit log.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -333,7 +335,7 @@ impl Worker {
                 Ok(Step::Idle { next_due }) => next_due
                     .map(|t| (t - now).to_std().unwrap_or(Duration::ZERO))
                     .unwrap_or(IDLE_POLL)
-                    .min(IDLE_POLL),
+                    .clamp(MIN_IDLE, IDLE_POLL),
                 Err(e) => {
                     error!(error = %e, "queue error; retrying in 1 s");
                     Duration::from_secs(1)

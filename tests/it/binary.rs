@@ -1,0 +1,135 @@
+//! The `deskbot` binary as an operator runs it: start-up checks, logs, signals.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "s3cr3t-never-logged";
+const TOKEN: &str = "zd-token-never-logged";
+
+fn deskbot() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_deskbot"));
+    // Start from a clean slate whatever the developer's shell exports.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("DESKBOT_") || k.starts_with("ZENDESK_") || k == "RUST_LOG" {
+            c.env_remove(k);
+        }
+    }
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn credentials_without_secrets_refuse_to_start_and_say_why() {
+    let out = deskbot()
+        .args(["serve"])
+        .env("ZENDESK_SUBDOMAIN", "acme")
+        .env("ZENDESK_EMAIL", "bot@acme.com")
+        .env("ZENDESK_API_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("deskbot: DESKBOT_WEBHOOK_SECRETS is not set"),
+        "{err}"
+    );
+    assert!(!err.contains(TOKEN));
+}
+
+#[test]
+fn a_broken_policy_refuses_to_start_with_its_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("bad.toml");
+    std::fs::write(&rules, "[policy]\nname = \"x\"\n[[rule]]\nname = \"r\"\nwhen = { subjet = { has_word = \"a\" } }\n").unwrap();
+    let out = deskbot()
+        .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .env("DESKBOT_RULES", &rules)
+        .env("DESKBOT_DB", dir.path().join("d.db"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml: rule #1 `r`: unknown field `subjet` (did you mean `subject`?)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sigterm_stops_cleanly_json_logs_and_no_secret_in_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = deskbot()
+        .args(["serve"])
+        .env("DESKBOT_LISTEN", format!("127.0.0.1:{port}"))
+        .env("DESKBOT_DB", dir.path().join("d.db"))
+        .env("DESKBOT_WEBHOOK_SECRETS", format!("{SECRET},other"))
+        .env("ZENDESK_URL", "http://127.0.0.1:9")
+        .env("ZENDESK_EMAIL", "bot@acme.com")
+        .env("ZENDESK_API_TOKEN", TOKEN)
+        .env("DESKBOT_LOG_FORMAT", "json")
+        .env("RUST_LOG", "deskbot=debug")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let stopping = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            stopping.elapsed() < Duration::from_secs(10),
+            "did not stop within 10 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit status {status}");
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    assert!(
+        !logs.contains(SECRET) && !logs.contains(TOKEN),
+        "a secret reached the logs:\n{logs}"
+    );
+    let lines: Vec<&str> = logs.lines().collect();
+    assert!(lines.len() >= 3, "{logs}");
+    for line in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|_| panic!("not a JSON log line: {line}"));
+        assert!(
+            v.get("level").is_some() && v.get("message").is_some(),
+            "{line}"
+        );
+    }
+    assert!(
+        logs.contains("SIGTERM: shutting down") && logs.contains("\"message\":\"stopped\""),
+        "{logs}"
+    );
+}
