@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod policy;
 pub mod queue;
 pub mod server;
+pub mod sla;
 pub mod telemetry;
 pub mod ticket;
 pub mod update;

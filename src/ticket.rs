@@ -153,6 +153,9 @@ pub struct Ticket {
     pub created_at: Option<DateTime<Utc>>,
     /// `updated_at` exactly as Zendesk sent it: echoed back as `updated_stamp` for safe updates.
     pub updated_at: Option<String>,
+    /// A task ticket's due time.
+    #[serde(default)]
+    pub due_at: Option<DateTime<Utc>>,
 }
 
 impl Ticket {

@@ -48,11 +48,13 @@ pub fn plan(ticket: &Ticket, decision: &Decision) -> Option<TicketUpdate> {
         .collect();
 
     let group_change = decision.group_id.filter(|g| Some(*g) != ticket.group_id);
+    let due_change = decision.due_at.filter(|d| Some(*d) != ticket.due_at);
 
     if priority_change.is_none()
         && !tags_change
         && custom_fields.is_empty()
         && group_change.is_none()
+        && due_change.is_none()
     {
         return None;
     }
@@ -61,6 +63,7 @@ pub fn plan(ticket: &Ticket, decision: &Decision) -> Option<TicketUpdate> {
         tags,
         custom_fields,
         group_id: group_change,
+        due_at: due_change.map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
         comment: decision.note.as_ref().map(|body| NewComment {
             body: body.clone(),
             public: false,

@@ -13,6 +13,8 @@ use std::sync::{Arc, RwLock};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::calendar::{Calendar, CalendarSpec};
+use crate::sla::Sla;
 use crate::ticket::{EventKind, Priority, Ticket};
 use condition::Condition;
 
@@ -36,6 +38,12 @@ pub struct Decision {
     pub note: Option<String>,
     /// Names of the rules that matched, in order.
     pub matched_rules: Vec<String>,
+    /// First response due, per the SLA at the decided (or current) priority.
+    pub first_response_due: Option<DateTime<Utc>>,
+    /// Resolution due.
+    pub resolution_due: Option<DateTime<Utc>>,
+    /// `due_at` to set (task tickets only, when `[fields] task_due_at` asks for it).
+    pub due_at: Option<DateTime<Utc>>,
 }
 
 /// A policy that failed to load. The message says where and what.
@@ -53,6 +61,12 @@ pub struct PolicyError {
 struct FileModel {
     policy: PolicyModel,
     #[serde(default)]
+    calendars: BTreeMap<String, CalendarSpec>,
+    #[serde(default)]
+    sla: Option<toml::Value>,
+    #[serde(default)]
+    fields: Option<FieldsModel>,
+    #[serde(default)]
     rule: Vec<RuleModel>,
 }
 
@@ -62,6 +76,65 @@ struct PolicyModel {
     name: String,
     #[serde(default)]
     only_raise: bool,
+    #[serde(default)]
+    calendar: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FieldsModel {
+    #[serde(default)]
+    first_response_due: Option<FieldRef>,
+    #[serde(default)]
+    resolution_due: Option<FieldRef>,
+    #[serde(default)]
+    task_due_at: Option<DueKind>,
+}
+
+/// A custom field id: a number, a string (may be `${VAR}`), or `{ id = ..., type = "date" | "text" }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum FieldRef {
+    Id(FieldId),
+    Typed {
+        id: FieldId,
+        #[serde(rename = "type")]
+        kind: FieldKind,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum FieldId {
+    Number(u64),
+    Text(String),
+}
+
+/// How a due instant is written into a Zendesk field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FieldKind {
+    /// A Zendesk date field: `YYYY-MM-DD` in the calendar's zone.
+    Date,
+    /// A text field: RFC 3339 in UTC.
+    Text,
+}
+
+/// Which due instant sets a task ticket's `due_at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DueKind {
+    /// The first-response due time.
+    FirstResponse,
+    /// The resolution due time.
+    Resolution,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Fields {
+    first_response_due: Option<(u64, FieldKind)>,
+    resolution_due: Option<(u64, FieldKind)>,
+    task_due_at: Option<DueKind>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -105,6 +178,9 @@ pub struct Policy {
     source: PathBuf,
     only_raise: bool,
     rules: Vec<Rule>,
+    calendar: Option<Calendar>,
+    sla: Option<Sla>,
+    fields: Fields,
 }
 
 impl Policy {
@@ -180,12 +256,78 @@ impl Policy {
                 stop: r.stop,
             });
         }
+        let base = source.parent().unwrap_or(Path::new("."));
+        let mut calendars = BTreeMap::new();
+        for (name, spec) in &model.calendars {
+            let cal =
+                Calendar::build(spec, base).map_err(|m| err(format!("calendars.{name}: {m}")))?;
+            calendars.insert(name.clone(), cal);
+        }
+        let calendar = match (&model.policy.calendar, calendars.len()) {
+            (Some(name), _) => Some(calendars.remove(name).ok_or_else(|| {
+                let known: Vec<&str> = model.calendars.keys().map(String::as_str).collect();
+                err(format!(
+                    "policy.calendar = {name:?} is not defined; defined calendars: {}",
+                    if known.is_empty() { "none (add a [calendars.NAME] table)".to_string() } else { known.join(", ") }
+                ))
+            })?),
+            (None, 1) => calendars.into_values().next(),
+            (None, 0) => None,
+            (None, _) => {
+                return Err(err(
+                    "several calendars are defined: say which one the SLA uses with [policy] calendar = \"NAME\"".into(),
+                ))
+            }
+        };
+        let sla = model
+            .sla
+            .as_ref()
+            .map(Sla::from_toml)
+            .transpose()
+            .map_err(err)?;
+        if sla.is_some() && calendar.is_none() {
+            return Err(err(
+                "[sla] needs a business calendar: add [calendars.NAME] with timezone and hours"
+                    .into(),
+            ));
+        }
+        let fields = match model.fields {
+            None => Fields::default(),
+            Some(f) => {
+                if sla.is_none() {
+                    return Err(err(
+                        "[fields] maps SLA due times, but the policy has no [sla]".into(),
+                    ));
+                }
+                Fields {
+                    first_response_due: f
+                        .first_response_due
+                        .map(|r| field(r, "first_response_due"))
+                        .transpose()
+                        .map_err(err)?,
+                    resolution_due: f
+                        .resolution_due
+                        .map(|r| field(r, "resolution_due"))
+                        .transpose()
+                        .map_err(err)?,
+                    task_due_at: f.task_due_at,
+                }
+            }
+        };
         Ok(Policy {
             name: model.policy.name,
             source: source.to_path_buf(),
             only_raise: model.policy.only_raise,
             rules,
+            calendar,
+            sla,
+            fields,
         })
+    }
+
+    /// The business calendar the SLA runs on, if any.
+    pub fn calendar(&self) -> Option<&Calendar> {
+        self.calendar.as_ref()
     }
 
     /// The policy's name.
@@ -246,10 +388,63 @@ impl Policy {
         }
         // A tag both added and removed is added: the rule that adds it is the more specific intent.
         d.remove_tags.retain(|t| !d.add_tags.contains(t));
+        if let (Some(cal), Some(sla)) = (&self.calendar, &self.sla) {
+            if let Some(level) = d.priority.or(ticket.priority) {
+                self.apply_sla(cal, sla, ticket, level, &mut d, &mut notes);
+            }
+        }
         if !notes.is_empty() {
             d.note = Some(format!("{NOTE_MARKER} {}", notes.join("\n\n")));
         }
         d
+    }
+
+    fn apply_sla(
+        &self,
+        cal: &Calendar,
+        sla: &Sla,
+        ticket: &Ticket,
+        level: Priority,
+        d: &mut Decision,
+        notes: &mut Vec<String>,
+    ) {
+        let due = sla.due(cal, ticket, level);
+        d.first_response_due = due.first_response;
+        d.resolution_due = due.resolution;
+        let write = |t: DateTime<Utc>, kind: FieldKind| match kind {
+            FieldKind::Date => serde_json::Value::String(cal.local_day(t)),
+            FieldKind::Text => {
+                serde_json::Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            }
+        };
+        for (mapping, instant) in [
+            (self.fields.first_response_due, due.first_response),
+            (self.fields.resolution_due, due.resolution),
+        ] {
+            if let (Some((id, kind)), Some(t)) = (mapping, instant) {
+                d.fields.insert(id, write(t, kind));
+            }
+        }
+        if ticket.ticket_type.as_deref() == Some("task") {
+            d.due_at = match self.fields.task_due_at {
+                Some(DueKind::FirstResponse) => due.first_response,
+                Some(DueKind::Resolution) => due.resolution,
+                None => None,
+            };
+        }
+        if sla.note {
+            let mut parts = Vec::new();
+            if let Some(t) = due.first_response {
+                parts.push(format!("First response due {}", cal.describe(t)));
+            }
+            if let Some(t) = due.resolution {
+                parts.push(format!("resolution due {}", cal.describe(t)));
+            }
+            if !parts.is_empty() {
+                let plan = due.plan.map(|p| format!(" (plan {p})")).unwrap_or_default();
+                notes.push(format!("{}{plan}.", parts.join("; ")));
+            }
+        }
     }
 }
 
@@ -271,6 +466,44 @@ impl PolicyHandle {
             Err(p) => p.into_inner().clone(),
         }
     }
+}
+
+/// Resolves a `[fields]` entry to a numeric id, reading `${VAR}` from the environment.
+fn field(r: FieldRef, name: &str) -> Result<(u64, FieldKind), String> {
+    let (id, kind) = match r {
+        FieldRef::Id(id) => (id, FieldKind::Text),
+        FieldRef::Typed { id, kind } => (id, kind),
+    };
+    let id = match id {
+        FieldId::Number(n) => n,
+        FieldId::Text(s) => {
+            let text = interpolate(&s).map_err(|e| format!("fields.{name}: {e}"))?;
+            text.trim().parse().map_err(|_| {
+                format!("fields.{name}: {text:?} is not a Zendesk field id (a whole number)")
+            })?
+        }
+    };
+    Ok((id, kind))
+}
+
+/// Replaces each `${VAR}` with the variable's value; an unset variable is an error naming it.
+pub fn interpolate(s: &str) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("{s:?}: `${{` without a closing `}}`"))?;
+        let var = &after[..end];
+        let value = std::env::var(var)
+            .map_err(|_| format!("environment variable {var} is not set (used in {s:?})"))?;
+        out.push_str(&value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 /// Zendesk stores tags lower-case and splits on whitespace, so a tag with a space cannot exist.
@@ -363,6 +596,86 @@ add_tags = ["never"]
         t.latest_comment = Some("please escalate this".into());
         let d = policy().decide(&t, Utc::now());
         assert_eq!(d.add_tags, vec!["asked_to_escalate"]);
+    }
+
+    const SLA_POLICY: &str = r#"
+[policy]
+name = "farapp"
+calendar = "support_hours"
+
+[calendars.support_hours]
+timezone = "America/Los_Angeles"
+hours = { mon-fri = "08:00-18:00" }
+holidays = ["us-federal"]
+
+[sla]
+note = true
+[sla.urgent]
+first_response = "3 business hours"
+resolution = "24 business hours"
+
+[fields]
+first_response_due = { id = "${DESKBOT_TEST_FR_FIELD}", type = "date" }
+resolution_due = 222
+task_due_at = "resolution"
+
+[[rule]]
+name = "urgent"
+when = { subject = { has_word = "urgent" } }
+priority = "urgent"
+"#;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn sla_due_times_fill_fields_note_and_task_due_at() {
+        std::env::set_var("DESKBOT_TEST_FR_FIELD", "111");
+        let p = Policy::parse(SLA_POLICY, Path::new("farapp.toml")).unwrap();
+        let mut t = ticket("URGENT: orders stopped", "created");
+        // Wednesday before Thanksgiving, 16:00 PST.
+        t.created_at = Some(at("2026-11-25T16:00:00-08:00"));
+        t.ticket_type = Some("task".into());
+        let d = p.decide(&t, Utc::now());
+        assert_eq!(d.first_response_due, Some(at("2026-11-27T09:00:00-08:00")));
+        // 24 business hours: Wed 2 h, Fri 10 h, Mon 10 h, Tue 2 h → Tue 1 Dec 10:00.
+        assert_eq!(d.resolution_due, Some(at("2026-12-01T10:00:00-08:00")));
+        assert_eq!(d.fields.get(&111), Some(&serde_json::json!("2026-11-27")));
+        assert_eq!(
+            d.fields.get(&222),
+            Some(&serde_json::json!("2026-12-01T18:00:00Z"))
+        );
+        assert_eq!(d.due_at, d.resolution_due);
+        assert_eq!(
+            d.note.as_deref(),
+            Some("[deskbot] First response due Fri 27 Nov, 09:00 PST; resolution due Tue 1 Dec, 10:00 PST.")
+        );
+        // A level without targets gets no due dates.
+        let calm = p.decide(&ticket("hello", "created"), Utc::now());
+        assert_eq!((calm.first_response_due, calm.note), (None, None));
+    }
+
+    #[test]
+    fn sla_configuration_errors() {
+        let e = |src: &str| Policy::parse(src, Path::new("p.toml")).unwrap_err().message;
+        assert_eq!(
+            e("[policy]\nname = \"n\"\n[sla.urgent]\nfirst_response = \"1 business hour\"\n"),
+            "[sla] needs a business calendar: add [calendars.NAME] with timezone and hours"
+        );
+        assert_eq!(
+            e("[policy]\nname = \"n\"\ncalendar = \"hours\"\n"),
+            "policy.calendar = \"hours\" is not defined; defined calendars: none (add a [calendars.NAME] table)"
+        );
+        assert_eq!(
+            e(&SLA_POLICY.replace("DESKBOT_TEST_FR_FIELD", "DESKBOT_TEST_UNSET_FIELD")),
+            "fields.first_response_due: environment variable DESKBOT_TEST_UNSET_FIELD is not set (used in \"${DESKBOT_TEST_UNSET_FIELD}\")"
+        );
+        assert!(
+            e(&SLA_POLICY.replace("08:00-18:00", "18:00-08:00")).starts_with(
+                "calendars.support_hours: hours.mon-fri: \"18:00-08:00\" crosses midnight"
+            )
+        );
     }
 
     #[test]

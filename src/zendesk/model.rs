@@ -57,6 +57,8 @@ pub struct ApiTicket {
     pub created_at: Option<String>,
     /// Last update time: echoed as `updated_stamp`.
     pub updated_at: Option<String>,
+    /// Task due time.
+    pub due_at: Option<String>,
 }
 
 /// `via` object.
@@ -159,6 +161,7 @@ impl TicketResponse {
             form_id: t.ticket_form_id,
             created_at: t.created_at.as_deref().and_then(parse_time),
             updated_at: t.updated_at,
+            due_at: t.due_at.as_deref().and_then(parse_time),
         }
     }
 }
@@ -184,6 +187,9 @@ pub struct TicketUpdate {
     /// Group to assign.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group_id: Option<u64>,
+    /// Task due time, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_at: Option<String>,
     /// Private note.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub comment: Option<NewComment>,

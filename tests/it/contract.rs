@@ -43,6 +43,7 @@ fn every_shape_of_update_validates() {
             ]),
             group_id: Some(42),
             note: Some("[deskbot] note".into()),
+            due_at: chrono::DateTime::from_timestamp(1_795_000_000, 0),
             ..Decision::default()
         },
     ];

@@ -454,3 +454,67 @@ async fn healthz_reports_policy_and_queue() {
     );
     app.stop().await;
 }
+
+const SLA_POLICY: &str = r#"
+[policy]
+name = "sla"
+
+[calendars.support_hours]
+timezone = "America/Los_Angeles"
+hours = { mon-fri = "08:00-18:00" }
+holidays = ["us-federal"]
+
+[sla]
+note = true
+[sla.urgent]
+first_response = "3 business hours"
+resolution = "24 business hours"
+
+[fields]
+first_response_due = { id = 360001, type = "date" }
+resolution_due = { id = 360002, type = "text" }
+
+[[rule]]
+name = "urgent"
+when = { subject = { has_word = "urgent" } }
+priority = "urgent"
+"#;
+
+#[tokio::test]
+async fn sla_due_dates_are_written_once_from_created_at() {
+    let app = spawn_app_with(Options {
+        policy: SLA_POLICY,
+        ..Options::default()
+    })
+    .await;
+    let mut t = api_ticket(120, "URGENT: store down");
+    // Friday 17:00 PST: first response due Monday 10:00 (1 h + 2 h); resolution 24 business hours
+    // = Fri 1 h + Mon 10 h + Tue 10 h + Wed 3 h → Wednesday 11:00.
+    t["created_at"] = json!("2026-11-21T01:00:00Z");
+    app.zendesk.put_ticket(t);
+    assert_eq!(
+        app.post_signed(event_body("sla-1", "created", 120, "URGENT: store down"))
+            .await
+            .status(),
+        202
+    );
+    let z = app.zendesk.clone();
+    eventually(10, "one PUT", || z.applied_puts().len() == 1).await;
+    let put = &app.zendesk.applied_puts()[0]["ticket"];
+    assert_eq!(
+        put["custom_fields"],
+        json!([{"id": 360001, "value": "2026-11-23"}, {"id": 360002, "value": "2026-11-25T19:00:00Z"}])
+    );
+    assert_eq!(
+        put["comment"]["body"],
+        "[deskbot] First response due Mon 23 Nov, 10:00 PST; resolution due Wed 25 Nov, 11:00 PST."
+    );
+    // The echo (priority, custom fields, comment) is processed and sends nothing more.
+    eventually(10, "echo processed", || {
+        app.events_in_state("done") >= 4 && app.events_in_state("pending") == 0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(app.zendesk.all_puts().len(), 1);
+    app.stop().await;
+}

@@ -65,6 +65,8 @@ pub struct Options {
     pub accept_test_secret: bool,
     pub dry_run: bool,
     pub with_zendesk: bool,
+    /// Policy text (default: [`POLICY`]).
+    pub policy: &'static str,
 }
 
 impl Default for Options {
@@ -74,6 +76,7 @@ impl Default for Options {
             accept_test_secret: false,
             dry_run: false,
             with_zendesk: true,
+            policy: POLICY,
         }
     }
 }
@@ -82,7 +85,7 @@ impl Default for Options {
 pub fn config(dir: &std::path::Path, zendesk: &FakeZendesk, opts: &Options) -> Config {
     let rules = dir.join("policy.toml");
     if !rules.exists() {
-        std::fs::write(&rules, POLICY).unwrap();
+        std::fs::write(&rules, opts.policy).unwrap();
     }
     Config {
         rules,

@@ -1,0 +1,344 @@
+//! SLA targets: per priority, a first-response and a resolution duration, optionally by plan tier.
+//!
+//! Due instants run from the ticket's `created_at` (not from when deskbot saw it) on the policy's
+//! business calendar. A level without a target (StoreConnect's medium and low) gets no due date.
+//!
+//! ```toml
+//! [sla]
+//! plan = { organization_field = "plan" }   # or { tag_prefix = "plan_" }
+//! note = true                              # add the due times to the private note
+//!
+//! [sla.urgent]
+//! first_response = "3 business hours"
+//! resolution = "24 business hours"
+//!
+//! [sla.high]
+//! first_response = { flagship = "1 week", boutique = "2 weeks", default = "2 weeks" }
+//! ```
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use toml::Value;
+
+use crate::calendar::{Calendar, Span};
+use crate::ticket::{Priority, Ticket};
+
+/// Where a ticket's plan tier is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanSource {
+    /// An organization custom field, by key.
+    OrganizationField(String),
+    /// The first ticket tag with this prefix (the rest of the tag is the plan).
+    TagPrefix(String),
+}
+
+/// One target: fixed, or chosen by plan.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    /// The same for every plan.
+    Fixed(Span),
+    /// By plan, with an optional default for unknown or missing plans.
+    ByPlan {
+        /// Plan (normalized) → duration.
+        plans: BTreeMap<String, Span>,
+        /// For plans not listed.
+        default: Option<Span>,
+    },
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Level {
+    first_response: Option<Target>,
+    resolution: Option<Target>,
+}
+
+/// The SLA section of a policy.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Sla {
+    levels: BTreeMap<Priority, Level>,
+    plan: Option<PlanSource>,
+    /// Add a line with the due times to the private note.
+    pub note: bool,
+}
+
+/// Due instants for one ticket.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Due {
+    /// First response due.
+    pub first_response: Option<DateTime<Utc>>,
+    /// Resolution due.
+    pub resolution: Option<DateTime<Utc>>,
+    /// The plan tier used, if any.
+    pub plan: Option<String>,
+}
+
+/// Plan names compare case-insensitively, with spaces and hyphens as underscores ("Pop-Up" = "pop_up").
+pub fn normalize_plan(s: &str) -> String {
+    s.trim()
+        .to_lowercase()
+        .chars()
+        .map(|c| if c == ' ' || c == '-' { '_' } else { c })
+        .collect()
+}
+
+fn span(v: &Value, at: &str) -> Result<Span, String> {
+    let s = v
+        .as_str()
+        .ok_or_else(|| format!("{at}: expected a duration such as \"3 business hours\""))?;
+    s.parse::<Span>().map_err(|e| format!("{at}: {e}"))
+}
+
+fn target(v: &Value, at: &str) -> Result<Target, String> {
+    match v {
+        Value::Table(t) => {
+            let mut plans = BTreeMap::new();
+            let mut default = None;
+            for (plan, d) in t {
+                let d = span(d, &format!("{at}.{plan}"))?;
+                if plan == "default" {
+                    default = Some(d);
+                } else {
+                    plans.insert(normalize_plan(plan), d);
+                }
+            }
+            Ok(Target::ByPlan { plans, default })
+        }
+        other => Ok(Target::Fixed(span(other, at)?)),
+    }
+}
+
+impl Sla {
+    /// Reads the `[sla]` table.
+    pub fn from_toml(v: &Value) -> Result<Sla, String> {
+        let Value::Table(t) = v else {
+            return Err("sla: expected a table".into());
+        };
+        let mut sla = Sla::default();
+        for (key, val) in t {
+            match key.as_str() {
+                "note" => sla.note = val.as_bool().ok_or("sla.note: expected true or false")?,
+                "plan" => {
+                    let p = val.as_table().ok_or(
+                        "sla.plan: expected { organization_field = \"plan\" } or { tag_prefix = \"plan_\" }",
+                    )?;
+                    sla.plan = Some(match (p.get("organization_field"), p.get("tag_prefix"), p.len()) {
+                        (Some(Value::String(f)), None, 1) => PlanSource::OrganizationField(f.clone()),
+                        (None, Some(Value::String(pre)), 1) => PlanSource::TagPrefix(pre.clone()),
+                        _ => return Err("sla.plan: expected exactly one of organization_field = \"...\" or tag_prefix = \"...\"".into()),
+                    });
+                }
+                level => {
+                    let priority: Priority = level.parse().map_err(|_| {
+                        format!("sla.{level}: unknown level; expected low, normal, high or urgent (or plan, note)")
+                    })?;
+                    let lt = val.as_table().ok_or_else(|| {
+                        format!(
+                            "sla.{level}: expected a table with first_response and/or resolution"
+                        )
+                    })?;
+                    let mut l = Level::default();
+                    for (k, v) in lt {
+                        let at = format!("sla.{level}.{k}");
+                        match k.as_str() {
+                            "first_response" => l.first_response = Some(target(v, &at)?),
+                            "resolution" => l.resolution = Some(target(v, &at)?),
+                            _ => {
+                                return Err(format!(
+                                    "{at}: unknown key; expected first_response or resolution"
+                                ))
+                            }
+                        }
+                    }
+                    sla.levels.insert(priority, l);
+                }
+            }
+        }
+        if sla.plan.is_none() {
+            let by_plan = sla.levels.iter().find(|(_, l)| {
+                [&l.first_response, &l.resolution]
+                    .iter()
+                    .any(|t| matches!(t, Some(Target::ByPlan { .. })))
+            });
+            if let Some((p, _)) = by_plan {
+                return Err(format!(
+                    "sla.{p}: targets by plan need sla.plan = {{ organization_field = \"...\" }} or {{ tag_prefix = \"...\" }}"
+                ));
+            }
+        }
+        Ok(sla)
+    }
+
+    /// The ticket's plan tier, normalized, when the policy reads one.
+    pub fn plan_of(&self, ticket: &Ticket) -> Option<String> {
+        match self.plan.as_ref()? {
+            PlanSource::OrganizationField(key) => {
+                let v = ticket.organization.as_ref()?.fields.get(key)?;
+                v.as_str().map(normalize_plan).filter(|p| !p.is_empty())
+            }
+            PlanSource::TagPrefix(prefix) => ticket
+                .tags
+                .iter()
+                .find_map(|t| t.strip_prefix(prefix.as_str()))
+                .map(normalize_plan)
+                .filter(|p| !p.is_empty()),
+        }
+    }
+
+    /// Due instants for a ticket at `priority`.
+    pub fn due(&self, cal: &Calendar, ticket: &Ticket, priority: Priority) -> Due {
+        let plan = self.plan_of(ticket);
+        let Some(level) = self.levels.get(&priority) else {
+            return Due {
+                plan,
+                ..Due::default()
+            };
+        };
+        let Some(created) = ticket.created_at else {
+            return Due {
+                plan,
+                ..Due::default()
+            };
+        };
+        let resolve = |t: &Option<Target>| -> Option<DateTime<Utc>> {
+            let span = match t.as_ref()? {
+                Target::Fixed(s) => *s,
+                Target::ByPlan { plans, default } => *plan
+                    .as_ref()
+                    .and_then(|p| plans.get(p))
+                    .or(default.as_ref())?,
+            };
+            Some(cal.add(created, span))
+        };
+        Due {
+            first_response: resolve(&level.first_response),
+            resolution: resolve(&level.resolution),
+            plan: plan.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calendar::{CalendarSpec, Hours};
+    use crate::ticket::Organization;
+    use serde_json::json;
+
+    fn sla(src: &str) -> Result<Sla, String> {
+        let t: toml::Table = toml::from_str(src).unwrap();
+        Sla::from_toml(&t["sla"])
+    }
+
+    fn sydney() -> Calendar {
+        let spec = CalendarSpec {
+            timezone: "Australia/Sydney".into(),
+            hours: [("mon-fri".into(), Hours::One("09:00-17:00".into()))]
+                .into_iter()
+                .collect(),
+            holidays: vec![],
+        };
+        Calendar::build(&spec, std::path::Path::new(".")).unwrap()
+    }
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    const STORECONNECT: &str = r#"
+[sla]
+plan = { organization_field = "plan" }
+[sla.urgent]
+first_response = { flagship = "1 business day", emporium = "2 business days", boutique = "3 business days", pop_up = "3 business days", default = "3 business days" }
+[sla.high]
+first_response = { flagship = "1 week", emporium = "1 week", boutique = "2 weeks", "Pop-Up" = "2 weeks" }
+"#;
+
+    fn ticket(plan: Option<&str>) -> Ticket {
+        Ticket {
+            created_at: Some(t("2026-11-23T10:00:00+11:00")),
+            organization: plan.map(|p| Organization {
+                id: 1,
+                name: None,
+                fields: [("plan".to_string(), json!(p))].into_iter().collect(),
+            }),
+            ..Ticket::default()
+        }
+    }
+
+    #[test]
+    fn targets_by_plan_tier() {
+        let s = sla(STORECONNECT).unwrap();
+        let cal = sydney();
+        let due = |plan, p| s.due(&cal, &ticket(plan), p).first_response;
+        // Mon 23 Nov 10:00 AEDT: 1 business day (8 h) → Tue 10:00; 2 → Wed; 3 → Thu.
+        assert_eq!(
+            due(Some("flagship"), Priority::Urgent),
+            Some(t("2026-11-24T10:00:00+11:00"))
+        );
+        assert_eq!(
+            due(Some("Emporium"), Priority::Urgent),
+            Some(t("2026-11-25T10:00:00+11:00"))
+        );
+        assert_eq!(
+            due(Some("pop_up"), Priority::Urgent),
+            Some(t("2026-11-26T10:00:00+11:00"))
+        );
+        assert_eq!(
+            due(Some("garage"), Priority::Urgent),
+            Some(t("2026-11-26T10:00:00+11:00")),
+            "unknown plan → default"
+        );
+        assert_eq!(
+            due(None, Priority::Urgent),
+            Some(t("2026-11-26T10:00:00+11:00")),
+            "no plan → default"
+        );
+        // 1 week = 5 business days; 2 weeks = 10.
+        assert_eq!(
+            due(Some("flagship"), Priority::High),
+            Some(t("2026-11-30T10:00:00+11:00"))
+        );
+        assert_eq!(
+            due(Some("pop-up"), Priority::High),
+            Some(t("2026-12-07T10:00:00+11:00"))
+        );
+        assert_eq!(due(None, Priority::High), None, "high has no default");
+        assert_eq!(
+            due(Some("flagship"), Priority::Normal),
+            None,
+            "medium: no explicit SLA"
+        );
+    }
+
+    #[test]
+    fn tag_prefix_plans() {
+        let s = sla("[sla]\nplan = { tag_prefix = \"plan_\" }\n[sla.low]\nresolution = { gold = \"1 business hour\" }\n").unwrap();
+        let mut tk = ticket(None);
+        tk.tags = vec!["vip".into(), "plan_gold".into()];
+        assert_eq!(s.plan_of(&tk).as_deref(), Some("gold"));
+        assert_eq!(
+            s.due(&sydney(), &tk, Priority::Low).resolution,
+            Some(t("2026-11-23T11:00:00+11:00"))
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        assert_eq!(
+            sla("[sla.critical]\nfirst_response = \"1 business day\"\n").unwrap_err(),
+            "sla.critical: unknown level; expected low, normal, high or urgent (or plan, note)"
+        );
+        assert!(sla("[sla.urgent]\nfirst_respons = \"1 business day\"\n")
+            .unwrap_err()
+            .starts_with("sla.urgent.first_respons: unknown key"));
+        assert!(sla("[sla.urgent]\nfirst_response = \"soon\"\n")
+            .unwrap_err()
+            .starts_with("sla.urgent.first_response: \"soon\" is not a duration"));
+        assert!(
+            sla("[sla.urgent]\nfirst_response = { gold = \"1 business day\" }\n")
+                .unwrap_err()
+                .contains("need sla.plan")
+        );
+    }
+}
