@@ -18,7 +18,8 @@
 pub mod duration;
 pub mod holidays;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use chrono::{
@@ -74,8 +75,9 @@ pub struct Calendar {
     tz: Tz,
     /// Per weekday (Monday first): open intervals in minutes since local midnight, sorted, disjoint.
     week: [Vec<(u32, u32)>; 7],
-    closed_days: HashSet<NaiveDate>,
-    closed_parts: HashMap<NaiveDate, Vec<(u32, u32)>>,
+    // Ordered sets: a week-long range query answers "any holiday in these 7 days?" in one lookup.
+    closed_days: BTreeSet<NaiveDate>,
+    closed_parts: BTreeMap<NaiveDate, Vec<(u32, u32)>>,
     us_federal: bool,
     day_seconds: i64,
     week_seconds: i64,
@@ -237,8 +239,8 @@ impl Calendar {
         let mut cal = Calendar {
             tz,
             week,
-            closed_days: HashSet::new(),
-            closed_parts: HashMap::new(),
+            closed_days: BTreeSet::new(),
+            closed_parts: BTreeMap::new(),
             us_federal: false,
             day_seconds: 0,
             week_seconds: 0,
@@ -330,14 +332,14 @@ impl Calendar {
     }
 
     /// Open intervals of a local date, in minutes since local midnight.
-    fn local_intervals(&self, d: NaiveDate) -> Vec<(u32, u32)> {
+    fn local_intervals(&self, d: NaiveDate) -> Cow<'_, [(u32, u32)]> {
         if self.closed_all_day(d) {
-            return Vec::new();
+            return Cow::Borrowed(&[]);
         }
         let open = &self.week[d.weekday().num_days_from_monday() as usize];
         match self.closed_parts.get(&d) {
-            Some(closed) => subtract(open, closed),
-            None => open.clone(),
+            Some(closed) => Cow::Owned(subtract(open, closed)),
+            None => Cow::Borrowed(open),
         }
     }
 
@@ -371,24 +373,32 @@ impl Calendar {
         &self,
         d: NaiveDate,
     ) -> impl Iterator<Item = (DateTime<Utc>, DateTime<Utc>)> + '_ {
-        self.local_intervals(d)
-            .into_iter()
-            .map(move |(a, b)| (self.instant(d, a), self.instant(d, b)))
+        let intervals = self.local_intervals(d);
+        (0..intervals.len()).map(move |i| {
+            let (a, b) = intervals[i];
+            (self.instant(d, a), self.instant(d, b))
+        })
     }
 
     /// True when the 7 local dates from `d` hold no holiday and no UTC offset change, so the
     /// week's business time is exactly `week_seconds` and it can be skipped in one step.
+    /// (IANA zones never change offset twice within a week, so comparing the two ends suffices.)
     fn plain_week(&self, d: NaiveDate) -> bool {
+        let end = d + Duration::days(7);
+        if self.closed_days.range(d..end).next().is_some()
+            || self.closed_parts.range(d..end).next().is_some()
+            || (self.us_federal
+                && !(FEDERAL_YEARS.contains(&d.year()) && FEDERAL_YEARS.contains(&end.year()))
+                && (0..7).any(|i| self.closed_all_day(d + Duration::days(i))))
+        {
+            return false;
+        }
         let offset = |day: NaiveDate| {
             self.tz
                 .offset_from_utc_datetime(&self.instant(day, 0).naive_utc())
                 .fix()
         };
-        (0..7).all(|i| {
-            let day = d + Duration::days(i);
-            !self.closed_all_day(day) && !self.closed_parts.contains_key(&day)
-        }) && offset(d) == offset(d + Duration::days(7))
-            && offset(d) == offset(d + Duration::days(3))
+        offset(d) == offset(end)
     }
 
     /// True when `t` is inside opening hours.
@@ -434,8 +444,9 @@ impl Calendar {
         let mut remaining = d.max(Duration::zero());
         let mut date = self.local_date(start);
         let week = Duration::seconds(self.week_seconds);
+        // Whether all of `date` lies after `start`: only then may a whole week be skipped.
+        let mut fresh = self.instant(date, 0) >= start;
         loop {
-            let fresh = self.instant(date, 0) >= start;
             if fresh && remaining > week && self.plain_week(date) {
                 remaining -= week;
                 date += Duration::days(7);
@@ -453,6 +464,7 @@ impl Calendar {
                 remaining -= avail;
             }
             date = date.succ_opt().unwrap_or(date);
+            fresh = true;
         }
     }
 
