@@ -1,4 +1,5 @@
-//! Command-line interface: `deskbot serve`, `deskbot dead-letters`.
+//! Command-line interface: `serve`, `check`, `test`, `explain`, `schema`, `dead-letters`.
+//! Errors become one message for humans here, at the edge.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,7 +8,12 @@ use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 
 use crate::config::{Config, LogFormat, ServeArgs};
+use crate::policy::diagnostic::Severity;
+use crate::policy::{schema, PolicySet};
 use crate::queue::store::Store;
+use crate::ticket::{parse_time, EventKind, Ticket};
+use crate::webhook::payload::{self, Parsed};
+use crate::zendesk::model::{ApiOrganization, TicketResponse};
 use crate::{server, telemetry};
 
 /// Support-policy automation for Zendesk.
@@ -24,6 +30,34 @@ pub struct Cli {
 pub enum Command {
     /// Run the webhook server and the worker.
     Serve(Box<ServeArgs>),
+    /// Check policy files: every error as file:line:col, plus warnings.
+    Check {
+        /// A policy file or a directory of them.
+        #[arg(env = "DESKBOT_RULES", default_value = "rules")]
+        path: PathBuf,
+    },
+    /// Run the [[test]] cases of policy files.
+    Test {
+        /// A policy file or a directory of them.
+        #[arg(env = "DESKBOT_RULES", default_value = "rules")]
+        path: PathBuf,
+    },
+    /// Show the decision for one ticket, the rules that matched and why, and those that nearly did.
+    Explain {
+        /// A webhook body (event or trigger), or {"ticket": ..., "organization": ...} from the API.
+        file: PathBuf,
+        /// A policy file or a directory of them.
+        #[arg(long, env = "DESKBOT_RULES", default_value = "rules")]
+        rules: PathBuf,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Creation time to assume when the file gives none (RFC 3339).
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// Print the JSON Schema of the policy format (for editor completion).
+    Schema,
     /// List jobs that gave up after their last retry, or put them back in the queue.
     DeadLetters {
         /// SQLite file of the queue.
@@ -42,6 +76,17 @@ pub enum Command {
 pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(*args).await,
+        Command::Check { path } => return check(&path),
+        Command::Test { path } => return test(&path),
+        Command::Explain {
+            file,
+            rules,
+            json,
+            at,
+        } => explain(&file, &rules, json, at.as_deref()),
+        Command::Schema => serde_json::to_string_pretty(&schema::schema())
+            .map(|s| println!("{s}"))
+            .map_err(anyhow::Error::from),
         Command::DeadLetters { db, requeue, json } => dead_letters(db, requeue, json).await,
     };
     match result {
@@ -109,5 +154,230 @@ async fn dead_letters(db: PathBuf, requeue: Option<String>, json: bool) -> anyho
         "\n{} dead letter(s); `deskbot dead-letters --requeue ID|all` retries them",
         dead.len()
     );
+    Ok(())
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match PolicySet::load(path) {
+        Ok((set, warnings)) => {
+            for w in &warnings {
+                println!("{w}");
+            }
+            for p in set.policies() {
+                println!(
+                    "{}: ok: policy {:?}, {} rules, {} tests",
+                    p.source().display(),
+                    p.name(),
+                    p.rule_count(),
+                    p.tests().len()
+                );
+            }
+            println!("0 errors, {} warnings", warnings.len());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let errors = e
+                .diagnostics
+                .iter()
+                .filter(|d| d.severity == Severity::Error)
+                .count();
+            for d in &e.diagnostics {
+                eprintln!("{d}");
+            }
+            eprintln!("{errors} errors");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn test(path: &std::path::Path) -> ExitCode {
+    let set = match PolicySet::load(path) {
+        Ok((set, _)) => set,
+        Err(e) => {
+            eprintln!("{e}");
+            println!("0 passed, 1 failed");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (mut passed, mut failed) = (0, 0);
+    for p in set.policies() {
+        for case in p.tests() {
+            match case.run(p) {
+                Ok(()) => passed += 1,
+                Err(diffs) => {
+                    failed += 1;
+                    println!("FAIL {}: {}", p.source().display(), case.name);
+                    for d in diffs {
+                        println!("    {d}");
+                    }
+                }
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Reads the ticket an `explain` file describes.
+fn explain_input(bytes: &[u8]) -> anyhow::Result<(Ticket, Option<&'static str>)> {
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| anyhow::anyhow!("not JSON: {e}"))?;
+    if let Some(t) = value.get("ticket") {
+        let response = TicketResponse {
+            ticket: serde_json::from_value(t.clone())
+                .map_err(|e| anyhow::anyhow!("\"ticket\" is not a Zendesk API ticket: {e}"))?,
+            users: serde_json::from_value(value.get("users").cloned().unwrap_or_default())
+                .unwrap_or_default(),
+        };
+        let mut ticket = response.into_ticket();
+        if let Some(o) = value.get("organization").filter(|o| !o.is_null()) {
+            let org: ApiOrganization = serde_json::from_value(o.clone()).map_err(|e| {
+                anyhow::anyhow!("\"organization\" is not a Zendesk API organization: {e}")
+            })?;
+            ticket.organization = Some(org.into());
+        }
+        let event = value
+            .get("event")
+            .and_then(|e| e.as_str())
+            .unwrap_or(EventKind::CREATED);
+        ticket.event = Some(EventKind::new(event));
+        ticket.latest_comment = value
+            .get("comment")
+            .and_then(|c| c.as_str())
+            .map(str::to_string);
+        return Ok((ticket, None));
+    }
+    match payload::parse(bytes).map_err(|e| anyhow::anyhow!("{e}"))? {
+        Parsed::Ticket(ev) => {
+            let note = (ev.source == payload::Source::Trigger).then_some(
+                "a trigger body carries only the ticket id: the running service reads the rest from Zendesk",
+            );
+            Ok((ev.snapshot, note))
+        }
+        Parsed::Ignored { event_type } => anyhow::bail!("{event_type} is an event deskbot ignores"),
+    }
+}
+
+fn explain(
+    file: &std::path::Path,
+    rules: &std::path::Path,
+    json: bool,
+    at: Option<&str>,
+) -> anyhow::Result<()> {
+    let bytes =
+        std::fs::read(file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+    let (mut ticket, caveat) =
+        explain_input(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let now = match at {
+        Some(s) => {
+            parse_time(s).ok_or_else(|| anyhow::anyhow!("--at {s:?} is not an RFC 3339 time"))?
+        }
+        None => chrono::Utc::now(),
+    };
+    if ticket.created_at.is_none() {
+        ticket.created_at = Some(now);
+    }
+    let (set, _) = PolicySet::load(rules).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let Some(policy) = set.select(&ticket) else {
+        anyhow::bail!(
+            "no policy in {} applies to this ticket (no scope matches)",
+            rules.display()
+        );
+    };
+    let e = policy.evaluate(&ticket, now, true);
+    let d = &e.decision;
+    let rfc = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+    };
+    if json {
+        let evidence: serde_json::Map<String, serde_json::Value> = e
+            .matched
+            .iter()
+            .map(|m| (m.rule.clone(), serde_json::json!(m.evidence)))
+            .collect();
+        let out = serde_json::json!({
+            "ticket_id": ticket.id,
+            "policy": e.policy,
+            "priority": d.priority,
+            "level": d.level,
+            "add_tags": d.add_tags,
+            "remove_tags": d.remove_tags,
+            "first_response_due": rfc(d.first_response_due),
+            "resolution_due": rfc(d.resolution_due),
+            "fields": d.fields,
+            "group_id": d.group_id,
+            "note": d.note,
+            "matched_rules": d.matched_rules,
+            "evidence": evidence,
+            "near_misses": e.near_misses,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    let cal = policy.calendar();
+    let when = |t: Option<chrono::DateTime<chrono::Utc>>| match (t, cal) {
+        (Some(t), Some(c)) => format!(
+            "{} ({})",
+            c.describe(t),
+            t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ),
+        (Some(t), None) => t.to_rfc3339(),
+        (None, _) => "no target".into(),
+    };
+    println!(
+        "ticket {} → policy {:?} ({})",
+        ticket.id,
+        e.policy,
+        policy.source().display()
+    );
+    if let Some(c) = caveat {
+        println!("note: {c}");
+    }
+    let was = ticket
+        .priority
+        .map_or("none".to_string(), |p| p.to_string());
+    match (d.priority, &d.level) {
+        (Some(p), Some(l)) => println!("priority: {p} (level {l}; was {was})"),
+        (Some(p), None) => println!("priority: {p} (was {was})"),
+        (None, _) => println!("priority: unchanged ({was})"),
+    }
+    if !d.add_tags.is_empty() {
+        println!("add tags: {}", d.add_tags.join(", "));
+    }
+    if !d.remove_tags.is_empty() {
+        println!("remove tags: {}", d.remove_tags.join(", "));
+    }
+    println!("first response due: {}", when(d.first_response_due));
+    println!("resolution due: {}", when(d.resolution_due));
+    for (id, v) in &d.fields {
+        println!("field {id}: {v}");
+    }
+    if let Some(g) = d.group_id {
+        println!("group: {g}");
+    }
+    if e.matched.is_empty() {
+        println!("matched: no rule");
+    } else {
+        println!("matched:");
+        for m in &e.matched {
+            println!("  {}", m.rule);
+            for ev in &m.evidence {
+                println!("      {ev}");
+            }
+        }
+    }
+    if !e.near_misses.is_empty() {
+        println!("nearly matched:");
+        for n in &e.near_misses {
+            println!("  {}: {}", n.rule, n.reason);
+        }
+    }
+    if let Some(n) = &d.note {
+        println!("note:\n    {}", n.replace('\n', "\n    "));
+    }
     Ok(())
 }

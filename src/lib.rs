@@ -10,6 +10,7 @@ pub mod config;
 pub mod metrics;
 pub mod policy;
 pub mod queue;
+pub mod reload;
 pub mod server;
 pub mod sla;
 pub mod telemetry;

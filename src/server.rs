@@ -21,7 +21,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{Config, Verification};
 use crate::metrics::Metrics;
-use crate::policy::{Policy, PolicyHandle};
+use crate::policy::{PolicyHandle, PolicySet};
 use crate::queue::store::Store;
 use crate::queue::worker::Worker;
 use crate::webhook::routes::{self, WebhookState};
@@ -35,8 +35,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(9);
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// The policy did not load.
-    #[error("policy did not load: {0}")]
-    Policy(#[from] crate::policy::PolicyError),
+    #[error("policy did not load:\n{0}")]
+    Policy(crate::policy::PolicyError),
     /// The database did not open.
     #[error(transparent)]
     Store(#[from] crate::queue::store::StoreError),
@@ -46,6 +46,13 @@ pub enum ServeError {
     /// The server failed.
     #[error("HTTP server failed: {0}")]
     Http(#[from] std::io::Error),
+}
+
+// Not `#[from]`: that would make the policy error also the source, and print it twice.
+impl From<crate::policy::PolicyError> for ServeError {
+    fn from(e: crate::policy::PolicyError) -> Self {
+        ServeError::Policy(e)
+    }
 }
 
 #[derive(Clone)]
@@ -62,9 +69,12 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
-    let policy = Policy::load(&cfg.rules)?;
-    info!(policy = policy.name(), rules = policy.rule_count(), file = %policy.source().display(), "policy loaded");
-    let policy = PolicyHandle::new(policy);
+    let (set, warnings) = PolicySet::load(&cfg.rules)?;
+    for w in &warnings {
+        warn!("{w}");
+    }
+    info!(policies = ?set.names(), rules = set.rule_count(), path = %cfg.rules.display(), "policies loaded");
+    let policy = PolicyHandle::new(set);
     let store = Store::open(&cfg.db)?;
     let metrics = Metrics::new();
     let client = match &cfg.zendesk {
@@ -98,6 +108,7 @@ pub async fn run(
             "dry run: decisions are logged and stored, nothing is written to Zendesk"
         );
     }
+    let policy_for_reload = policy.clone();
     let worker = Worker::new(
         store.clone(),
         policy.clone(),
@@ -121,6 +132,11 @@ pub async fn run(
     );
     info!(addr = %listener.local_addr()?, "listening");
     let worker_task = tokio::spawn(worker.run(shutdown.clone()));
+    tokio::spawn(crate::reload::watch(
+        cfg.rules.clone(),
+        policy_for_reload,
+        shutdown.clone(),
+    ));
     let http_shutdown = shutdown.clone();
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
@@ -148,12 +164,20 @@ fn router(webhook: WebhookState, ops: OpsState) -> Router {
 }
 
 async fn healthz(State(st): State<OpsState>) -> Response {
-    let policy = st.policy.current();
+    let set = st.policy.current();
+    // A failed reload keeps the old policies serving, so the service stays healthy; the error shows here.
+    let policy = json!({
+        "loaded": true,
+        "name": set.names().join(", "),
+        "policies": set.names(),
+        "rules": set.rule_count(),
+        "error": st.policy.last_error(),
+    });
     match st.store.stats(Utc::now()).await {
         Ok(stats) => Json(json!({
             "status": "ok",
             "dry_run": st.dry_run,
-            "policy": { "loaded": true, "name": policy.name(), "rules": policy.rule_count(), "error": null },
+            "policy": policy,
             "queue": stats,
         }))
         .into_response(),
@@ -162,7 +186,7 @@ async fn healthz(State(st): State<OpsState>) -> Response {
             Json(json!({
                 "status": "unavailable",
                 "dry_run": st.dry_run,
-                "policy": { "loaded": true, "name": policy.name(), "rules": policy.rule_count(), "error": null },
+                "policy": policy,
                 "queue": null,
                 "error": e.to_string(),
             })),

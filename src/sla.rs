@@ -22,7 +22,7 @@ use chrono::{DateTime, Utc};
 use toml::Value;
 
 use crate::calendar::{Calendar, Span};
-use crate::ticket::{Priority, Ticket};
+use crate::ticket::Ticket;
 
 /// Where a ticket's plan tier is read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +56,8 @@ struct Level {
 /// The SLA section of a policy.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Sla {
-    levels: BTreeMap<Priority, Level>,
+    /// By level name: a Zendesk priority or one of the policy's `[levels]`.
+    levels: BTreeMap<String, Level>,
     plan: Option<PlanSource>,
     /// Add a line with the due times to the private note.
     pub note: bool,
@@ -109,8 +110,8 @@ fn target(v: &Value, at: &str) -> Result<Target, String> {
 }
 
 impl Sla {
-    /// Reads the `[sla]` table.
-    pub fn from_toml(v: &Value) -> Result<Sla, String> {
+    /// Reads an `[sla]` table; `levels` are the level names the policy knows (priorities and `[levels]`).
+    pub fn from_toml(v: &Value, levels: &[String]) -> Result<Sla, String> {
         let Value::Table(t) = v else {
             return Err("sla: expected a table".into());
         };
@@ -129,9 +130,12 @@ impl Sla {
                     });
                 }
                 level => {
-                    let priority: Priority = level.parse().map_err(|_| {
-                        format!("sla.{level}: unknown level; expected low, normal, high or urgent (or plan, note)")
-                    })?;
+                    if !levels.iter().any(|l| l == level) {
+                        return Err(format!(
+                            "sla.{level}: unknown level; expected {} (or plan, note)",
+                            levels.join(", ")
+                        ));
+                    }
                     let lt = val.as_table().ok_or_else(|| {
                         format!(
                             "sla.{level}: expected a table with first_response and/or resolution"
@@ -150,7 +154,7 @@ impl Sla {
                             }
                         }
                     }
-                    sla.levels.insert(priority, l);
+                    sla.levels.insert(level.to_string(), l);
                 }
             }
         }
@@ -185,10 +189,10 @@ impl Sla {
         }
     }
 
-    /// Due instants for a ticket at `priority`.
-    pub fn due(&self, cal: &Calendar, ticket: &Ticket, priority: Priority) -> Due {
+    /// Due instants for a ticket at the first of `levels` (level names, most specific first) that has targets.
+    pub fn due(&self, cal: &Calendar, ticket: &Ticket, levels: &[&str]) -> Due {
         let plan = self.plan_of(ticket);
-        let Some(level) = self.levels.get(&priority) else {
+        let Some(level) = levels.iter().find_map(|l| self.levels.get(*l)) else {
             return Due {
                 plan,
                 ..Due::default()
@@ -227,7 +231,10 @@ mod tests {
 
     fn sla(src: &str) -> Result<Sla, String> {
         let t: toml::Table = toml::from_str(src).unwrap();
-        Sla::from_toml(&t["sla"])
+        let levels: Vec<String> = ["low", "normal", "high", "urgent"]
+            .map(String::from)
+            .to_vec();
+        Sla::from_toml(&t["sla"], &levels)
     }
 
     fn sydney() -> Calendar {
@@ -270,42 +277,42 @@ first_response = { flagship = "1 week", emporium = "1 week", boutique = "2 weeks
     fn targets_by_plan_tier() {
         let s = sla(STORECONNECT).unwrap();
         let cal = sydney();
-        let due = |plan, p| s.due(&cal, &ticket(plan), p).first_response;
+        let due = |plan, p: &str| s.due(&cal, &ticket(plan), &[p]).first_response;
         // Mon 23 Nov 10:00 AEDT: 1 business day (8 h) → Tue 10:00; 2 → Wed; 3 → Thu.
         assert_eq!(
-            due(Some("flagship"), Priority::Urgent),
+            due(Some("flagship"), "urgent"),
             Some(t("2026-11-24T10:00:00+11:00"))
         );
         assert_eq!(
-            due(Some("Emporium"), Priority::Urgent),
+            due(Some("Emporium"), "urgent"),
             Some(t("2026-11-25T10:00:00+11:00"))
         );
         assert_eq!(
-            due(Some("pop_up"), Priority::Urgent),
+            due(Some("pop_up"), "urgent"),
             Some(t("2026-11-26T10:00:00+11:00"))
         );
         assert_eq!(
-            due(Some("garage"), Priority::Urgent),
+            due(Some("garage"), "urgent"),
             Some(t("2026-11-26T10:00:00+11:00")),
             "unknown plan → default"
         );
         assert_eq!(
-            due(None, Priority::Urgent),
+            due(None, "urgent"),
             Some(t("2026-11-26T10:00:00+11:00")),
             "no plan → default"
         );
         // 1 week = 5 business days; 2 weeks = 10.
         assert_eq!(
-            due(Some("flagship"), Priority::High),
+            due(Some("flagship"), "high"),
             Some(t("2026-11-30T10:00:00+11:00"))
         );
         assert_eq!(
-            due(Some("pop-up"), Priority::High),
+            due(Some("pop-up"), "high"),
             Some(t("2026-12-07T10:00:00+11:00"))
         );
-        assert_eq!(due(None, Priority::High), None, "high has no default");
+        assert_eq!(due(None, "high"), None, "high has no default");
         assert_eq!(
-            due(Some("flagship"), Priority::Normal),
+            due(Some("flagship"), "normal"),
             None,
             "medium: no explicit SLA"
         );
@@ -318,7 +325,7 @@ first_response = { flagship = "1 week", emporium = "1 week", boutique = "2 weeks
         tk.tags = vec!["vip".into(), "plan_gold".into()];
         assert_eq!(s.plan_of(&tk).as_deref(), Some("gold"));
         assert_eq!(
-            s.due(&sydney(), &tk, Priority::Low).resolution,
+            s.due(&sydney(), &tk, &["low"]).resolution,
             Some(t("2026-11-23T11:00:00+11:00"))
         );
     }
@@ -327,7 +334,7 @@ first_response = { flagship = "1 week", emporium = "1 week", boutique = "2 weeks
     fn errors_name_the_key() {
         assert_eq!(
             sla("[sla.critical]\nfirst_response = \"1 business day\"\n").unwrap_err(),
-            "sla.critical: unknown level; expected low, normal, high or urgent (or plan, note)"
+            "sla.critical: unknown level; expected low, normal, high, urgent (or plan, note)"
         );
         assert!(sla("[sla.urgent]\nfirst_respons = \"1 business day\"\n")
             .unwrap_err()

@@ -1,19 +1,51 @@
-//! Conditions of a rule: `all`, `any`, `not`, and `field = { operator = value }` tests.
+//! Conditions: `all`, `any`, `not`, and `field = { operator = value }` tests, nested freely.
 //!
-//! A condition table with several keys means all of them. Text operators work on words: text is
-//! lower-cased and split on anything that is not a letter or digit, so "URGENT!" has the word
-//! "urgent" and "orders-not-syncing" has the phrase "not syncing".
+//! A table with several keys means all of them. Word operators (`has_word`, `has_any_word`,
+//! `has_all_words`, `near`) register their phrases in the policy's one automaton at compile time;
+//! evaluation normalises each ticket text once and looks phrase hits up, so deciding costs one pass
+//! over the text whatever the number of rules. Errors carry the key path of the offending value so
+//! the loader can point at its line and column.
 
+use std::cell::OnceCell;
+use std::fmt;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use regex::Regex;
 use toml::Value;
 
-use crate::ticket::Ticket;
+use super::text::{hits_of, near, Hit, Phrases, Words};
+use crate::calendar::Calendar;
+use crate::ticket::{parse_time, Ticket};
+
+/// A compile error at a key path below the condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CondError {
+    /// Keys (and array indices) from the condition down to the offending value.
+    pub path: Vec<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl CondError {
+    fn new(message: impl Into<String>) -> Self {
+        CondError {
+            path: Vec::new(),
+            message: message.into(),
+        }
+    }
+
+    fn at(mut self, key: impl Into<String>) -> Self {
+        self.path.insert(0, key.into());
+        self
+    }
+}
 
 /// A compiled condition.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Condition {
     /// Every condition holds (true when empty).
     All(Vec<Condition>),
-    /// At least one holds.
+    /// At least one holds (false when empty).
     Any(Vec<Condition>),
     /// The condition does not hold.
     Not(Box<Condition>),
@@ -21,20 +53,27 @@ pub enum Condition {
     Test(Field, Op),
 }
 
-/// A ticket field a condition can read.
+/// The three texts a ticket has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Field {
+pub enum Part {
     /// Subject line.
-    Subject,
+    Subject = 0,
     /// First comment.
-    Description,
-    /// Comment of a comment_added event.
-    Comment,
-    /// Subject, description and comment together.
-    Text,
-    /// Tags (a list: true if any tag passes).
+    Description = 1,
+    /// The comment of a comment_added event.
+    Comment = 2,
+}
+
+/// A ticket field a condition reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Field {
+    /// One text part.
+    Text(Part),
+    /// Subject, description and comment: true if any part passes.
+    AnyText,
+    /// Tags (true if any tag passes).
     Tags,
-    /// Priority.
+    /// Zendesk priority.
     Priority,
     /// Status.
     Status,
@@ -42,76 +81,171 @@ pub enum Field {
     Type,
     /// `via.channel`.
     Channel,
+    /// Support address the ticket was sent to.
+    Recipient,
     /// Requester e-mail.
     RequesterEmail,
+    /// Domain of the requester's e-mail.
+    RequesterDomain,
+    /// Organization name.
+    Organization,
+    /// An organization custom field, by key.
+    OrganizationField(String),
+    /// A ticket custom field, by id.
+    CustomField(u64),
+    /// Brand id.
+    BrandId,
+    /// Group id.
+    GroupId,
+    /// Ticket form id.
+    FormId,
     /// What happened (created, comment_added, ...).
     Event,
+    /// `inside` or `outside`: whether the ticket was created during the calendar's hours.
+    BusinessHours,
+    /// Creation time.
+    CreatedAt,
 }
 
-const FIELDS: &[(&str, Field)] = &[
-    ("subject", Field::Subject),
-    ("description", Field::Description),
-    ("comment", Field::Comment),
-    ("text", Field::Text),
+const SIMPLE_FIELDS: &[(&str, Field)] = &[
+    ("subject", Field::Text(Part::Subject)),
+    ("description", Field::Text(Part::Description)),
+    ("comment", Field::Text(Part::Comment)),
+    ("text", Field::AnyText),
     ("tags", Field::Tags),
     ("priority", Field::Priority),
     ("status", Field::Status),
     ("type", Field::Type),
     ("channel", Field::Channel),
+    ("recipient", Field::Recipient),
     ("requester_email", Field::RequesterEmail),
+    ("requester_domain", Field::RequesterDomain),
+    ("organization", Field::Organization),
+    ("brand_id", Field::BrandId),
+    ("group_id", Field::GroupId),
+    ("form_id", Field::FormId),
     ("event", Field::Event),
+    ("business_hours", Field::BusinessHours),
+    ("created_at", Field::CreatedAt),
 ];
 
-/// An operator with its operand, lower-cased at compile time.
+/// Field names a rule author may write, for suggestions and the schema.
+pub fn field_names() -> Vec<&'static str> {
+    let mut v: Vec<&str> = SIMPLE_FIELDS.iter().map(|(n, _)| *n).collect();
+    v.extend(["organization_fields", "custom_fields", "all", "any", "not"]);
+    v
+}
+
+/// Comparison of `gt`/`gte`/`lt`/`lte`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cmp {
+    /// `>`
+    Gt,
+    /// `>=`
+    Gte,
+    /// `<`
+    Lt,
+    /// `<=`
+    Lte,
+}
+
+/// A number or an instant to compare with.
 #[derive(Debug, Clone, PartialEq)]
+pub enum Bound {
+    /// A number.
+    Number(f64),
+    /// An instant (a bare date means its midnight UTC).
+    Time(DateTime<Utc>),
+}
+
+/// An operator with its compiled operand.
+#[derive(Debug, Clone)]
 pub enum Op {
     /// Whole value equals (case-insensitive).
     Equals(String),
     /// Whole value is one of these.
     In(Vec<String>),
-    /// Substring (case-insensitive).
+    /// Substring (case-insensitive, not word-aware).
     Contains(String),
-    /// The word or phrase appears on word boundaries.
-    HasWord(Vec<String>),
-    /// Any of these words or phrases appears.
-    HasAnyWord(Vec<Vec<String>>),
-    /// All of these words or phrases appear.
-    HasAllWords(Vec<Vec<String>>),
+    /// The phrase appears on word boundaries.
+    HasWord(usize),
+    /// Any of the phrases appears.
+    HasAnyWord(Vec<usize>),
+    /// All of the phrases appear.
+    HasAllWords(Vec<usize>),
+    /// Two phrases within N words of each other.
+    Near {
+        /// First phrase.
+        a: usize,
+        /// Second phrase.
+        b: usize,
+        /// Most words allowed between them.
+        within: usize,
+    },
+    /// Regular expression (Rust `regex` syntax; `(?i)` for case-insensitive).
+    Regex(Regex),
+    /// The field has a non-empty value (`true`) or not (`false`).
+    Exists(bool),
+    /// Numeric or date comparison.
+    Compare(Cmp, Bound),
 }
 
-const OPS: &[&str] = &[
+/// Operator names, for suggestions and the schema.
+pub const OPS: &[&str] = &[
     "equals",
     "in",
     "contains",
     "has_word",
     "has_any_word",
     "has_all_words",
+    "near",
+    "regex",
+    "exists",
+    "gt",
+    "gte",
+    "lt",
+    "lte",
 ];
 
-impl Condition {
-    /// Compiles a TOML condition table; errors name the offending key.
-    pub fn compile(value: &Value) -> Result<Condition, String> {
+/// What compiling needs from the rest of the policy.
+pub struct Compiler<'p> {
+    /// The policy's phrase automaton (phrases are added here).
+    pub phrases: &'p mut Phrases,
+    /// Whether the policy has a calendar (needed by `business_hours`).
+    pub has_calendar: bool,
+}
+
+impl Compiler<'_> {
+    /// Compiles a TOML condition table.
+    pub fn compile(&mut self, value: &Value) -> Result<Condition, CondError> {
         let Value::Table(table) = value else {
-            return Err(format!(
+            return Err(CondError::new(format!(
                 "a condition must be a table like {{ subject = {{ has_word = \"urgent\" }} }}, found {}",
                 value.type_str()
-            ));
+            )));
         };
         let mut parts = Vec::new();
         for (key, v) in table {
-            parts.push(match key.as_str() {
-                "all" => Condition::All(compile_list(key, v)?),
-                "any" => Condition::Any(compile_list(key, v)?),
-                "not" => Condition::Not(Box::new(Condition::compile(v)?)),
-                name => {
-                    let field = FIELDS
-                        .iter()
-                        .find(|(n, _)| *n == name)
-                        .map(|(_, f)| *f)
-                        .ok_or_else(|| unknown("field", name, FIELDS.iter().map(|(n, _)| *n)))?;
-                    compile_tests(field, name, v)?
+            let compiled = match key.as_str() {
+                "all" => self.list(v).map(Condition::All),
+                "any" => self.list(v).map(Condition::Any),
+                "not" => self.compile(v).map(|c| Condition::Not(Box::new(c))),
+                "organization_fields" => {
+                    self.keyed(v, |k| Ok(Field::OrganizationField(k.to_string())))
                 }
-            });
+                "custom_fields" => self.keyed(v, |k| {
+                    k.trim().parse().map(Field::CustomField).map_err(|_| {
+                        CondError::new(format!(
+                            "custom field {k:?} is not a field id (a whole number)"
+                        ))
+                    })
+                }),
+                name => match SIMPLE_FIELDS.iter().find(|(n, _)| *n == name) {
+                    Some((_, field)) => self.tests(field.clone(), v),
+                    None => Err(CondError::new(unknown("field", name, &field_names()))),
+                },
+            };
+            parts.push(compiled.map_err(|e| e.at(key.clone()))?);
         }
         Ok(if parts.len() == 1 {
             parts.remove(0)
@@ -120,96 +254,232 @@ impl Condition {
         })
     }
 
-    /// True when the ticket satisfies the condition.
-    pub fn matches(&self, ticket: &Ticket) -> bool {
-        match self {
-            Condition::All(cs) => cs.iter().all(|c| c.matches(ticket)),
-            Condition::Any(cs) => cs.iter().any(|c| c.matches(ticket)),
-            Condition::Not(c) => !c.matches(ticket),
-            Condition::Test(field, op) => values(*field, ticket).iter().any(|v| op.test(v)),
-        }
-    }
-}
-
-fn compile_list(key: &str, v: &Value) -> Result<Vec<Condition>, String> {
-    let Value::Array(items) = v else {
-        return Err(format!("`{key}` takes a list of conditions"));
-    };
-    items.iter().map(Condition::compile).collect()
-}
-
-fn compile_tests(field: Field, name: &str, v: &Value) -> Result<Condition, String> {
-    let Value::Table(ops) = v else {
-        return Err(format!(
-            "`{name}` takes an operator table, e.g. {name} = {{ has_word = \"...\" }}"
-        ));
-    };
-    if ops.is_empty() {
-        return Err(format!("`{name}` has no operator"));
-    }
-    let mut tests = Vec::new();
-    for (op, operand) in ops {
-        let op = match op.as_str() {
-            "equals" => Op::Equals(string(op, operand)?.to_lowercase()),
-            "in" => Op::In(
-                strings(op, operand)?
-                    .iter()
-                    .map(|s| s.to_lowercase())
-                    .collect(),
-            ),
-            "contains" => Op::Contains(string(op, operand)?.to_lowercase()),
-            "has_word" => Op::HasWord(phrase(op, &string(op, operand)?)?),
-            "has_any_word" => Op::HasAnyWord(phrases(op, operand)?),
-            "has_all_words" => Op::HasAllWords(phrases(op, operand)?),
-            other => return Err(unknown("operator", other, OPS.iter().copied())),
+    fn list(&mut self, v: &Value) -> Result<Vec<Condition>, CondError> {
+        let Value::Array(items) = v else {
+            return Err(CondError::new(
+                "takes a list of conditions: [ {...}, {...} ]",
+            ));
         };
-        tests.push(Condition::Test(field, op));
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, c)| self.compile(c).map_err(|e| e.at(i.to_string())))
+            .collect()
     }
-    Ok(if tests.len() == 1 {
-        tests.remove(0)
-    } else {
-        Condition::All(tests)
+
+    fn keyed(
+        &mut self,
+        v: &Value,
+        field: impl Fn(&str) -> Result<Field, CondError>,
+    ) -> Result<Condition, CondError> {
+        let Value::Table(t) = v else {
+            return Err(CondError::new(
+                "takes a table: { <key> = { equals = \"...\" } }",
+            ));
+        };
+        let mut tests = Vec::new();
+        for (k, ops) in t {
+            let f = field(k).map_err(|e| e.at(k.clone()))?;
+            tests.push(self.tests(f, ops).map_err(|e| e.at(k.clone()))?);
+        }
+        Ok(Condition::All(tests))
+    }
+
+    fn tests(&mut self, field: Field, v: &Value) -> Result<Condition, CondError> {
+        let Value::Table(ops) = v else {
+            return Err(CondError::new(
+                "takes an operator table, e.g. { has_word = \"...\" } or { equals = \"...\" }",
+            ));
+        };
+        if ops.is_empty() {
+            return Err(CondError::new("has no operator"));
+        }
+        if field == Field::BusinessHours && !self.has_calendar {
+            return Err(CondError::new(
+                "business_hours needs the policy's calendar: add [calendars.NAME]",
+            ));
+        }
+        let mut tests = Vec::new();
+        for (name, operand) in ops {
+            let op = self
+                .op(&field, name, operand)
+                .map_err(|e| e.at(name.clone()))?;
+            tests.push(Condition::Test(field.clone(), op));
+        }
+        Ok(if tests.len() == 1 {
+            tests.remove(0)
+        } else {
+            Condition::All(tests)
+        })
+    }
+
+    fn phrase(&mut self, s: &str) -> Result<usize, CondError> {
+        self.phrases
+            .add(s)
+            .ok_or_else(|| CondError::new(format!("{s:?} has no words to match")))
+    }
+
+    fn op(&mut self, field: &Field, name: &str, v: &Value) -> Result<Op, CondError> {
+        Ok(match name {
+            "equals" => Op::Equals(scalar(v)?.to_lowercase()),
+            "in" => {
+                let items = strings(v)?;
+                if items.is_empty() {
+                    return Err(CondError::new("`in` with an empty list never matches"));
+                }
+                Op::In(items.iter().map(|s| s.to_lowercase()).collect())
+            }
+            "contains" => Op::Contains(string(v)?.to_lowercase()),
+            "has_word" => Op::HasWord(self.phrase(&string(v)?)?),
+            "has_any_word" | "has_all_words" => {
+                let list = strings(v)?;
+                if list.is_empty() {
+                    return Err(CondError::new(format!(
+                        "`{name}` needs at least one phrase"
+                    )));
+                }
+                let ids = list
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| self.phrase(s).map_err(|e| e.at(i.to_string())))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if name == "has_any_word" {
+                    Op::HasAnyWord(ids)
+                } else {
+                    Op::HasAllWords(ids)
+                }
+            }
+            "near" => {
+                if !matches!(field, Field::Text(_) | Field::AnyText) {
+                    return Err(CondError::new(
+                        "`near` works on subject, description, comment or text",
+                    ));
+                }
+                let Value::Table(t) = v else {
+                    return Err(CondError::new(
+                        "`near` takes { terms = [\"orders\", \"not syncing\"], within = 5 }",
+                    ));
+                };
+                for k in t.keys().filter(|k| *k != "terms" && *k != "within") {
+                    return Err(
+                        CondError::new(unknown("key of `near`", k, &["terms", "within"]))
+                            .at(k.clone()),
+                    );
+                }
+                let terms = t
+                    .get("terms")
+                    .map(strings)
+                    .transpose()?
+                    .ok_or_else(|| CondError::new("`near` needs terms = [\"a\", \"b\"]"))?;
+                let [a, b] = terms.as_slice() else {
+                    return Err(CondError::new("`near` takes exactly two terms").at("terms"));
+                };
+                let within = match t.get("within") {
+                    Some(Value::Integer(n)) if *n >= 0 => *n as usize,
+                    Some(_) => {
+                        return Err(CondError::new("`within` is a number of words (0 or more)")
+                            .at("within"))
+                    }
+                    None => 5,
+                };
+                Op::Near {
+                    a: self.phrase(a).map_err(|e| e.at("terms"))?,
+                    b: self.phrase(b).map_err(|e| e.at("terms"))?,
+                    within,
+                }
+            }
+            "regex" => {
+                let s = string(v)?;
+                Op::Regex(Regex::new(&s).map_err(|e| {
+                    CondError::new(format!(
+                        "invalid regex: {}",
+                        e.to_string().replace('\n', " ")
+                    ))
+                })?)
+            }
+            "exists" => Op::Exists(
+                v.as_bool()
+                    .ok_or_else(|| CondError::new("`exists` takes true or false"))?,
+            ),
+            "gt" | "gte" | "lt" | "lte" => {
+                let cmp = match name {
+                    "gt" => Cmp::Gt,
+                    "gte" => Cmp::Gte,
+                    "lt" => Cmp::Lt,
+                    _ => Cmp::Lte,
+                };
+                Op::Compare(cmp, bound(v)?)
+            }
+            other => return Err(CondError::new(unknown("operator", other, OPS))),
+        })
+    }
+}
+
+fn scalar(v: &Value) -> Result<String, CondError> {
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Integer(n) => Ok(n.to_string()),
+        Value::Boolean(b) => Ok(b.to_string()),
+        _ => Err(CondError::new("takes a string or a number")),
+    }
+}
+
+fn string(v: &Value) -> Result<String, CondError> {
+    v.as_str()
+        .map(str::to_string)
+        .ok_or_else(|| CondError::new("takes a string"))
+}
+
+fn strings(v: &Value) -> Result<Vec<String>, CondError> {
+    let Value::Array(items) = v else {
+        return Err(CondError::new("takes a list: [\"...\", \"...\"]"));
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, s)| scalar(s).map_err(|e| e.at(i.to_string())))
+        .collect()
+}
+
+fn bound(v: &Value) -> Result<Bound, CondError> {
+    match v {
+        Value::Integer(n) => Ok(Bound::Number(*n as f64)),
+        Value::Float(f) => Ok(Bound::Number(*f)),
+        Value::String(s) => time_of(s)
+            .map(Bound::Time)
+            .ok_or_else(|| CondError::new(format!("{s:?} is neither a number nor a date/time"))),
+        Value::Datetime(d) => time_of(&d.to_string())
+            .map(Bound::Time)
+            .ok_or_else(|| CondError::new("a date/time needs a date")),
+        _ => Err(CondError::new("takes a number or a date")),
+    }
+}
+
+fn time_of(s: &str) -> Option<DateTime<Utc>> {
+    parse_time(s).or_else(|| {
+        NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
+            .ok()
+            .map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc())
     })
 }
 
-fn string(op: &str, v: &Value) -> Result<String, String> {
-    v.as_str()
-        .map(str::to_string)
-        .ok_or_else(|| format!("`{op}` takes a string"))
-}
-
-fn strings(op: &str, v: &Value) -> Result<Vec<String>, String> {
-    let Value::Array(items) = v else {
-        return Err(format!("`{op}` takes a list of strings"));
-    };
-    items.iter().map(|i| string(op, i)).collect()
-}
-
-fn phrase(op: &str, s: &str) -> Result<Vec<String>, String> {
-    let w = words(s);
-    if w.is_empty() {
-        return Err(format!("`{op}` needs at least one word, got {s:?}"));
-    }
-    Ok(w)
-}
-
-fn phrases(op: &str, v: &Value) -> Result<Vec<Vec<String>>, String> {
-    strings(op, v)?.iter().map(|s| phrase(op, s)).collect()
-}
-
-fn unknown<'a>(what: &str, name: &str, known: impl Iterator<Item = &'a str> + Clone) -> String {
-    let suggestion = known
-        .clone()
-        .min_by_key(|k| edit_distance(k, name))
-        .filter(|k| edit_distance(k, name) <= 2);
-    let list: Vec<&str> = known.collect();
-    match suggestion {
-        Some(s) => format!("unknown {what} `{name}` (did you mean `{s}`?)"),
-        None => format!("unknown {what} `{name}`; known: {}", list.join(", ")),
+/// "unknown field `subjet` (did you mean `subject`?)", or the list of known names.
+pub fn unknown(what: &str, name: &str, known: &[&str]) -> String {
+    let best = known
+        .iter()
+        .map(|k| (edit_distance(k, name), *k))
+        .min()
+        .filter(|(d, _)| *d <= 2 || (name.len() > 3 && *d <= name.len() / 3));
+    match best {
+        Some((_, s)) => format!("unknown {what} `{name}` (did you mean `{s}`?)"),
+        None => format!(
+            "unknown {what} `{name}`; expected one of: {}",
+            known.join(", ")
+        ),
     }
 }
 
-// Levenshtein distance over chars; names here are a few bytes long, so the quadratic cost is nothing.
+// Levenshtein distance over chars; the names compared are short, so the quadratic cost is nothing.
 fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut row: Vec<usize> = (0..=b.len()).collect();
@@ -225,109 +495,428 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-/// Lower-cased words of a text: maximal runs of letters and digits.
-pub fn words(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-        .collect()
+/// One ticket under evaluation: its texts are normalised and searched at most once.
+pub struct Eval<'a> {
+    /// The ticket.
+    pub ticket: &'a Ticket,
+    phrases: &'a Phrases,
+    calendar: Option<&'a Calendar>,
+    texts: [OnceCell<(Words, Vec<Hit>)>; 3],
 }
 
-fn values(field: Field, t: &Ticket) -> Vec<String> {
-    let one = |s: Option<&str>| s.map(|s| vec![s.to_string()]).unwrap_or_default();
-    match field {
-        Field::Subject => vec![t.subject.clone()],
-        Field::Description => vec![t.description.clone()],
-        Field::Comment => one(t.latest_comment.as_deref()),
-        Field::Text => vec![format!(
-            "{}\n{}\n{}",
-            t.subject,
-            t.description,
-            t.latest_comment.as_deref().unwrap_or("")
-        )],
-        Field::Tags => t.tags.clone(),
-        Field::Priority => one(t.priority.map(|p| p.as_str())),
-        Field::Status => one(t.status.as_deref()),
-        Field::Type => one(t.ticket_type.as_deref()),
-        Field::Channel => one(t.channel.as_deref()),
-        Field::RequesterEmail => one(t.requester_email.as_deref()),
-        Field::Event => one(t.event.as_ref().map(|e| e.as_str())),
+impl<'a> Eval<'a> {
+    /// Prepares evaluation of `ticket` against conditions compiled with `phrases`.
+    pub fn new(ticket: &'a Ticket, phrases: &'a Phrases, calendar: Option<&'a Calendar>) -> Self {
+        Eval {
+            ticket,
+            phrases,
+            calendar,
+            texts: Default::default(),
+        }
     }
-}
 
-impl Op {
-    fn test(&self, value: &str) -> bool {
-        match self {
-            Op::Equals(want) => value.to_lowercase() == *want,
-            Op::In(set) => set.contains(&value.to_lowercase()),
-            Op::Contains(needle) => value.to_lowercase().contains(needle.as_str()),
-            Op::HasWord(p) => has_phrase(&words(value), p),
-            Op::HasAnyWord(ps) => {
-                let w = words(value);
-                ps.iter().any(|p| has_phrase(&w, p))
-            }
-            Op::HasAllWords(ps) => {
-                let w = words(value);
-                ps.iter().all(|p| has_phrase(&w, p))
+    fn raw(&self, part: Part) -> &'a str {
+        match part {
+            Part::Subject => &self.ticket.subject,
+            Part::Description => &self.ticket.description,
+            Part::Comment => self.ticket.latest_comment.as_deref().unwrap_or(""),
+        }
+    }
+
+    fn searched(&self, part: Part) -> &(Words, Vec<Hit>) {
+        self.texts[part as usize].get_or_init(|| {
+            let words = Words::new(self.raw(part));
+            let hits = self.phrases.find(&words);
+            (words, hits)
+        })
+    }
+
+    fn scalars(&self, field: &Field) -> Vec<String> {
+        let t = self.ticket;
+        let one = |s: Option<String>| s.into_iter().filter(|s| !s.is_empty()).collect();
+        match field {
+            Field::Text(p) => one(Some(self.raw(*p).to_string())),
+            Field::AnyText => [Part::Subject, Part::Description, Part::Comment]
+                .iter()
+                .map(|p| self.raw(*p).to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            Field::Tags => t.tags.clone(),
+            Field::Priority => one(t.priority.map(|p| p.as_str().to_string())),
+            Field::Status => one(t.status.clone()),
+            Field::Type => one(t.ticket_type.clone()),
+            Field::Channel => one(t.channel.clone()),
+            Field::Recipient => one(t.recipient.clone()),
+            Field::RequesterEmail => one(t.requester_email.clone()),
+            Field::RequesterDomain => one(t
+                .requester_email
+                .as_deref()
+                .and_then(|e| e.rsplit_once('@'))
+                .map(|(_, d)| d.to_string())),
+            Field::Organization => one(t.organization.as_ref().and_then(|o| o.name.clone())),
+            Field::OrganizationField(k) => one(t
+                .organization
+                .as_ref()
+                .and_then(|o| o.fields.get(k))
+                .and_then(json_scalar)),
+            Field::CustomField(id) => one(t.custom_fields.get(id).and_then(json_scalar)),
+            Field::BrandId => one(t.brand_id.map(|v| v.to_string())),
+            Field::GroupId => one(t.group_id.map(|v| v.to_string())),
+            Field::FormId => one(t.form_id.map(|v| v.to_string())),
+            Field::Event => one(t.event.as_ref().map(|e| e.as_str().to_string())),
+            Field::BusinessHours => one(match (self.calendar, t.created_at) {
+                (Some(c), Some(at)) => {
+                    Some(if c.is_open(at) { "inside" } else { "outside" }.to_string())
+                }
+                _ => None,
+            }),
+            Field::CreatedAt => one(t.created_at.map(|c| c.to_rfc3339())),
+        }
+    }
+
+    /// Evaluates `c`; when `trace` is given, records why each matching test matched.
+    pub fn check(&self, c: &Condition, trace: &mut Option<&mut Vec<String>>) -> bool {
+        match c {
+            Condition::All(cs) => cs.iter().all(|c| self.check(c, trace)),
+            Condition::Any(cs) => cs.iter().any(|c| self.check(c, trace)),
+            Condition::Not(c) => !self.check(c, &mut None),
+            Condition::Test(field, op) => {
+                let found = self.test(field, op);
+                if let (Some(why), Some(t)) = (found.as_ref(), trace.as_mut()) {
+                    t.push(format!("{}: {why}", describe(field, op, self.phrases)));
+                }
+                found.is_some()
             }
         }
     }
+
+    /// `Some(evidence)` when the test passes.
+    fn test(&self, field: &Field, op: &Op) -> Option<String> {
+        let parts: &[Part] = match field {
+            Field::Text(p) => std::slice::from_ref(p),
+            Field::AnyText => &[Part::Subject, Part::Description, Part::Comment],
+            _ => &[],
+        };
+        if !parts.is_empty() {
+            if let Some(e) = self.text_test(parts, op) {
+                return e;
+            }
+        }
+        let values = self.scalars(field);
+        match op {
+            Op::Exists(want) => {
+                (values.is_empty() != *want).then(|| format!("{} value(s)", values.len()))
+            }
+            _ => values.iter().find_map(|v| scalar_test(v, op)),
+        }
+    }
+
+    /// Word operators on ticket texts go through the automaton's hits; `None` means "not a word operator".
+    fn text_test(&self, parts: &[Part], op: &Op) -> Option<Option<String>> {
+        let quote = |part: Part, words: &Words, first: usize, last: usize| {
+            let span = words.original_span(first, last);
+            let name = match part {
+                Part::Subject => "subject",
+                Part::Description => "description",
+                Part::Comment => "comment",
+            };
+            format!(
+                "{:?} in {name} at {}..{}",
+                &self.raw(part)[span.clone()],
+                span.start,
+                span.end
+            )
+        };
+        let find = |id: usize| {
+            parts.iter().find_map(|p| {
+                let (w, hits) = self.searched(*p);
+                hits_of(hits, id)
+                    .first()
+                    .map(|h| quote(*p, w, h.first, h.last))
+            })
+        };
+        Some(match op {
+            Op::HasWord(id) => find(*id),
+            Op::HasAnyWord(ids) => ids.iter().find_map(|id| find(*id)),
+            Op::HasAllWords(ids) => ids
+                .iter()
+                .map(|id| find(*id))
+                .collect::<Option<Vec<_>>>()
+                .map(|v| v.join(", ")),
+            Op::Near { a, b, within } => parts.iter().find_map(|p| {
+                let (w, hits) = self.searched(*p);
+                near(hits, *a, *b, *within).map(|(x, y)| {
+                    let (first, last) = (x.first.min(y.first), x.last.max(y.last));
+                    quote(*p, w, first, last)
+                })
+            }),
+            _ => return None,
+        })
+    }
 }
 
-fn has_phrase(text: &[String], phrase: &[String]) -> bool {
-    !phrase.is_empty() && text.windows(phrase.len()).any(|w| w == phrase)
+fn json_scalar(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// A test on one plain value (tags, ids, names, or a text when not a word operator).
+fn scalar_test(value: &str, op: &Op) -> Option<String> {
+    let lower = value.to_lowercase();
+    let hit = match op {
+        Op::Equals(want) => lower.trim() == want.trim(),
+        Op::In(set) => set.iter().any(|w| w.trim() == lower.trim()),
+        Op::Contains(needle) => lower.contains(needle.as_str()),
+        Op::Regex(re) => re.is_match(value),
+        Op::Compare(cmp, bound) => compare(value, *cmp, bound),
+        // Word operators on a short value: normalise it and look for the phrase's words.
+        Op::HasWord(_)
+        | Op::HasAnyWord(_)
+        | Op::HasAllWords(_)
+        | Op::Near { .. }
+        | Op::Exists(_) => false,
+    };
+    hit.then(|| format!("{value:?}"))
+}
+
+fn compare(value: &str, cmp: Cmp, bound: &Bound) -> bool {
+    let ord = match bound {
+        Bound::Number(b) => value
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .and_then(|v| v.partial_cmp(b)),
+        Bound::Time(b) => time_of(value).map(|v| v.cmp(b)),
+    };
+    let Some(ord) = ord else { return false };
+    match cmp {
+        Cmp::Gt => ord.is_gt(),
+        Cmp::Gte => ord.is_ge(),
+        Cmp::Lt => ord.is_lt(),
+        Cmp::Lte => ord.is_le(),
+    }
+}
+
+fn field_name(f: &Field) -> String {
+    match f {
+        Field::OrganizationField(k) => format!("organization_fields.{k}"),
+        Field::CustomField(id) => format!("custom_fields.{id}"),
+        other => SIMPLE_FIELDS
+            .iter()
+            .find(|(_, x)| x == other)
+            .map_or_else(|| format!("{other:?}"), |(n, _)| n.to_string()),
+    }
+}
+
+/// "subject has_word \"urgent\"": a test as a rule author wrote it.
+pub fn describe(field: &Field, op: &Op, phrases: &Phrases) -> String {
+    let f = field_name(field);
+    let list = |ids: &[usize]| {
+        ids.iter()
+            .map(|i| format!("{:?}", phrases.pattern(*i)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match op {
+        Op::Equals(v) => format!("{f} equals {v:?}"),
+        Op::In(v) => format!("{f} in {v:?}"),
+        Op::Contains(v) => format!("{f} contains {v:?}"),
+        Op::HasWord(id) => format!("{f} has_word {:?}", phrases.pattern(*id)),
+        Op::HasAnyWord(ids) => format!("{f} has_any_word [{}]", list(ids)),
+        Op::HasAllWords(ids) => format!("{f} has_all_words [{}]", list(ids)),
+        Op::Near { a, b, within } => format!(
+            "{f} near {:?} and {:?} within {within} words",
+            phrases.pattern(*a),
+            phrases.pattern(*b)
+        ),
+        Op::Regex(re) => format!("{f} regex {:?}", re.as_str()),
+        Op::Exists(b) => format!("{f} exists = {b}"),
+        Op::Compare(c, b) => format!("{f} {c:?} {b:?}").to_lowercase(),
+    }
+}
+
+impl fmt::Display for CondError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path.join("."), self.message)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ticket::{EventKind, Organization, Priority};
+    use serde_json::json;
 
-    fn cond(src: &str) -> Result<Condition, String> {
-        let v: toml::Table = toml::from_str(&format!("when = {src}")).unwrap();
-        Condition::compile(&v["when"])
+    struct Fixture {
+        phrases: Phrases,
+        cond: Condition,
     }
 
-    fn ticket(subject: &str) -> Ticket {
+    fn compile(src: &str) -> Result<Fixture, CondError> {
+        let v: toml::Table = toml::from_str(&format!("when = {src}")).unwrap();
+        let mut phrases = Phrases::default();
+        let cond = Compiler {
+            phrases: &mut phrases,
+            has_calendar: false,
+        }
+        .compile(&v["when"])?;
+        phrases.build().unwrap();
+        Ok(Fixture { phrases, cond })
+    }
+
+    fn matches(src: &str, t: &Ticket) -> bool {
+        let f = compile(src).unwrap();
+        Eval::new(t, &f.phrases, None).check(&f.cond, &mut None)
+    }
+
+    fn subject(s: &str) -> Ticket {
         Ticket {
-            subject: subject.into(),
+            subject: s.into(),
             ..Ticket::default()
         }
     }
 
     #[test]
-    fn has_word_respects_word_boundaries_and_case() {
-        let c = cond(r#"{ subject = { has_word = "urgent" } }"#).unwrap();
-        assert!(c.matches(&ticket("URGENT: orders stopped")));
-        assert!(c.matches(&ticket("this is (urgent)!")));
-        assert!(!c.matches(&ticket("urgently needed")));
+    fn has_word_is_word_aware_case_and_plural_insensitive() {
+        let c = r#"{ subject = { has_word = "urgent" } }"#;
+        assert!(matches(c, &subject("URGENT: orders stopped")));
+        assert!(matches(c, &subject("this is (urgent)!")));
+        assert!(!matches(c, &subject("urgently needed")));
+        let c = r#"{ text = { has_word = "order not syncing" } }"#;
+        assert!(matches(c, &subject("Orders not syncing")));
+        let c = r#"{ subject = { has_word = "aren't syncing" } }"#;
+        assert!(matches(c, &subject("orders AREN’T syncing")));
     }
 
     #[test]
-    fn phrases_and_negation() {
-        let c = cond(r#"{ all = [ { subject = { has_word = "urgent" } }, { not = { subject = { has_word = "not urgent" } } } ] }"#).unwrap();
-        assert!(c.matches(&ticket("Urgent: sync down")));
-        assert!(!c.matches(&ticket("This is not urgent, just curious")));
+    fn negated_phrases() {
+        let c = r#"{ all = [ { subject = { has_word = "urgent" } }, { not = { subject = { has_any_word = ["not urgent", "isn't urgent"] } } } ] }"#;
+        assert!(matches(c, &subject("Urgent: sync down")));
+        assert!(!matches(c, &subject("This is not urgent, just curious")));
+        assert!(!matches(c, &subject("it isn't urgent")));
     }
 
     #[test]
-    fn unknown_names_suggest_the_closest() {
+    fn any_all_and_near() {
+        let c = r#"{ description = { has_all_words = ["inventory", "not syncing"] } }"#;
+        let mut t = Ticket {
+            description: "Inventory levels are not syncing".into(),
+            ..Ticket::default()
+        };
+        assert!(matches(c, &t));
+        t.description = "Inventory is fine".into();
+        assert!(!matches(c, &t));
+        let c = r#"{ text = { near = { terms = ["orders", "not syncing"], within = 3 } } }"#;
+        assert!(matches(c, &subject("our orders are still not syncing")));
+        assert!(!matches(
+            c,
+            &subject("orders shipped yesterday, but the inventory is not syncing")
+        ));
+    }
+
+    #[test]
+    fn text_spans_both_subject_and_comment() {
+        let c = r#"{ text = { has_all_words = ["refund", "escalate"] } }"#;
+        let t = Ticket {
+            subject: "Refund".into(),
+            latest_comment: Some("please escalate".into()),
+            ..Ticket::default()
+        };
+        assert!(matches(c, &t));
+    }
+
+    #[test]
+    fn scalar_fields_and_operators() {
+        let t = Ticket {
+            tags: vec!["vip".into(), "Plan_Gold".into()],
+            priority: Some(Priority::High),
+            requester_email: Some("Ana@Shop.Example".into()),
+            organization: Some(Organization {
+                id: 1,
+                name: Some("Shop".into()),
+                fields: [
+                    ("plan".to_string(), json!("Flagship")),
+                    ("seats".to_string(), json!(40)),
+                ]
+                .into_iter()
+                .collect(),
+            }),
+            custom_fields: [(360001, json!("yes"))].into_iter().collect(),
+            brand_id: Some(77),
+            event: Some(EventKind::new("created")),
+            created_at: Some("2026-11-23T17:00:00Z".parse().unwrap()),
+            ..Ticket::default()
+        };
+        assert!(matches(r#"{ tags = { in = ["gold", "plan_gold"] } }"#, &t));
+        assert!(matches(
+            r#"{ requester_domain = { equals = "shop.example" } }"#,
+            &t
+        ));
+        assert!(matches(
+            r#"{ organization_fields.plan = { equals = "flagship" } }"#,
+            &t
+        ));
+        assert!(matches(
+            r#"{ organization_fields.seats = { gte = 40 } }"#,
+            &t
+        ));
+        assert!(!matches(
+            r#"{ organization_fields.seats = { gt = 40 } }"#,
+            &t
+        ));
+        assert!(matches(
+            r#"{ custom_fields.360001 = { equals = "YES" } }"#,
+            &t
+        ));
+        assert!(matches(r#"{ brand_id = { equals = 77 } }"#, &t));
+        assert!(matches(r#"{ priority = { in = ["high", "urgent"] } }"#, &t));
+        assert!(matches(r#"{ event = { equals = "created" } }"#, &t));
+        assert!(matches(r#"{ recipient = { exists = false } }"#, &t));
+        assert!(matches(
+            r#"{ requester_email = { regex = "(?i)@shop\\.example$" } }"#,
+            &t
+        ));
+        assert!(matches(r#"{ created_at = { lt = "2026-11-24" } }"#, &t));
+        assert!(!matches(
+            r#"{ created_at = { gt = 2026-11-24T00:00:00Z } }"#,
+            &t
+        ));
+    }
+
+    #[test]
+    fn errors_have_paths_and_suggestions() {
+        let e = |src: &str| compile(src).err().unwrap();
         assert_eq!(
-            cond(r#"{ subjet = { has_word = "x" } }"#),
-            Err("unknown field `subjet` (did you mean `subject`?)".into())
+            e(r#"{ subjet = { has_word = "x" } }"#),
+            CondError {
+                path: vec!["subjet".into()],
+                message: "unknown field `subjet` (did you mean `subject`?)".into()
+            }
         );
         assert_eq!(
-            cond(r#"{ subject = { has_wrd = "x" } }"#),
-            Err("unknown operator `has_wrd` (did you mean `has_word`?)".into())
+            e(r#"{ any = [ { subject = { has_word = "x" } }, { subject = { has_wrd = "x" } } ] }"#)
+                .path,
+            vec!["any", "1", "subject", "has_wrd"]
         );
-    }
-
-    #[test]
-    fn tags_match_any_element() {
-        let c = cond(r#"{ tags = { in = ["vip", "gold"] } }"#).unwrap();
-        let mut t = ticket("x");
-        t.tags = vec!["foo".into(), "Gold".into()];
-        assert!(c.matches(&t));
-        t.tags = vec!["foo".into()];
-        assert!(!c.matches(&t));
+        assert_eq!(
+            e(r#"{ subject = { regex = "(" } }"#).path,
+            vec!["subject", "regex"]
+        );
+        assert!(e(r#"{ subject = { has_word = "!!" } }"#)
+            .message
+            .contains("no words"));
+        assert!(e(r#"{ tags = { near = { terms = ["a", "b"] } } }"#)
+            .message
+            .contains("`near` works on"));
+        assert!(e(r#"{ business_hours = { equals = "outside" } }"#)
+            .message
+            .contains("calendar"));
+        assert!(e(r#"{ custom_fields.abc = { equals = "x" } }"#)
+            .message
+            .contains("not a field id"));
     }
 }

@@ -1,10 +1,18 @@
 //! Policies: rules written in TOML, compiled once, asked for a [`Decision`] per ticket.
 //!
-//! The seam the worker uses is [`Policy::decide`]; it is pure (no I/O, no clock other than `now`).
-//! Precedence: every matching rule applies in file order, tags accumulate, the most severe priority
-//! wins, `stop` ends evaluation, and `only_raise` never lowers a priority already on the ticket.
+//! The seam the worker uses is [`PolicySet::decide`] (and [`Policy::decide`] for one policy); it is
+//! pure: no I/O, no clock other than `now`. Precedence: every matching rule applies in file order,
+//! tags accumulate, the most severe priority wins, fields and group take the last rule's value,
+//! `stop` ends evaluation, and `only_raise` never lowers a priority already on the ticket.
+//! The language is documented in docs/rules.md and, for editors, by `deskbot schema`.
 
+pub mod cases;
+pub mod compile;
 pub mod condition;
+pub mod diagnostic;
+pub mod eval;
+pub mod schema;
+pub mod text;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,19 +21,62 @@ use std::sync::{Arc, RwLock};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::calendar::{Calendar, CalendarSpec};
+use crate::calendar::Calendar;
 use crate::sla::Sla;
 use crate::ticket::{EventKind, Priority, Ticket};
+use cases::TestCase;
 use condition::Condition;
+use diagnostic::{at_offset, locate, Diagnostic, Located, Severity};
+use text::Phrases;
 
 /// Every private note deskbot writes starts with this, so its own comments are recognised when they come back.
 pub const NOTE_MARKER: &str = "[deskbot]";
+
+/// Ticket events a rule can react to (`on = [...]`), by their short names.
+pub const KNOWN_EVENTS: &[&str] = &[
+    "created",
+    "updated",
+    "comment_added",
+    "priority_changed",
+    "status_changed",
+    "tags_changed",
+    "custom_field_changed",
+    "subject_changed",
+    "description_changed",
+    "type_changed",
+    "group_assignment_changed",
+    "agent_assignment_changed",
+    "brand_changed",
+    "form_changed",
+    "organization_changed",
+    "requester_changed",
+    "submitter_changed",
+    "email_ccs_changed",
+    "followers_changed",
+    "custom_status_changed",
+    "comment_made_private",
+    "comment_redacted",
+    "attachment_linked_to_comment",
+    "attachment_redacted_from_comment",
+    "csat_received",
+    "csat_requested",
+    "external_id_changed",
+    "next_sla_breach_changed",
+    "ola_policy_changed",
+    "problem_link_changed",
+    "schedule_changed",
+    "sla_policy_changed",
+    "task_due_at_changed",
+    "undeleted",
+];
 
 /// What the policy wants done to a ticket.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
     /// Priority to set, if any rule chose one.
     pub priority: Option<Priority>,
+    /// The author-named level behind the priority (`critical`), when the policy defines levels.
+    pub level: Option<String>,
     /// Tags to add.
     pub add_tags: Vec<String>,
     /// Tags to remove.
@@ -38,7 +89,7 @@ pub struct Decision {
     pub note: Option<String>,
     /// Names of the rules that matched, in order.
     pub matched_rules: Vec<String>,
-    /// First response due, per the SLA at the decided (or current) priority.
+    /// First response due, per the SLA at the decided (or current) level.
     pub first_response_due: Option<DateTime<Utc>>,
     /// Resolution due.
     pub resolution_due: Option<DateTime<Utc>>,
@@ -46,68 +97,33 @@ pub struct Decision {
     pub due_at: Option<DateTime<Utc>>,
 }
 
-/// A policy that failed to load. The message says where and what.
+/// A policy (or set of policies) that failed to load: every problem at `file:line:col`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{path}: {message}")]
 pub struct PolicyError {
-    /// File (or directory) at fault.
-    pub path: PathBuf,
-    /// What is wrong, with `line:col` where the parser knows it.
-    pub message: String,
+    /// The problems, errors first.
+    pub diagnostics: Vec<Diagnostic>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileModel {
-    policy: PolicyModel,
-    #[serde(default)]
-    calendars: BTreeMap<String, CalendarSpec>,
-    #[serde(default)]
-    sla: Option<toml::Value>,
-    #[serde(default)]
-    fields: Option<FieldsModel>,
-    #[serde(default)]
-    rule: Vec<RuleModel>,
+impl std::fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let lines: Vec<String> = self.diagnostics.iter().map(|d| d.to_string()).collect();
+        f.write_str(&lines.join("\n"))
+    }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PolicyModel {
-    name: String,
-    #[serde(default)]
-    only_raise: bool,
-    #[serde(default)]
-    calendar: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FieldsModel {
-    #[serde(default)]
-    first_response_due: Option<FieldRef>,
-    #[serde(default)]
-    resolution_due: Option<FieldRef>,
-    #[serde(default)]
-    task_due_at: Option<DueKind>,
-}
-
-/// A custom field id: a number, a string (may be `${VAR}`), or `{ id = ..., type = "date" | "text" }`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum FieldRef {
-    Id(FieldId),
-    Typed {
-        id: FieldId,
-        #[serde(rename = "type")]
-        kind: FieldKind,
-    },
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum FieldId {
-    Number(u64),
-    Text(String),
+impl PolicyError {
+    fn one(file: &Path, message: String) -> Self {
+        PolicyError {
+            diagnostics: vec![Diagnostic {
+                severity: Severity::Error,
+                file: file.to_path_buf(),
+                line: 1,
+                column: 1,
+                message,
+                source_line: String::new(),
+            }],
+        }
+    }
 }
 
 /// How a due instant is written into a Zendesk field.
@@ -137,197 +153,138 @@ struct Fields {
     task_due_at: Option<DueKind>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RuleModel {
+/// An author-named level (`critical`) mapped onto a Zendesk priority, with an optional tag.
+#[derive(Debug, Clone, PartialEq)]
+struct Level {
     name: String,
-    #[serde(default)]
-    on: Option<Vec<String>>,
-    #[serde(default)]
-    when: Option<toml::Value>,
-    #[serde(default)]
-    priority: Option<String>,
-    #[serde(default)]
-    add_tags: Vec<String>,
-    #[serde(default)]
-    remove_tags: Vec<String>,
-    #[serde(default)]
-    note: Option<String>,
-    #[serde(default)]
-    stop: bool,
+    priority: Priority,
+    tag: Option<String>,
 }
 
-/// One compiled rule.
+/// The priority a rule sets: a Zendesk priority, possibly through a named level.
 #[derive(Debug, Clone, PartialEq)]
+struct LevelRef {
+    level: Option<String>,
+    priority: Priority,
+}
+
+/// A placeholder in a note template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Var {
+    TicketId,
+    Subject,
+    RequesterEmail,
+    Organization,
+    Plan,
+    Priority,
+    Level,
+    FirstResponseDue,
+    ResolutionDue,
+    Rule,
+}
+
+impl Var {
+    const ALL: &'static [(&'static str, Var)] = &[
+        ("ticket.id", Var::TicketId),
+        ("ticket.subject", Var::Subject),
+        ("ticket.requester_email", Var::RequesterEmail),
+        ("ticket.organization", Var::Organization),
+        ("plan", Var::Plan),
+        ("priority", Var::Priority),
+        ("level", Var::Level),
+        ("first_response_due", Var::FirstResponseDue),
+        ("resolution_due", Var::ResolutionDue),
+        ("rule", Var::Rule),
+    ];
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Piece {
+    Lit(String),
+    Var(Var),
+}
+
+/// A note with `{{placeholders}}`, checked at load time.
+#[derive(Debug, Clone, PartialEq)]
+struct Template(Vec<Piece>);
+
+/// One compiled rule.
+#[derive(Debug, Clone)]
 struct Rule {
+    /// Key path of the rule in its file (for warnings).
+    line_path: Vec<String>,
     name: String,
     /// Event kinds it reacts to; `None` means every event.
     on: Option<Vec<EventKind>>,
     when: Condition,
-    priority: Option<Priority>,
+    priority: Option<LevelRef>,
     add_tags: Vec<String>,
     remove_tags: Vec<String>,
-    note: Option<String>,
+    set_fields: Vec<(u64, serde_json::Value)>,
+    group: Option<u64>,
+    note: Option<Template>,
+    sla: Option<String>,
     stop: bool,
 }
 
 /// A compiled policy.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Policy {
     name: String,
     source: PathBuf,
     only_raise: bool,
+    scope: Option<Condition>,
+    phrases: Phrases,
     rules: Vec<Rule>,
+    levels: Vec<Level>,
     calendar: Option<Calendar>,
     sla: Option<Sla>,
+    slas: BTreeMap<String, Sla>,
     fields: Fields,
+    tests: Vec<TestCase>,
+}
+
+/// A loaded file: the policy and the warnings about it.
+pub struct Loaded {
+    /// The policy.
+    pub policy: Policy,
+    /// Warnings (the policy still loads).
+    pub warnings: Vec<Diagnostic>,
 }
 
 impl Policy {
-    /// Loads `path`: one policy file, or a directory holding one `.toml` policy.
-    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
-        let err = |p: &Path, message: String| PolicyError {
-            path: p.to_path_buf(),
-            message,
+    /// Compiles policy text; `source` names the file in messages and anchors `.ics` paths.
+    pub fn parse(text: &str, source: &Path) -> Result<Loaded, PolicyError> {
+        let to_diag = |problem: &Located, severity| match problem
+            .path
+            .first()
+            .and_then(|p| p.strip_prefix('@'))
+        {
+            Some(offset) => at_offset(
+                severity,
+                source,
+                text,
+                offset.parse().unwrap_or(0),
+                problem.message.clone(),
+            ),
+            None => locate(severity, source, text, problem),
         };
-        let file = if path.is_dir() {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-                .map_err(|e| err(path, format!("cannot read directory: {e}")))?
-                .filter_map(|entry| entry.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-                .collect();
-            files.sort();
-            match files.len() {
-                0 => return Err(err(path, "no .toml policy file in this directory".into())),
-                1 => files.remove(0),
-                n => {
-                    return Err(err(
-                        path,
-                        format!("holds {n} policy files; choosing between several policies by scope is not supported yet, so point DESKBOT_RULES at one file"),
-                    ))
-                }
-            }
-        } else {
-            path.to_path_buf()
-        };
-        let text = std::fs::read_to_string(&file).map_err(|e| {
-            err(
-                &file,
-                format!("cannot read policy file: {e} (set DESKBOT_RULES to a policy file or directory)"),
-            )
+        let policy = compile::compile(text, source).map_err(|e| PolicyError {
+            diagnostics: vec![to_diag(&e, Severity::Error)],
         })?;
-        Policy::parse(&text, &file)
+        let warnings = compile::lint(&policy)
+            .iter()
+            .map(|w| to_diag(w, Severity::Warning))
+            .collect();
+        Ok(Loaded { policy, warnings })
     }
 
-    /// Compiles policy text; `source` is used in messages.
-    pub fn parse(text: &str, source: &Path) -> Result<Policy, PolicyError> {
-        let err = |message: String| PolicyError {
-            path: source.to_path_buf(),
-            message,
-        };
-        let model: FileModel =
-            toml::from_str(text).map_err(|e| err(e.to_string().trim_end().to_string()))?;
-        let mut rules = Vec::new();
-        for (i, r) in model.rule.into_iter().enumerate() {
-            let at = |m: String| err(format!("rule #{} `{}`: {m}", i + 1, r.name));
-            let when = match &r.when {
-                Some(v) => Condition::compile(v).map_err(at)?,
-                None => Condition::All(Vec::new()),
-            };
-            let priority = r
-                .priority
-                .as_deref()
-                .map(str::parse::<Priority>)
-                .transpose()
-                .map_err(|e| at(e.to_string()))?;
-            let on = match &r.on {
-                None => Some(vec![EventKind::new(EventKind::CREATED)]),
-                Some(list) if list.iter().any(|e| e == "*") => None,
-                Some(list) => Some(list.iter().map(|e| EventKind::new(e)).collect()),
-            };
-            rules.push(Rule {
-                add_tags: tags(&r.add_tags).map_err(at)?,
-                remove_tags: tags(&r.remove_tags).map_err(at)?,
-                name: r.name,
-                on,
-                when,
-                priority,
-                note: r.note,
-                stop: r.stop,
-            });
-        }
-        let base = source.parent().unwrap_or(Path::new("."));
-        let mut calendars = BTreeMap::new();
-        for (name, spec) in &model.calendars {
-            let cal =
-                Calendar::build(spec, base).map_err(|m| err(format!("calendars.{name}: {m}")))?;
-            calendars.insert(name.clone(), cal);
-        }
-        let calendar = match (&model.policy.calendar, calendars.len()) {
-            (Some(name), _) => Some(calendars.remove(name).ok_or_else(|| {
-                let known: Vec<&str> = model.calendars.keys().map(String::as_str).collect();
-                err(format!(
-                    "policy.calendar = {name:?} is not defined; defined calendars: {}",
-                    if known.is_empty() { "none (add a [calendars.NAME] table)".to_string() } else { known.join(", ") }
-                ))
-            })?),
-            (None, 1) => calendars.into_values().next(),
-            (None, 0) => None,
-            (None, _) => {
-                return Err(err(
-                    "several calendars are defined: say which one the SLA uses with [policy] calendar = \"NAME\"".into(),
-                ))
-            }
-        };
-        let sla = model
-            .sla
-            .as_ref()
-            .map(Sla::from_toml)
-            .transpose()
-            .map_err(err)?;
-        if sla.is_some() && calendar.is_none() {
-            return Err(err(
-                "[sla] needs a business calendar: add [calendars.NAME] with timezone and hours"
-                    .into(),
-            ));
-        }
-        let fields = match model.fields {
-            None => Fields::default(),
-            Some(f) => {
-                if sla.is_none() {
-                    return Err(err(
-                        "[fields] maps SLA due times, but the policy has no [sla]".into(),
-                    ));
-                }
-                Fields {
-                    first_response_due: f
-                        .first_response_due
-                        .map(|r| field(r, "first_response_due"))
-                        .transpose()
-                        .map_err(err)?,
-                    resolution_due: f
-                        .resolution_due
-                        .map(|r| field(r, "resolution_due"))
-                        .transpose()
-                        .map_err(err)?,
-                    task_due_at: f.task_due_at,
-                }
-            }
-        };
-        Ok(Policy {
-            name: model.policy.name,
-            source: source.to_path_buf(),
-            only_raise: model.policy.only_raise,
-            rules,
-            calendar,
-            sla,
-            fields,
-        })
-    }
-
-    /// The business calendar the SLA runs on, if any.
-    pub fn calendar(&self) -> Option<&Calendar> {
-        self.calendar.as_ref()
+    /// Reads and compiles one file.
+    pub fn load_file(path: &Path) -> Result<Loaded, PolicyError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            PolicyError::one(path, format!("cannot read policy file: {e} (set DESKBOT_RULES to a policy file or directory)"))
+        })?;
+        Policy::parse(&text, path)
     }
 
     /// The policy's name.
@@ -345,145 +302,177 @@ impl Policy {
         self.rules.len()
     }
 
-    /// Decides what should happen to this ticket. `now` is when the decision is made.
-    pub fn decide(&self, ticket: &Ticket, _now: DateTime<Utc>) -> Decision {
-        let mut d = Decision::default();
-        let mut notes = Vec::new();
-        for rule in &self.rules {
-            let reacts = match (&rule.on, &ticket.event) {
-                (None, _) => true,
-                (Some(kinds), Some(ev)) => kinds.contains(ev),
-                (Some(_), None) => false,
-            };
-            if !reacts || !rule.when.matches(ticket) {
-                continue;
-            }
-            d.matched_rules.push(rule.name.clone());
-            if let Some(p) = rule.priority {
-                d.priority = Some(d.priority.map_or(p, |q| q.max(p)));
-            }
-            for t in &rule.add_tags {
-                if !d.add_tags.contains(t) {
-                    d.add_tags.push(t.clone());
-                }
-            }
-            for t in &rule.remove_tags {
-                if !d.remove_tags.contains(t) {
-                    d.remove_tags.push(t.clone());
-                }
-            }
-            if let Some(n) = &rule.note {
-                notes.push(n.trim().to_string());
-            }
-            if rule.stop {
-                break;
-            }
-        }
-        if self.only_raise {
-            if let (Some(want), Some(have)) = (d.priority, ticket.priority) {
-                if want < have {
-                    d.priority = None;
-                }
-            }
-        }
-        // A tag both added and removed is added: the rule that adds it is the more specific intent.
-        d.remove_tags.retain(|t| !d.add_tags.contains(t));
-        if let (Some(cal), Some(sla)) = (&self.calendar, &self.sla) {
-            if let Some(level) = d.priority.or(ticket.priority) {
-                self.apply_sla(cal, sla, ticket, level, &mut d, &mut notes);
-            }
-        }
-        if !notes.is_empty() {
-            d.note = Some(format!("{NOTE_MARKER} {}", notes.join("\n\n")));
-        }
-        d
+    /// The business calendar the SLA runs on, if any.
+    pub fn calendar(&self) -> Option<&Calendar> {
+        self.calendar.as_ref()
     }
 
-    fn apply_sla(
-        &self,
-        cal: &Calendar,
-        sla: &Sla,
-        ticket: &Ticket,
-        level: Priority,
-        d: &mut Decision,
-        notes: &mut Vec<String>,
-    ) {
-        let due = sla.due(cal, ticket, level);
-        d.first_response_due = due.first_response;
-        d.resolution_due = due.resolution;
-        let write = |t: DateTime<Utc>, kind: FieldKind| match kind {
-            FieldKind::Date => serde_json::Value::String(cal.local_day(t)),
-            FieldKind::Text => {
-                serde_json::Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-            }
-        };
-        for (mapping, instant) in [
-            (self.fields.first_response_due, due.first_response),
-            (self.fields.resolution_due, due.resolution),
-        ] {
-            if let (Some((id, kind)), Some(t)) = (mapping, instant) {
-                d.fields.insert(id, write(t, kind));
-            }
-        }
-        if ticket.ticket_type.as_deref() == Some("task") {
-            d.due_at = match self.fields.task_due_at {
-                Some(DueKind::FirstResponse) => due.first_response,
-                Some(DueKind::Resolution) => due.resolution,
-                None => None,
-            };
-        }
-        if sla.note {
-            let mut parts = Vec::new();
-            if let Some(t) = due.first_response {
-                parts.push(format!("First response due {}", cal.describe(t)));
-            }
-            if let Some(t) = due.resolution {
-                parts.push(format!("resolution due {}", cal.describe(t)));
-            }
-            if !parts.is_empty() {
-                let plan = due.plan.map(|p| format!(" (plan {p})")).unwrap_or_default();
-                notes.push(format!("{}{plan}.", parts.join("; ")));
-            }
-        }
+    /// The `[[test]]` cases of the file.
+    pub fn tests(&self) -> &[TestCase] {
+        &self.tests
+    }
+
+    /// True when this policy has a scope and the ticket is in it; `None` when unscoped.
+    fn in_scope(&self, ticket: &Ticket) -> Option<bool> {
+        let scope = self.scope.as_ref()?;
+        let ev = condition::Eval::new(ticket, &self.phrases, self.calendar.as_ref());
+        Some(ev.check(scope, &mut None))
+    }
+
+    /// Decides what should happen to this ticket. `now` is when the decision is made.
+    pub fn decide(&self, ticket: &Ticket, now: DateTime<Utc>) -> Decision {
+        self.evaluate(ticket, now, false).decision
     }
 }
 
-/// The running policy, shared by the worker and the health endpoint, replaceable at run time.
+/// All policies of `DESKBOT_RULES`: a ticket goes to the first scoped policy whose scope matches,
+/// else to the one unscoped policy, if any.
+#[derive(Debug, Clone)]
+pub struct PolicySet {
+    policies: Vec<Policy>,
+}
+
+impl PolicySet {
+    /// A set of one policy.
+    pub fn single(policy: Policy) -> Self {
+        PolicySet {
+            policies: vec![policy],
+        }
+    }
+
+    /// Loads a policy file, or every `.toml` file of a directory (in name order).
+    pub fn load(path: &Path) -> Result<(PolicySet, Vec<Diagnostic>), PolicyError> {
+        let files = if path.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(|e| PolicyError::one(path, format!("cannot read directory: {e}")))?
+                .filter_map(|entry| entry.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .collect();
+            files.sort();
+            if files.is_empty() {
+                return Err(PolicyError::one(
+                    path,
+                    "no .toml policy file in this directory".into(),
+                ));
+            }
+            files
+        } else {
+            vec![path.to_path_buf()]
+        };
+        let mut policies = Vec::new();
+        let mut warnings = Vec::new();
+        let mut errors = Vec::new();
+        for f in &files {
+            match Policy::load_file(f) {
+                Ok(l) => {
+                    policies.push(l.policy);
+                    warnings.extend(l.warnings);
+                }
+                Err(e) => errors.extend(e.diagnostics),
+            }
+        }
+        let unscoped: Vec<&Policy> = policies.iter().filter(|p| p.scope.is_none()).collect();
+        if unscoped.len() > 1 {
+            let names: Vec<String> = unscoped
+                .iter()
+                .map(|p| p.source.display().to_string())
+                .collect();
+            errors.push(Diagnostic {
+                severity: Severity::Error,
+                file: unscoped[1].source.clone(),
+                line: 1,
+                column: 1,
+                message: format!(
+                    "{} policies have no [policy] scope ({}): a ticket could go to either; give all but one a scope = {{ ... }}",
+                    unscoped.len(),
+                    names.join(", ")
+                ),
+                source_line: String::new(),
+            });
+        }
+        if !errors.is_empty() {
+            return Err(PolicyError {
+                diagnostics: errors,
+            });
+        }
+        Ok((PolicySet { policies }, warnings))
+    }
+
+    /// The policies, in the order they are tried.
+    pub fn policies(&self) -> &[Policy] {
+        &self.policies
+    }
+
+    /// The policy a ticket goes to.
+    pub fn select(&self, ticket: &Ticket) -> Option<&Policy> {
+        self.policies
+            .iter()
+            .find(|p| p.in_scope(ticket) == Some(true))
+            .or_else(|| self.policies.iter().find(|p| p.scope.is_none()))
+    }
+
+    /// The decision for a ticket (empty when no policy's scope matches).
+    pub fn decide(&self, ticket: &Ticket, now: DateTime<Utc>) -> Decision {
+        self.select(ticket)
+            .map(|p| p.decide(ticket, now))
+            .unwrap_or_default()
+    }
+
+    /// Names of the policies, for logs and /healthz.
+    pub fn names(&self) -> Vec<String> {
+        self.policies.iter().map(|p| p.name.clone()).collect()
+    }
+
+    /// Total rules.
+    pub fn rule_count(&self) -> usize {
+        self.policies.iter().map(Policy::rule_count).sum()
+    }
+}
+
+struct HandleState {
+    set: Arc<PolicySet>,
+    last_error: Option<String>,
+}
+
+/// The running policies, shared by the worker and /healthz, replaced by hot reload.
 #[derive(Clone)]
-pub struct PolicyHandle(Arc<RwLock<Arc<Policy>>>);
+pub struct PolicyHandle(Arc<RwLock<HandleState>>);
 
 impl PolicyHandle {
-    /// Wraps a loaded policy.
-    pub fn new(policy: Policy) -> Self {
-        PolicyHandle(Arc::new(RwLock::new(Arc::new(policy))))
+    /// Wraps loaded policies.
+    pub fn new(set: PolicySet) -> Self {
+        PolicyHandle(Arc::new(RwLock::new(HandleState {
+            set: Arc::new(set),
+            last_error: None,
+        })))
     }
 
-    /// The policy in force now.
-    pub fn current(&self) -> Arc<Policy> {
-        // A poisoned lock only means a writer panicked mid-swap; the Arc inside is still whole.
-        match self.0.read() {
-            Ok(g) => g.clone(),
-            Err(p) => p.into_inner().clone(),
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HandleState> {
+        // A poisoned lock only means a writer panicked mid-swap; the state inside is still whole.
+        self.0.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The policies in force now.
+    pub fn current(&self) -> Arc<PolicySet> {
+        self.read().set.clone()
+    }
+
+    /// Why the last reload failed, if it did (the previous policies stay in force).
+    pub fn last_error(&self) -> Option<String> {
+        self.read().last_error.clone()
+    }
+
+    /// Installs newly loaded policies, or records why loading failed.
+    pub fn reloaded(&self, result: Result<PolicySet, String>) {
+        let mut w = self.0.write().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(set) => {
+                w.set = Arc::new(set);
+                w.last_error = None;
+            }
+            Err(e) => w.last_error = Some(e),
         }
     }
-}
-
-/// Resolves a `[fields]` entry to a numeric id, reading `${VAR}` from the environment.
-fn field(r: FieldRef, name: &str) -> Result<(u64, FieldKind), String> {
-    let (id, kind) = match r {
-        FieldRef::Id(id) => (id, FieldKind::Text),
-        FieldRef::Typed { id, kind } => (id, kind),
-    };
-    let id = match id {
-        FieldId::Number(n) => n,
-        FieldId::Text(s) => {
-            let text = interpolate(&s).map_err(|e| format!("fields.{name}: {e}"))?;
-            text.trim().parse().map_err(|_| {
-                format!("fields.{name}: {text:?} is not a Zendesk field id (a whole number)")
-            })?
-        }
-    };
-    Ok((id, kind))
 }
 
 /// Replaces each `${VAR}` with the variable's value; an unset variable is an error naming it.
@@ -506,200 +495,5 @@ pub fn interpolate(s: &str) -> Result<String, String> {
     Ok(out)
 }
 
-/// Zendesk stores tags lower-case and splits on whitespace, so a tag with a space cannot exist.
-fn tags(list: &[String]) -> Result<Vec<String>, String> {
-    list.iter()
-        .map(|t| {
-            let t = t.trim();
-            if t.is_empty() || t.chars().any(char::is_whitespace) {
-                Err(format!(
-                    "tag {t:?} is not a Zendesk tag (tags are single words; use _ or -)"
-                ))
-            } else {
-                Ok(t.to_lowercase())
-            }
-        })
-        .collect()
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const POLICY: &str = r#"
-[policy]
-name = "test"
-only_raise = true
-
-[[rule]]
-name = "urgent-subject"
-when = { subject = { has_word = "urgent" } }
-priority = "urgent"
-add_tags = ["escalated"]
-note = "URGENT in the subject."
-
-[[rule]]
-name = "billing"
-when = { text = { has_any_word = ["invoice", "refund"] } }
-priority = "low"
-add_tags = ["billing"]
-remove_tags = ["escalated"]
-
-[[rule]]
-name = "on-comment"
-on = ["comment_added"]
-when = { comment = { has_word = "escalate" } }
-add_tags = ["asked_to_escalate"]
-stop = true
-
-[[rule]]
-name = "after-stop"
-on = ["comment_added"]
-add_tags = ["never"]
-"#;
-
-    fn ticket(subject: &str, event: &str) -> Ticket {
-        Ticket {
-            id: 1,
-            subject: subject.into(),
-            event: Some(EventKind::new(event)),
-            ..Ticket::default()
-        }
-    }
-
-    fn policy() -> Policy {
-        Policy::parse(POLICY, Path::new("p.toml")).unwrap()
-    }
-
-    #[test]
-    fn all_matching_rules_apply_and_most_severe_priority_wins() {
-        let d = policy().decide(&ticket("URGENT refund please", "created"), Utc::now());
-        assert_eq!(d.priority, Some(Priority::Urgent));
-        assert_eq!(d.add_tags, vec!["escalated", "billing"]);
-        assert!(d.remove_tags.is_empty());
-        assert_eq!(d.matched_rules, vec!["urgent-subject", "billing"]);
-        assert_eq!(d.note.as_deref(), Some("[deskbot] URGENT in the subject."));
-    }
-
-    #[test]
-    fn only_raise_keeps_a_higher_manual_priority() {
-        let mut t = ticket("refund", "created");
-        t.priority = Some(Priority::High);
-        assert_eq!(policy().decide(&t, Utc::now()).priority, None);
-    }
-
-    #[test]
-    fn rules_react_to_created_by_default_and_stop_ends_evaluation() {
-        let d = policy().decide(&ticket("URGENT", "priority_changed"), Utc::now());
-        assert_eq!(d, Decision::default());
-        let mut t = ticket("x", "comment_added");
-        t.latest_comment = Some("please escalate this".into());
-        let d = policy().decide(&t, Utc::now());
-        assert_eq!(d.add_tags, vec!["asked_to_escalate"]);
-    }
-
-    const SLA_POLICY: &str = r#"
-[policy]
-name = "farapp"
-calendar = "support_hours"
-
-[calendars.support_hours]
-timezone = "America/Los_Angeles"
-hours = { mon-fri = "08:00-18:00" }
-holidays = ["us-federal"]
-
-[sla]
-note = true
-[sla.urgent]
-first_response = "3 business hours"
-resolution = "24 business hours"
-
-[fields]
-first_response_due = { id = "${DESKBOT_TEST_FR_FIELD}", type = "date" }
-resolution_due = 222
-task_due_at = "resolution"
-
-[[rule]]
-name = "urgent"
-when = { subject = { has_word = "urgent" } }
-priority = "urgent"
-"#;
-
-    fn at(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-    }
-
-    #[test]
-    fn sla_due_times_fill_fields_note_and_task_due_at() {
-        std::env::set_var("DESKBOT_TEST_FR_FIELD", "111");
-        let p = Policy::parse(SLA_POLICY, Path::new("farapp.toml")).unwrap();
-        let mut t = ticket("URGENT: orders stopped", "created");
-        // Wednesday before Thanksgiving, 16:00 PST.
-        t.created_at = Some(at("2026-11-25T16:00:00-08:00"));
-        t.ticket_type = Some("task".into());
-        let d = p.decide(&t, Utc::now());
-        assert_eq!(d.first_response_due, Some(at("2026-11-27T09:00:00-08:00")));
-        // 24 business hours: Wed 2 h, Fri 10 h, Mon 10 h, Tue 2 h → Tue 1 Dec 10:00.
-        assert_eq!(d.resolution_due, Some(at("2026-12-01T10:00:00-08:00")));
-        assert_eq!(d.fields.get(&111), Some(&serde_json::json!("2026-11-27")));
-        assert_eq!(
-            d.fields.get(&222),
-            Some(&serde_json::json!("2026-12-01T18:00:00Z"))
-        );
-        assert_eq!(d.due_at, d.resolution_due);
-        assert_eq!(
-            d.note.as_deref(),
-            Some("[deskbot] First response due Fri 27 Nov, 09:00 PST; resolution due Tue 1 Dec, 10:00 PST.")
-        );
-        // A level without targets gets no due dates.
-        let calm = p.decide(&ticket("hello", "created"), Utc::now());
-        assert_eq!((calm.first_response_due, calm.note), (None, None));
-    }
-
-    #[test]
-    fn sla_configuration_errors() {
-        let e = |src: &str| Policy::parse(src, Path::new("p.toml")).unwrap_err().message;
-        assert_eq!(
-            e("[policy]\nname = \"n\"\n[sla.urgent]\nfirst_response = \"1 business hour\"\n"),
-            "[sla] needs a business calendar: add [calendars.NAME] with timezone and hours"
-        );
-        assert_eq!(
-            e("[policy]\nname = \"n\"\ncalendar = \"hours\"\n"),
-            "policy.calendar = \"hours\" is not defined; defined calendars: none (add a [calendars.NAME] table)"
-        );
-        assert_eq!(
-            e(&SLA_POLICY.replace("DESKBOT_TEST_FR_FIELD", "DESKBOT_TEST_UNSET_FIELD")),
-            "fields.first_response_due: environment variable DESKBOT_TEST_UNSET_FIELD is not set (used in \"${DESKBOT_TEST_UNSET_FIELD}\")"
-        );
-        assert!(
-            e(&SLA_POLICY.replace("08:00-18:00", "18:00-08:00")).starts_with(
-                "calendars.support_hours: hours.mon-fri: \"18:00-08:00\" crosses midnight"
-            )
-        );
-    }
-
-    #[test]
-    fn errors_say_where() {
-        let e = Policy::parse("[policy]\nname = 1\n", Path::new("x.toml")).unwrap_err();
-        assert!(
-            e.to_string()
-                .starts_with("x.toml: TOML parse error at line 2, column 8"),
-            "{e}"
-        );
-        let e = Policy::parse(
-            "[policy]\nname = \"n\"\n[[rule]]\nname = \"r\"\npriority = \"critical\"\n",
-            Path::new("x.toml"),
-        )
-        .unwrap_err();
-        assert_eq!(
-            e.message,
-            "rule #1 `r`: unknown priority \"critical\": expected low, normal, high or urgent"
-        );
-        let e = Policy::parse(
-            "[policy]\nname = \"n\"\n[[rule]]\nname = \"r\"\nadd_tags = [\"two words\"]\n",
-            Path::new("x.toml"),
-        )
-        .unwrap_err();
-        assert!(e.message.contains("not a Zendesk tag"), "{e}");
-    }
-}
+mod tests;

@@ -59,8 +59,14 @@ fn a_broken_policy_refuses_to_start_with_its_position() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("bad.toml: rule #1 `r`: unknown field `subjet` (did you mean `subject`?)"),
+        err.contains("policy did not load:\n")
+            && err.contains("bad.toml:5:10: unknown field `subjet` (did you mean `subject`?)\n    when = { subjet = { has_word = \"a\" } }\n             ^"),
         "{err}"
+    );
+    assert_eq!(
+        err.matches("unknown field").count(),
+        1,
+        "printed once: {err}"
     );
 }
 

@@ -1,0 +1,650 @@
+//! Policy text → compiled [`Policy`]. Every problem is reported with its key path, which
+//! `diagnostic` turns into `file:line:col`. Unknown keys are errors with a "did you mean".
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+use toml::{Table, Value};
+
+use super::cases::TestCase;
+use super::condition::{unknown, Compiler, Condition, Field, Op};
+use super::diagnostic::Located;
+use super::text::Phrases;
+use super::{
+    DueKind, FieldKind, Fields, Level, LevelRef, Piece, Policy, Rule, Template, Var, KNOWN_EVENTS,
+};
+use crate::calendar::{Calendar, CalendarSpec};
+use crate::sla::Sla;
+use crate::ticket::{EventKind, Priority};
+
+const TOP_KEYS: &[&str] = &[
+    "policy",
+    "levels",
+    "calendars",
+    "sla",
+    "slas",
+    "fields",
+    "rule",
+    "test",
+];
+const POLICY_KEYS: &[&str] = &["name", "calendar", "only_raise", "scope"];
+const RULE_KEYS: &[&str] = &[
+    "name",
+    "on",
+    "when",
+    "priority",
+    "add_tags",
+    "remove_tags",
+    "set_fields",
+    "group",
+    "note",
+    "sla",
+    "stop",
+];
+const FIELDS_KEYS: &[&str] = &["first_response_due", "resolution_due", "task_due_at"];
+const PRIORITIES: &[&str] = &["low", "normal", "high", "urgent"];
+
+fn p(path: &[&str]) -> Vec<String> {
+    path.iter().map(|s| s.to_string()).collect()
+}
+
+fn err(path: &[String], message: impl Into<String>) -> Located {
+    Located::new(path, message)
+}
+
+fn child(path: &[String], key: impl Into<String>) -> Vec<String> {
+    let mut v = path.to_vec();
+    v.push(key.into());
+    v
+}
+
+/// Replaces `${VAR}` in every string (and table key) with the environment variable's value.
+fn interpolate_all(v: &mut Value, path: &[String]) -> Result<(), Located> {
+    match v {
+        Value::String(s) if s.contains("${") => {
+            *s = super::interpolate(s).map_err(|m| err(path, m))?;
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                interpolate_all(item, &child(path, i.to_string()))?;
+            }
+        }
+        Value::Table(t) => {
+            let keys: Vec<String> = t.keys().cloned().collect();
+            for k in keys {
+                let kp = child(path, k.clone());
+                let Some(mut val) = t.remove(&k) else {
+                    continue;
+                };
+                interpolate_all(&mut val, &kp)?;
+                let key = if k.contains("${") {
+                    super::interpolate(&k).map_err(|m| err(&kp, m))?
+                } else {
+                    k
+                };
+                t.insert(key, val);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn check_keys(t: &Table, known: &[&str], path: &[String], what: &str) -> Result<(), Located> {
+    for k in t.keys() {
+        if !known.contains(&k.as_str()) {
+            return Err(err(&child(path, k.clone()), unknown(what, k, known)));
+        }
+    }
+    Ok(())
+}
+
+fn table<'a>(v: &'a Value, path: &[String], what: &str) -> Result<&'a Table, Located> {
+    v.as_table()
+        .ok_or_else(|| err(path, format!("{what} must be a table")))
+}
+
+fn string(v: &Value, path: &[String]) -> Result<String, Located> {
+    v.as_str()
+        .map(str::to_string)
+        .ok_or_else(|| err(path, format!("expected a string, found {}", v.type_str())))
+}
+
+fn strings(v: &Value, path: &[String]) -> Result<Vec<String>, Located> {
+    let Value::Array(items) = v else {
+        return Err(err(path, "expected a list of strings"));
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, s)| string(s, &child(path, i.to_string())))
+        .collect()
+}
+
+fn id(v: &Value, path: &[String]) -> Result<u64, Located> {
+    match v {
+        Value::Integer(n) if *n >= 0 => Ok(*n as u64),
+        Value::String(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| err(path, format!("{s:?} is not a Zendesk id (a whole number)"))),
+        _ => Err(err(path, "expected a Zendesk id (a whole number)")),
+    }
+}
+
+/// Zendesk stores tags lower-case and splits on whitespace, so a tag with a space cannot exist.
+fn tags(v: &Value, path: &[String]) -> Result<Vec<String>, Located> {
+    strings(v, path)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let t = t.trim().to_lowercase();
+            if t.is_empty() || t.chars().any(char::is_whitespace) {
+                Err(err(
+                    &child(path, i.to_string()),
+                    format!("{t:?} is not a Zendesk tag (tags are single words; use _ or -)"),
+                ))
+            } else {
+                Ok(t)
+            }
+        })
+        .collect()
+}
+
+fn condition(c: &mut Compiler<'_>, v: &Value, path: &[String]) -> Result<Condition, Located> {
+    c.compile(v).map_err(|e| {
+        let mut full = path.to_vec();
+        full.extend(e.path);
+        err(&full, e.message)
+    })
+}
+
+fn template(s: &str, path: &[String]) -> Result<Template, Located> {
+    let mut pieces = Vec::new();
+    let mut rest = s;
+    while let Some(start) = rest.find("{{") {
+        if start > 0 {
+            pieces.push(Piece::Lit(rest[..start].to_string()));
+        }
+        let after = &rest[start + 2..];
+        let end = after
+            .find("}}")
+            .ok_or_else(|| err(path, "`{{` without a closing `}}` in the note"))?;
+        let name = after[..end].trim();
+        let var = Var::ALL
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Var::ALL.iter().map(|(n, _)| *n).collect();
+                err(path, unknown("placeholder", name, &names))
+            })?;
+        pieces.push(Piece::Var(var));
+        rest = &after[end + 2..];
+    }
+    if !rest.is_empty() {
+        pieces.push(Piece::Lit(rest.to_string()));
+    }
+    Ok(Template(pieces))
+}
+
+/// Compiles one policy file; `Err` holds every error found before compilation had to stop.
+pub fn compile(text: &str, file: &Path) -> Result<Policy, Located> {
+    let mut root: Table = toml::from_str(text).map_err(|e| {
+        // toml's own position comes back through its span; keep its one-line message.
+        Located {
+            path: vec![format!("@{}", e.span().map_or(0, |s| s.start))],
+            message: e.message().trim().to_string(),
+        }
+    })?;
+    let mut as_value = Value::Table(std::mem::take(&mut root));
+    interpolate_all(&mut as_value, &[])?;
+    let Value::Table(root) = as_value else {
+        return Err(err(&[], "a policy file is a TOML table"));
+    };
+    check_keys(&root, TOP_KEYS, &[], "top-level table")?;
+
+    let pol_path = p(&["policy"]);
+    let pol = table(
+        root.get("policy")
+            .ok_or_else(|| err(&[], "missing [policy] table with at least name = \"...\""))?,
+        &pol_path,
+        "[policy]",
+    )?;
+    check_keys(pol, POLICY_KEYS, &pol_path, "key of [policy]")?;
+    let name = string(
+        pol.get("name")
+            .ok_or_else(|| err(&pol_path, "[policy] needs name = \"...\""))?,
+        &child(&pol_path, "name"),
+    )?;
+    let only_raise = match pol.get("only_raise") {
+        None => false,
+        Some(v) => v
+            .as_bool()
+            .ok_or_else(|| err(&child(&pol_path, "only_raise"), "expected true or false"))?,
+    };
+
+    // Levels: author-named priorities mapped onto Zendesk's four.
+    let mut levels = Vec::new();
+    if let Some(v) = root.get("levels") {
+        let lp = p(&["levels"]);
+        for (lname, def) in table(v, &lp, "[levels]")? {
+            let at = child(&lp, lname.clone());
+            let (prio, tag) = match def {
+                Value::String(s) => (s.clone(), None),
+                Value::Table(t) => {
+                    check_keys(t, &["priority", "tag"], &at, "key of a level")?;
+                    let prio = string(
+                        t.get("priority").ok_or_else(|| {
+                            err(&at, "a level needs priority = \"urgent|high|normal|low\"")
+                        })?,
+                        &child(&at, "priority"),
+                    )?;
+                    let tag = t
+                        .get("tag")
+                        .map(|v| tags(&Value::Array(vec![v.clone()]), &child(&at, "tag")))
+                        .transpose()?
+                        .and_then(|mut v| v.pop());
+                    (prio, tag)
+                }
+                _ => {
+                    return Err(err(
+                        &at,
+                        "a level is \"urgent\" or { priority = \"urgent\", tag = \"...\" }",
+                    ))
+                }
+            };
+            let priority: Priority = prio
+                .parse()
+                .map_err(|e: crate::ticket::UnknownPriority| err(&at, e.to_string()))?;
+            levels.push(Level {
+                name: lname.to_lowercase(),
+                priority,
+                tag,
+            });
+        }
+    }
+    let level_names: Vec<String> = PRIORITIES
+        .iter()
+        .map(|s| s.to_string())
+        .chain(levels.iter().map(|l| l.name.clone()))
+        .collect();
+
+    // Calendars.
+    let base = file.parent().unwrap_or(Path::new("."));
+    let mut calendars: BTreeMap<String, Calendar> = BTreeMap::new();
+    if let Some(v) = root.get("calendars") {
+        for (cname, spec) in table(v, &p(&["calendars"]), "[calendars]")? {
+            let at = p(&["calendars", cname]);
+            let spec = CalendarSpec::deserialize(spec.clone())
+                .map_err(|e| err(&at, e.message().trim().to_string()))?;
+            let cal = Calendar::build(&spec, base).map_err(|m| err(&at, m))?;
+            calendars.insert(cname.clone(), cal);
+        }
+    }
+    let calendar = match pol.get("calendar") {
+        Some(v) => {
+            let at = child(&pol_path, "calendar");
+            let cname = string(v, &at)?;
+            let known: Vec<&str> = calendars.keys().map(String::as_str).collect();
+            Some(calendars.get(&cname).cloned().ok_or_else(|| {
+                if known.is_empty() {
+                    err(
+                        &at,
+                        format!(
+                            "calendar {cname:?} is not defined: add a [calendars.{cname}] table"
+                        ),
+                    )
+                } else {
+                    err(&at, unknown("calendar", &cname, &known))
+                }
+            })?)
+        }
+        None if calendars.len() == 1 => calendars.values().next().cloned(),
+        None if calendars.is_empty() => None,
+        None => return Err(err(
+            &pol_path,
+            "several calendars are defined: say which one the SLA uses with calendar = \"NAME\"",
+        )),
+    };
+
+    // SLA sets: the default [sla] and named [slas.NAME].
+    let sla = root
+        .get("sla")
+        .map(|v| Sla::from_toml(v, &level_names))
+        .transpose()
+        .map_err(|m| err(&p(&["sla"]), m))?;
+    let mut slas = BTreeMap::new();
+    if let Some(v) = root.get("slas") {
+        for (sname, s) in table(v, &p(&["slas"]), "[slas]")? {
+            let s = Sla::from_toml(s, &level_names).map_err(|m| err(&p(&["slas", sname]), m))?;
+            slas.insert(sname.clone(), s);
+        }
+    }
+    if (sla.is_some() || !slas.is_empty()) && calendar.is_none() {
+        return Err(err(
+            &p(&["sla"]),
+            "SLA targets need a business calendar: add [calendars.NAME] with timezone and hours",
+        ));
+    }
+
+    let fields = match root.get("fields") {
+        None => Fields::default(),
+        Some(v) => {
+            let fp = p(&["fields"]);
+            let t = table(v, &fp, "[fields]")?;
+            check_keys(t, FIELDS_KEYS, &fp, "key of [fields]")?;
+            if sla.is_none() && slas.is_empty() {
+                return Err(err(
+                    &fp,
+                    "[fields] maps SLA due times, but the policy has no [sla]",
+                ));
+            }
+            let field = |key: &str| -> Result<Option<(u64, FieldKind)>, Located> {
+                let Some(v) = t.get(key) else { return Ok(None) };
+                let at = child(&fp, key);
+                Ok(Some(match v {
+                    Value::Table(ft) => {
+                        check_keys(ft, &["id", "type"], &at, "key of a field")?;
+                        let fid = id(
+                            ft.get("id").ok_or_else(|| err(&at, "needs id = ..."))?,
+                            &child(&at, "id"),
+                        )?;
+                        let kind = match ft
+                            .get("type")
+                            .map(|k| string(k, &child(&at, "type")))
+                            .transpose()?
+                            .as_deref()
+                        {
+                            None | Some("text") => FieldKind::Text,
+                            Some("date") => FieldKind::Date,
+                            Some(other) => {
+                                return Err(err(
+                                    &child(&at, "type"),
+                                    format!("field type {other:?}: expected \"date\" or \"text\""),
+                                ))
+                            }
+                        };
+                        (fid, kind)
+                    }
+                    other => (id(other, &at)?, FieldKind::Text),
+                }))
+            };
+            Fields {
+                first_response_due: field("first_response_due")?,
+                resolution_due: field("resolution_due")?,
+                task_due_at: match t.get("task_due_at") {
+                    None => None,
+                    Some(v) => Some(match string(v, &child(&fp, "task_due_at"))?.as_str() {
+                        "first_response" => DueKind::FirstResponse,
+                        "resolution" => DueKind::Resolution,
+                        other => {
+                            return Err(err(
+                                &child(&fp, "task_due_at"),
+                                format!("{other:?}: expected \"first_response\" or \"resolution\""),
+                            ))
+                        }
+                    }),
+                },
+            }
+        }
+    };
+
+    let mut phrases = Phrases::default();
+    let mut compiler = Compiler {
+        phrases: &mut phrases,
+        has_calendar: calendar.is_some(),
+    };
+    let scope = pol
+        .get("scope")
+        .map(|v| condition(&mut compiler, v, &child(&pol_path, "scope")))
+        .transpose()?;
+
+    let mut rules = Vec::new();
+    if let Some(v) = root.get("rule") {
+        let Value::Array(items) = v else {
+            return Err(err(&p(&["rule"]), "rules are written as [[rule]] tables"));
+        };
+        for (i, item) in items.iter().enumerate() {
+            let at = p(&["rule", &i.to_string()]);
+            rules.push(rule(
+                &mut compiler,
+                item,
+                &at,
+                &levels,
+                &slas,
+                sla.is_some(),
+            )?);
+        }
+    }
+    let mut names = std::collections::HashSet::new();
+    for (i, r) in rules.iter().enumerate() {
+        if !names.insert(r.name.clone()) {
+            return Err(err(
+                &p(&["rule", &i.to_string(), "name"]),
+                format!("two rules are named {:?}; names must be unique", r.name),
+            ));
+        }
+    }
+    phrases.build().map_err(|m| err(&[], m))?;
+
+    let mut tests = Vec::new();
+    if let Some(v) = root.get("test") {
+        let Value::Array(items) = v else {
+            return Err(err(&p(&["test"]), "tests are written as [[test]] tables"));
+        };
+        for (i, item) in items.iter().enumerate() {
+            tests.push(TestCase::parse(
+                item,
+                &p(&["test", &i.to_string()]),
+                &level_names,
+            )?);
+        }
+    }
+
+    Ok(Policy {
+        name,
+        source: file.to_path_buf(),
+        only_raise,
+        scope,
+        phrases,
+        rules,
+        levels,
+        calendar,
+        sla,
+        slas,
+        fields,
+        tests,
+    })
+}
+
+fn rule(
+    c: &mut Compiler<'_>,
+    item: &Value,
+    at: &[String],
+    levels: &[Level],
+    slas: &BTreeMap<String, Sla>,
+    has_default_sla: bool,
+) -> Result<Rule, Located> {
+    let t = table(item, at, "a [[rule]]")?;
+    check_keys(t, RULE_KEYS, at, "key of a rule")?;
+    let name = string(
+        t.get("name")
+            .ok_or_else(|| err(at, "a rule needs name = \"...\""))?,
+        &child(at, "name"),
+    )?;
+    let on = match t.get("on") {
+        None => Some(vec![EventKind::new(EventKind::CREATED)]),
+        Some(v) => {
+            let list = strings(v, &child(at, "on"))?;
+            if list.iter().any(|e| e == "*") {
+                None
+            } else {
+                let mut kinds = Vec::new();
+                for (i, e) in list.iter().enumerate() {
+                    if !KNOWN_EVENTS.contains(&e.as_str()) {
+                        return Err(err(
+                            &child(&child(at, "on"), i.to_string()),
+                            unknown("event", e, KNOWN_EVENTS),
+                        ));
+                    }
+                    kinds.push(EventKind::new(e));
+                }
+                Some(kinds)
+            }
+        }
+    };
+    let when = match t.get("when") {
+        Some(v) => condition(c, v, &child(at, "when"))?,
+        None => Condition::All(Vec::new()),
+    };
+    let priority = match t.get("priority") {
+        None => None,
+        Some(v) => {
+            let pp = child(at, "priority");
+            let s = string(v, &pp)?.to_lowercase();
+            Some(match levels.iter().find(|l| l.name == s) {
+                Some(l) => LevelRef {
+                    level: Some(l.name.clone()),
+                    priority: l.priority,
+                },
+                None => LevelRef {
+                    level: None,
+                    priority: s.parse().map_err(|_| {
+                        let mut known: Vec<&str> = PRIORITIES.to_vec();
+                        known.extend(levels.iter().map(|l| l.name.as_str()));
+                        err(&pp, unknown("priority", &s, &known))
+                    })?,
+                },
+            })
+        }
+    };
+    let mut set_fields = Vec::new();
+    if let Some(v) = t.get("set_fields") {
+        let fp = child(at, "set_fields");
+        for (k, val) in table(v, &fp, "set_fields")? {
+            let fid = id(&Value::String(k.clone()), &child(&fp, k.clone()))?;
+            let json = serde_json::to_value(val)
+                .map_err(|e| err(&child(&fp, k.clone()), e.to_string()))?;
+            set_fields.push((fid, json));
+        }
+    }
+    let sla = match t.get("sla") {
+        None => None,
+        Some(v) => {
+            let sp = child(at, "sla");
+            let s = string(v, &sp)?;
+            if s != "default" && !slas.contains_key(&s) {
+                let mut known: Vec<&str> = slas.keys().map(String::as_str).collect();
+                if has_default_sla {
+                    known.push("default");
+                }
+                return Err(err(&sp, unknown("SLA set", &s, &known)));
+            }
+            Some(s)
+        }
+    };
+    Ok(Rule {
+        line_path: at.to_vec(),
+        name,
+        on,
+        when,
+        priority,
+        add_tags: t
+            .get("add_tags")
+            .map(|v| tags(v, &child(at, "add_tags")))
+            .transpose()?
+            .unwrap_or_default(),
+        remove_tags: t
+            .get("remove_tags")
+            .map(|v| tags(v, &child(at, "remove_tags")))
+            .transpose()?
+            .unwrap_or_default(),
+        set_fields,
+        group: t
+            .get("group")
+            .map(|v| id(v, &child(at, "group")))
+            .transpose()?,
+        note: t
+            .get("note")
+            .map(|v| {
+                string(v, &child(at, "note")).and_then(|s| template(s.trim(), &child(at, "note")))
+            })
+            .transpose()?,
+        sla,
+        stop: match t.get("stop") {
+            None => false,
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| err(&child(at, "stop"), "expected true or false"))?,
+        },
+    })
+}
+
+/// Warnings: rules that can never match, and rules shadowed by an unconditional `stop` above them.
+pub fn lint(policy: &Policy) -> Vec<Located> {
+    let mut out = Vec::new();
+    for (i, r) in policy.rules.iter().enumerate() {
+        if let Some(why) = never_matches(&r.when) {
+            out.push(Located::new(
+                &child(&r.line_path, "when"),
+                format!("rule {:?} can never match: {why}", r.name),
+            ));
+        }
+        let shadow = policy.rules[..i].iter().find(|above| {
+            above.stop
+                && matches!(&above.when, Condition::All(v) if v.is_empty())
+                && match (&above.on, &r.on) {
+                    (None, _) => true,
+                    (Some(a), Some(b)) => b.iter().all(|e| a.contains(e)),
+                    (Some(_), None) => false,
+                }
+        });
+        if let Some(above) = shadow {
+            out.push(Located::new(
+                &child(&r.line_path, "name"),
+                format!(
+                    "rule {:?} never runs: rule {:?} above always matches and has stop = true",
+                    r.name, above.name
+                ),
+            ));
+        }
+    }
+    out
+}
+
+fn never_matches(c: &Condition) -> Option<String> {
+    match c {
+        Condition::Any(v) if v.is_empty() => Some("`any` with an empty list is never true".into()),
+        Condition::Not(inner) if matches!(inner.as_ref(), Condition::All(v) if v.is_empty()) => {
+            Some("`not` of an empty condition is never true".into())
+        }
+        Condition::All(parts) => {
+            if let Some(why) = parts.iter().find_map(never_matches) {
+                return Some(why);
+            }
+            // Two different `equals` on one single-valued field.
+            let mut seen: Vec<(&Field, &str)> = Vec::new();
+            for part in parts {
+                if let Condition::Test(f, Op::Equals(v)) = part {
+                    if single_valued(f) {
+                        if let Some((_, other)) = seen.iter().find(|(sf, sv)| *sf == f && sv != v) {
+                            return Some(
+                                format!("{f:?} cannot equal both {other:?} and {v:?}")
+                                    .to_lowercase(),
+                            );
+                        }
+                        seen.push((f, v));
+                    }
+                }
+            }
+            None
+        }
+        _ => None,
+    }
+}
+
+fn single_valued(f: &Field) -> bool {
+    !matches!(f, Field::Tags | Field::AnyText)
+}

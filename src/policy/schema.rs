@@ -1,0 +1,105 @@
+//! `deskbot schema`: a JSON Schema of the policy format, so editors (Taplo / Even Better TOML)
+//! complete keys and flag typos. Written as data rather than derived, because the condition
+//! grammar (any field name → operator table, nested `all`/`any`/`not`) is not a Rust type.
+//! Draft-04, the version Taplo supports.
+
+use serde_json::{json, Map, Value};
+
+use super::condition::{field_names, OPS};
+use super::KNOWN_EVENTS;
+
+fn duration() -> Value {
+    json!({"type": "string", "pattern": "^\\s*\\d+\\s+((business|calendar)\\s+)?(minutes?|mins?|hours?|h|days?|weeks?)\\s*$",
+           "description": "e.g. \"3 business hours\", \"2 business days\", \"1 week\", \"24 calendar hours\""})
+}
+
+/// The schema as JSON.
+pub fn schema() -> Value {
+    let string_or_list =
+        json!({"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]});
+    let mut ops = Map::new();
+    for op in OPS {
+        let v = match *op {
+            "in" | "has_any_word" | "has_all_words" => {
+                json!({"type": "array", "items": {"type": ["string", "integer"]}})
+            }
+            "near" => {
+                json!({"type": "object", "additionalProperties": false, "required": ["terms"],
+                             "properties": {"terms": {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 2},
+                                            "within": {"type": "integer", "minimum": 0}}})
+            }
+            "exists" => json!({"type": "boolean"}),
+            "gt" | "gte" | "lt" | "lte" => json!({"type": ["number", "string"]}),
+            _ => json!({"type": ["string", "integer", "boolean"]}),
+        };
+        ops.insert(op.to_string(), v);
+    }
+    let operators = json!({"type": "object", "additionalProperties": false, "minProperties": 1, "properties": ops});
+    let mut fields = Map::new();
+    for f in field_names() {
+        let v = match f {
+            "all" | "any" => json!({"type": "array", "items": {"$ref": "#/definitions/condition"}}),
+            "not" => json!({"$ref": "#/definitions/condition"}),
+            "organization_fields" | "custom_fields" => {
+                json!({"type": "object", "additionalProperties": {"$ref": "#/definitions/operators"}})
+            }
+            _ => json!({"$ref": "#/definitions/operators"}),
+        };
+        fields.insert(f.to_string(), v);
+    }
+    let target = json!({"oneOf": [{"$ref": "#/definitions/duration"}, {"type": "object", "additionalProperties": {"$ref": "#/definitions/duration"}}]});
+    let sla = json!({"type": "object",
+        "properties": {"plan": {"type": "object", "properties": {"organization_field": {"type": "string"}, "tag_prefix": {"type": "string"}}, "additionalProperties": false},
+                       "note": {"type": "boolean"}},
+        "additionalProperties": {"type": "object", "additionalProperties": false,
+                                 "properties": {"first_response": target, "resolution": target}}});
+    let field_ref = json!({"oneOf": [{"type": "integer"}, {"type": "string"},
+        {"type": "object", "additionalProperties": false, "required": ["id"],
+         "properties": {"id": {"type": ["integer", "string"]}, "type": {"enum": ["date", "text"]}}}]});
+    let mut events: Vec<&str> = KNOWN_EVENTS.to_vec();
+    events.push("*");
+    json!({
+        "$schema": "http://json-schema.org/draft-04/schema#",
+        "title": "deskbot policy",
+        "description": "A deskbot support policy: rules, calendar, SLA targets and tests. See docs/rules.md.",
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["policy"],
+        "definitions": {"condition": {"type": "object", "additionalProperties": false, "properties": fields},
+                        "operators": operators, "duration": duration()},
+        "properties": {
+            "policy": {"type": "object", "additionalProperties": false, "required": ["name"], "properties": {
+                "name": {"type": "string"}, "calendar": {"type": "string"}, "only_raise": {"type": "boolean"},
+                "scope": {"$ref": "#/definitions/condition"}}},
+            "levels": {"type": "object", "additionalProperties": {"oneOf": [
+                {"enum": ["low", "normal", "high", "urgent"]},
+                {"type": "object", "additionalProperties": false, "required": ["priority"],
+                 "properties": {"priority": {"enum": ["low", "normal", "high", "urgent"]}, "tag": {"type": "string"}}}]}},
+            "calendars": {"type": "object", "additionalProperties": {"type": "object", "additionalProperties": false,
+                "required": ["timezone", "hours"], "properties": {
+                    "timezone": {"type": "string"},
+                    "hours": {"type": "object", "additionalProperties": string_or_list},
+                    "holidays": {"type": "array", "items": {"oneOf": [{"type": "string"},
+                        {"type": "object", "additionalProperties": false, "required": ["ics"], "properties": {"ics": {"type": "string"}}}]}}}}},
+            "sla": sla.clone(),
+            "slas": {"type": "object", "additionalProperties": sla},
+            "fields": {"type": "object", "additionalProperties": false, "properties": {
+                "first_response_due": field_ref.clone(), "resolution_due": field_ref,
+                "task_due_at": {"enum": ["first_response", "resolution"]}}},
+            "rule": {"type": "array", "items": {"type": "object", "additionalProperties": false, "required": ["name"], "properties": {
+                "name": {"type": "string"},
+                "on": {"type": "array", "items": {"enum": events}},
+                "when": {"$ref": "#/definitions/condition"},
+                "priority": {"type": "string"},
+                "add_tags": {"type": "array", "items": {"type": "string", "pattern": "^\\S+$"}},
+                "remove_tags": {"type": "array", "items": {"type": "string", "pattern": "^\\S+$"}},
+                "set_fields": {"type": "object"},
+                "group": {"type": ["integer", "string"]},
+                "note": {"type": "string"},
+                "sla": {"type": "string"},
+                "stop": {"type": "boolean"}}}},
+            "test": {"type": "array", "items": {"type": "object", "additionalProperties": false, "required": ["ticket", "expect"], "properties": {
+                "name": {"type": "string"}, "ticket": {"type": "object"}, "expect": {"type": "object"}}}}
+        }
+    })
+}

@@ -1,0 +1,315 @@
+//! Precedence, levels, SLA wiring, scopes and load errors, through the policy's public surface.
+
+use super::*;
+use crate::ticket::EventKind;
+
+const POLICY: &str = r#"
+[policy]
+name = "test"
+only_raise = true
+
+[[rule]]
+name = "urgent-subject"
+when = { subject = { has_word = "urgent" } }
+priority = "urgent"
+add_tags = ["escalated"]
+note = "URGENT in the subject of #{{ticket.id}}."
+
+[[rule]]
+name = "billing"
+when = { text = { has_any_word = ["invoice", "refund"] } }
+priority = "low"
+add_tags = ["billing"]
+remove_tags = ["escalated"]
+group = 42
+
+[[rule]]
+name = "on-comment"
+on = ["comment_added"]
+when = { comment = { has_word = "escalate" } }
+add_tags = ["asked_to_escalate"]
+stop = true
+
+[[rule]]
+name = "after-stop"
+on = ["comment_added"]
+add_tags = ["never"]
+"#;
+
+fn ticket(subject: &str, event: &str) -> Ticket {
+    Ticket {
+        id: 7,
+        subject: subject.into(),
+        event: Some(EventKind::new(event)),
+        ..Ticket::default()
+    }
+}
+
+fn policy(src: &str) -> Policy {
+    Policy::parse(src, Path::new("p.toml"))
+        .map(|l| l.policy)
+        .unwrap()
+}
+
+fn error(src: &str) -> String {
+    Policy::parse(src, Path::new("p.toml"))
+        .err()
+        .unwrap()
+        .to_string()
+}
+
+fn at(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+#[test]
+fn all_matching_rules_apply_and_most_severe_priority_wins() {
+    let d = policy(POLICY).decide(&ticket("URGENT refund please", "created"), Utc::now());
+    assert_eq!(d.priority, Some(Priority::Urgent));
+    assert_eq!(d.add_tags, vec!["escalated", "billing"]);
+    assert!(
+        d.remove_tags.is_empty(),
+        "a tag both added and removed is added"
+    );
+    assert_eq!(d.matched_rules, vec!["urgent-subject", "billing"]);
+    assert_eq!(d.group_id, Some(42));
+    assert_eq!(
+        d.note.as_deref(),
+        Some("[deskbot] URGENT in the subject of #7.")
+    );
+}
+
+#[test]
+fn only_raise_keeps_a_higher_manual_priority() {
+    let mut t = ticket("refund", "created");
+    t.priority = Some(Priority::High);
+    assert_eq!(policy(POLICY).decide(&t, Utc::now()).priority, None);
+}
+
+#[test]
+fn rules_react_to_created_by_default_and_stop_ends_evaluation() {
+    let p = policy(POLICY);
+    assert_eq!(
+        p.decide(&ticket("URGENT", "priority_changed"), Utc::now()),
+        Decision::default()
+    );
+    let mut t = ticket("x", "comment_added");
+    t.latest_comment = Some("please escalate this".into());
+    assert_eq!(p.decide(&t, Utc::now()).add_tags, vec!["asked_to_escalate"]);
+}
+
+const LEVELS: &str = r#"
+[policy]
+name = "storeconnect"
+
+[levels]
+critical = { priority = "urgent", tag = "sc_critical" }
+high = { priority = "high", tag = "sc_high" }
+medium = { priority = "normal", tag = "sc_medium" }
+
+[calendars.support]
+timezone = "Australia/Sydney"
+hours = { mon-fri = "09:00-17:00" }
+
+[sla]
+note = true
+plan = { organization_field = "plan" }
+[sla.critical]
+first_response = { flagship = "1 business day", default = "3 business days" }
+
+[slas.premium.critical]
+first_response = "2 business hours"
+
+[[rule]]
+name = "store down"
+when = { text = { near = { terms = ["store", "down"], within = 2 } } }
+priority = "critical"
+note = "Level {{level}} ({{priority}}), plan {{plan}}: respond by {{first_response_due}}."
+
+[[rule]]
+name = "premium"
+when = { tags = { equals = "premium" } }
+sla = "premium"
+
+[[rule]]
+name = "training"
+when = { text = { has_word = "training" } }
+priority = "medium"
+"#;
+
+#[test]
+fn levels_map_onto_priorities_with_tags_and_sla() {
+    let p = policy(LEVELS);
+    let mut t = ticket("Our store is down!", "created");
+    t.created_at = Some(at("2026-11-23T10:00:00+11:00"));
+    t.tags = vec!["sc_medium".into()];
+    let d = p.decide(&t, Utc::now());
+    assert_eq!(
+        (d.priority, d.level.as_deref()),
+        (Some(Priority::Urgent), Some("critical"))
+    );
+    assert_eq!(d.add_tags, vec!["sc_critical"]);
+    assert_eq!(d.remove_tags, vec!["sc_high", "sc_medium"]);
+    assert_eq!(
+        d.first_response_due,
+        Some(at("2026-11-26T10:00:00+11:00")),
+        "no plan → default 3 business days"
+    );
+    assert_eq!(
+        d.note.as_deref(),
+        Some("[deskbot] Level critical (urgent), plan : respond by Thu 26 Nov, 10:00 AEDT.\n\nFirst response due Thu 26 Nov, 10:00 AEDT.")
+    );
+    t.tags.push("premium".into());
+    let d = p.decide(&t, Utc::now());
+    assert_eq!(
+        d.first_response_due,
+        Some(at("2026-11-23T12:00:00+11:00")),
+        "the rule chose the premium SLA set"
+    );
+}
+
+#[test]
+fn scopes_route_tickets_and_two_unscoped_policies_are_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.toml"), "[policy]\nname = \"brand a\"\nscope = { brand_id = { equals = 1 } }\n[[rule]]\nname = \"r\"\nadd_tags = [\"a\"]\n").unwrap();
+    std::fs::write(
+        dir.path().join("b.toml"),
+        "[policy]\nname = \"fallback\"\n[[rule]]\nname = \"r\"\nadd_tags = [\"b\"]\n",
+    )
+    .unwrap();
+    let (set, _) = PolicySet::load(dir.path()).unwrap();
+    let mut t = ticket("x", "created");
+    t.brand_id = Some(1);
+    assert_eq!(set.decide(&t, Utc::now()).add_tags, vec!["a"]);
+    t.brand_id = Some(2);
+    assert_eq!(set.decide(&t, Utc::now()).add_tags, vec!["b"]);
+    std::fs::write(dir.path().join("c.toml"), "[policy]\nname = \"another\"\n").unwrap();
+    let e = PolicySet::load(dir.path()).unwrap_err().to_string();
+    assert!(e.contains("2 policies have no [policy] scope"), "{e}");
+}
+
+#[test]
+fn every_error_has_file_line_col() {
+    assert!(
+        error("[policy]\nname = 1\n").starts_with("p.toml:2:1: expected a string, found integer")
+    );
+    assert!(error("[policy]\nname = \"n\"\n[[rule]]\nname = \"r\"\nwhen = { subjet = { has_word = \"x\" } }\n")
+        .starts_with("p.toml:5:10: unknown field `subjet` (did you mean `subject`?)"));
+    assert!(
+        error("[policy]\nname = \"n\"\n[[rule]]\nname = \"r\"\npriorty = \"high\"\n")
+            .starts_with("p.toml:5:1: unknown key of a rule `priorty` (did you mean `priority`?)")
+    );
+    assert!(
+        error("[policy]\nname = \"n\"\n[[rule]]\nname = \"r\"\npriority = \"critical\"\n")
+            .starts_with("p.toml:5:1: unknown priority `critical`")
+    );
+    assert!(
+        error("[policy]\nname = \"n\"\n[[rule]]\nname = \"r\"\non = [\"create\"]\n")
+            .starts_with("p.toml:5:7: unknown event `create` (did you mean `created`?)")
+    );
+    assert!(error(
+        "[policy]\nname = \"n\"\n[[rule]]\nname = \"r\"\nnote = \"{{ticket.subjet}}\"\n"
+    )
+    .contains("unknown placeholder `ticket.subjet` (did you mean `ticket.subject`?)"));
+    assert!(
+        error("[policy]\nname = \"n\"\n[[rule]]\nname = \"r\"\nadd_tags = [\"two words\"]\n")
+            .starts_with("p.toml:5:13: \"two words\" is not a Zendesk tag")
+    );
+    assert!(error("[policy\nname = \"n\"\n").starts_with("p.toml:1:8:"));
+    assert!(error("[policy]\nname = \"n\"\n[rules]\n")
+        .contains("unknown top-level table `rules` (did you mean `rule`?)"));
+    assert!(error("[policy]\nname = \"n\"\n[[rule]]\nname = \"r\"\nset_fields = { \"${DESKBOT_TEST_UNSET_VAR}\" = \"x\" }\n")
+        .contains("environment variable DESKBOT_TEST_UNSET_VAR is not set"));
+    // The offending line is shown under the position.
+    let e = error("[policy]\nname = \"n\"\n[[rule]]\nname = \"r\"\nwhen = { subjet = { has_word = \"x\" } }\n");
+    assert!(
+        e.contains("\n    when = { subjet = { has_word = \"x\" } }\n             ^"),
+        "{e}"
+    );
+}
+
+#[test]
+fn warnings_for_rules_that_cannot_match_or_never_run() {
+    let src = "[policy]\nname = \"n\"\n[[rule]]\nname = \"contradiction\"\nwhen = { all = [ { priority = { equals = \"high\" } }, { priority = { equals = \"low\" } } ] }\n[[rule]]\nname = \"catch-all\"\nstop = true\n[[rule]]\nname = \"shadowed\"\nadd_tags = [\"x\"]\n";
+    let w: Vec<String> = Policy::parse(src, Path::new("p.toml"))
+        .unwrap()
+        .warnings
+        .iter()
+        .map(|d| d.to_string())
+        .collect();
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(
+        w[0].starts_with("p.toml:5:1: warning: rule \"contradiction\" can never match"),
+        "{}",
+        w[0]
+    );
+    assert!(w[1].starts_with("p.toml:10:1: warning: rule \"shadowed\" never runs: rule \"catch-all\" above always matches"), "{}", w[1]);
+}
+
+#[test]
+fn env_interpolation_reads_account_ids() {
+    std::env::set_var("DESKBOT_TEST_GROUP_ID", "360055");
+    let p = policy(
+        "[policy]\nname = \"n\"\n[[rule]]\nname = \"r\"\ngroup = \"${DESKBOT_TEST_GROUP_ID}\"\n",
+    );
+    assert_eq!(
+        p.decide(&ticket("x", "created"), Utc::now()).group_id,
+        Some(360055)
+    );
+}
+
+#[test]
+fn explain_gives_spans_and_near_misses() {
+    let p = policy("[policy]\nname = \"n\"\n[[rule]]\nname = \"orders\"\nwhen = { all = [ { text = { has_word = \"orders\" } }, { text = { has_word = \"not syncing\" } } ] }\npriority = \"urgent\"\n[[rule]]\nname = \"comment-only\"\non = [\"comment_added\"]\nwhen = { subject = { has_word = \"order\" } }\n");
+    let e = p.evaluate(&ticket("Order #12 is stuck", "created"), Utc::now(), true);
+    assert!(e.matched.is_empty());
+    assert_eq!(e.near_misses.len(), 2);
+    assert_eq!(
+        e.near_misses[0].reason,
+        "all but one condition hold; failed: text has_word \"not syncing\""
+    );
+    assert!(e.near_misses[1]
+        .reason
+        .starts_with("conditions hold, but the rule reacts only to [comment_added]"));
+    let e = p.evaluate(&ticket("Orders NOT syncing", "created"), Utc::now(), true);
+    assert_eq!(
+        e.matched[0].evidence,
+        vec![
+            "text has_word \"order\": \"Orders\" in subject at 0..6".to_string(),
+            "text has_word \"not syncing\": \"NOT syncing\" in subject at 7..18".to_string(),
+        ]
+    );
+}
+
+#[test]
+fn inline_tests_run_and_report_differences() {
+    let src = format!("{LEVELS}\n[[test]]\nname = \"down\"\nticket = {{ subject = \"store down\", created_at = \"2026-11-23T10:00:00+11:00\", organization_fields = {{ plan = \"Flagship\" }} }}\nexpect = {{ priority = \"urgent\", level = \"critical\", tags = [\"sc_critical\"], first_response_due = \"2026-11-24T10:00:00+11:00\" }}\n[[test]]\nname = \"wrong\"\nticket = {{ subject = \"training please\" }}\nexpect = {{ priority = \"high\", absent_tags = [\"sc_medium\"] }}\n");
+    let p = policy(&src);
+    assert_eq!(p.tests().len(), 2);
+    assert_eq!(p.tests()[0].run(&p), Ok(()));
+    assert_eq!(
+        p.tests()[1].run(&p),
+        Err(vec![
+            "priority: expected high, got normal".to_string(),
+            "tags: [\"sc_medium\"] should be absent; the ticket would have [\"sc_medium\"]"
+                .to_string(),
+        ])
+    );
+}
+
+#[test]
+fn schema_is_valid_json_with_every_operator() {
+    let s = schema::schema();
+    assert_eq!(s["$schema"], "http://json-schema.org/draft-04/schema#");
+    for op in condition::OPS {
+        assert!(
+            s["definitions"]["operators"]["properties"]
+                .get(*op)
+                .is_some(),
+            "{op}"
+        );
+    }
+    assert!(s["definitions"]["condition"]["properties"]
+        .get("organization_fields")
+        .is_some());
+}
