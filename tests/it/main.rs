@@ -6,3 +6,4 @@ mod contract;
 mod pipeline;
 mod signature;
 mod support;
+mod tools;

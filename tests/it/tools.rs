@@ -1,0 +1,343 @@
+//! The rule authors' tools (`check`, `test`, `explain`, `schema`) and hot reload, as a user runs them.
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::{eventually, spawn_app_with, Options};
+
+fn deskbot(args: &[&str]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_deskbot"));
+    c.args(args).current_dir(env!("CARGO_MANIFEST_DIR"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("DESKBOT_") || k.starts_with("ZENDESK_") {
+            c.env_remove(k);
+        }
+    }
+    c.output().unwrap()
+}
+
+fn text(o: &[u8]) -> String {
+    String::from_utf8_lossy(o).into_owned()
+}
+
+const GOOD: &str = r#"[policy]
+name = "tools"
+
+[[rule]]
+name = "urgent"
+when = { subject = { has_word = "urgent" } }
+priority = "urgent"
+add_tags = ["escalated"]
+
+[[test]]
+name = "passes"
+ticket = { subject = "URGENT please" }
+expect = { priority = "urgent", tags = ["escalated"] }
+
+[[test]]
+name = "fails"
+ticket = { subject = "hello" }
+expect = { priority = "high" }
+"#;
+
+#[test]
+fn check_reports_errors_with_position_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("p.toml");
+    std::fs::write(&f, "[policy]\nname = \"x\"\n[[rule]]\nname = \"r\"\nwhen = { subject = { has_wrd = \"a\" } }\n").unwrap();
+    let out = deskbot(&["check", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("p.toml:5:22: unknown operator `has_wrd` (did you mean `has_word`?)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("\n    when = { subject = { has_wrd = \"a\" } }\n                         ^"),
+        "{err}"
+    );
+    assert!(err.trim_end().ends_with("1 errors"), "{err}");
+
+    std::fs::write(&f, GOOD).unwrap();
+    let out = deskbot(&["check", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("ok: policy \"tools\", 1 rules, 2 tests"));
+}
+
+#[test]
+fn test_prints_a_diff_per_failure_and_the_count_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("p.toml");
+    std::fs::write(&f, GOOD).unwrap();
+    let out = deskbot(&["test", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("FAIL") && stdout.contains("fails\n    priority: expected high, got none"),
+        "{stdout}"
+    );
+    assert_eq!(stdout.lines().last(), Some("1 passed, 1 failed"));
+}
+
+#[test]
+fn shipped_rules_pass_check_and_their_tests() {
+    let out = deskbot(&["check", "rules"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("0 errors, 0 warnings"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = deskbot(&["test", "rules"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).trim_end().ends_with(" passed, 0 failed"));
+}
+
+#[test]
+fn explain_json_has_the_documented_keys() {
+    let out = deskbot(&["explain", "--json", "examples/ticket-created.json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in [
+        "ticket_id",
+        "priority",
+        "add_tags",
+        "remove_tags",
+        "first_response_due",
+        "resolution_due",
+        "fields",
+        "group_id",
+        "note",
+        "matched_rules",
+    ] {
+        assert!(v.get(key).is_some(), "missing {key} in {v}");
+    }
+    assert_eq!(v["ticket_id"], 4711);
+    assert_eq!(v["priority"], "urgent");
+    assert_eq!(v["matched_rules"][0], "urgent-in-subject");
+    assert_eq!(
+        v["evidence"]["urgent-in-subject"][0],
+        "subject has_word \"urgent\": \"URGENT\" in subject at 0..6"
+    );
+}
+
+#[test]
+fn explain_reads_api_tickets_and_uses_the_organization() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("p.toml");
+    std::fs::write(
+        &rules,
+        r#"[policy]
+name = "plans"
+[calendars.c]
+timezone = "Australia/Sydney"
+hours = { mon-fri = "09:00-17:00" }
+[sla]
+plan = { organization_field = "plan" }
+[sla.urgent]
+first_response = { flagship = "1 business day", default = "3 business days" }
+[[rule]]
+name = "down"
+when = { text = { has_word = "down" } }
+priority = "urgent"
+"#,
+    )
+    .unwrap();
+    let file = dir.path().join("t.json");
+    std::fs::write(&file, r#"{"ticket": {"id": 9, "subject": "Store down", "priority": null, "tags": [], "created_at": "2026-11-23T00:00:00Z", "updated_at": "2026-11-23T00:00:00Z"},
+                              "organization": {"id": 3, "name": "Shop", "organization_fields": {"plan": "flagship"}}}"#).unwrap();
+    let out = deskbot(&[
+        "explain",
+        "--json",
+        "--rules",
+        rules.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["first_response_due"], "2026-11-24T00:00:00Z");
+    let human = deskbot(&[
+        "explain",
+        "--rules",
+        rules.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        text(&human.stdout)
+            .contains("first response due: Tue 24 Nov, 11:00 AEDT (2026-11-24T00:00:00Z)"),
+        "{}",
+        text(&human.stdout)
+    );
+    let out = deskbot(&["explain", "--rules", rules.to_str().unwrap(), "Cargo.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).starts_with("deskbot: Cargo.toml: not JSON"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn schema_is_json_and_the_shipped_copy_is_current() {
+    let out = deskbot(&["schema"]);
+    assert!(out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["title"], "deskbot policy");
+    let shipped: Value =
+        serde_json::from_str(&std::fs::read_to_string("rules/deskbot.schema.json").unwrap())
+            .unwrap();
+    assert_eq!(
+        shipped, v,
+        "rules/deskbot.schema.json is stale: run `deskbot schema > rules/deskbot.schema.json`"
+    );
+    for f in ["rules/farapp.toml"] {
+        let first = std::fs::read_to_string(f).unwrap();
+        assert_eq!(
+            first.lines().next(),
+            Some("#:schema ./deskbot.schema.json"),
+            "{f}"
+        );
+    }
+}
+
+const RELOAD_V1: &str = "[policy]\nname = \"v1\"\n[[rule]]\nname = \"r\"\nwhen = { subject = { has_word = \"urgent\" } }\npriority = \"urgent\"\n";
+
+#[tokio::test]
+async fn hot_reload_keeps_the_old_policy_on_a_bad_edit() {
+    let app = spawn_app_with(Options {
+        policy: RELOAD_V1,
+        ..Options::default()
+    })
+    .await;
+    let file = app.db.parent().unwrap().join("policy.toml");
+    std::fs::write(
+        &file,
+        "[policy]\nname = \"v2\"\n[[rule]]\nname = \"r\"\nwhen = { subjet = {} }\n",
+    )
+    .unwrap();
+    let mut health = Value::Null;
+    for _ in 0..100 {
+        health = app.get_json("/healthz").await.1;
+        if !health["policy"]["error"].is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let error = health["policy"]["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error shown: {health}"));
+    assert!(
+        error.contains("policy.toml:5:10: unknown field `subjet`"),
+        "{error}"
+    );
+    assert_eq!(
+        health["policy"]["name"], "v1",
+        "the old policy stays in force"
+    );
+    assert_eq!(health["status"], "ok");
+
+    std::fs::write(&file, RELOAD_V1.replace("v1", "v2")).unwrap();
+    let mut health = Value::Null;
+    for _ in 0..100 {
+        health = app.get_json("/healthz").await.1;
+        if health["policy"]["name"] == "v2" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(health["policy"]["name"], "v2");
+    assert!(health["policy"]["error"].is_null());
+    app.stop().await;
+}
+
+#[test]
+fn sighup_reloads_even_when_the_file_looks_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("p.toml");
+    std::fs::write(&rules, RELOAD_V1).unwrap();
+    let mtime = std::fs::metadata(&rules).unwrap().modified().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_deskbot"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--rules",
+            rules.to_str().unwrap(),
+            "--db",
+            dir.path().join("d.db").to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let health = || -> Option<Value> {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        conn.write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .ok()?;
+        let mut response = String::new();
+        conn.read_to_string(&mut response).ok()?;
+        let (_, body) = response.split_once("\r\n\r\n")?;
+        serde_json::from_str(body).ok()
+    };
+    let started = Instant::now();
+    while health().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Same length, same modification time: only SIGHUP can notice this edit.
+    let broken = RELOAD_V1.replace("subject", "subjeqt");
+    assert_eq!(broken.len(), RELOAD_V1.len());
+    std::fs::write(&rules, &broken).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&rules)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        health().unwrap()["policy"]["error"].is_null(),
+        "polling must not have seen it"
+    );
+    assert!(Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Value::Null;
+    while Instant::now() < deadline {
+        seen = health().unwrap_or_default();
+        if !seen["policy"]["error"].is_null() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    assert!(
+        seen["policy"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("unknown field `subjeqt`")),
+        "{seen}"
+    );
+}
