@@ -549,6 +549,7 @@ fn rule(
         line_path: at.to_vec(),
         name,
         on,
+        gate: when.necessary_phrases(),
         when,
         priority,
         add_tags: t

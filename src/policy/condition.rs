@@ -13,7 +13,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use regex::Regex;
 use toml::Value;
 
-use super::text::{hits_of, near, Hit, Phrases, Words};
+use super::text::{near, Hits, Phrases, Words};
 use crate::calendar::Calendar;
 use crate::ticket::{parse_time, Ticket};
 
@@ -51,6 +51,37 @@ pub enum Condition {
     Not(Box<Condition>),
     /// One field tested with one operator.
     Test(Field, Op),
+}
+
+impl Condition {
+    /// Phrases of which at least one must occur in the ticket's texts for this condition to hold,
+    /// or `None` when it can hold without any. Deciding skips a rule whose phrases are all absent,
+    /// so the cost of a decision follows the phrases the ticket contains, not the number of rules.
+    pub fn necessary_phrases(&self) -> Option<Vec<usize>> {
+        match self {
+            Condition::Test(Field::Text(_) | Field::AnyText, op) => match op {
+                Op::HasWord(id) => Some(vec![*id]),
+                Op::HasAnyWord(ids) => Some(ids.clone()),
+                Op::HasAllWords(ids) => ids.first().map(|id| vec![*id]),
+                Op::Near { a, .. } => Some(vec![*a]),
+                _ => None,
+            },
+            Condition::Test(..) | Condition::Not(_) => None,
+            Condition::All(cs) => cs
+                .iter()
+                .filter_map(Condition::necessary_phrases)
+                .min_by_key(Vec::len),
+            Condition::Any(cs) => {
+                let mut out = Vec::new();
+                for c in cs {
+                    out.extend(c.necessary_phrases()?);
+                }
+                out.sort_unstable();
+                out.dedup();
+                Some(out)
+            }
+        }
+    }
 }
 
 /// The three texts a ticket has.
@@ -360,7 +391,7 @@ impl Compiler<'_> {
                         "`near` takes { terms = [\"orders\", \"not syncing\"], within = 5 }",
                     ));
                 };
-                for k in t.keys().filter(|k| *k != "terms" && *k != "within") {
+                if let Some(k) = t.keys().find(|k| *k != "terms" && *k != "within") {
                     return Err(
                         CondError::new(unknown("key of `near`", k, &["terms", "within"]))
                             .at(k.clone()),
@@ -501,7 +532,10 @@ pub struct Eval<'a> {
     pub ticket: &'a Ticket,
     phrases: &'a Phrases,
     calendar: Option<&'a Calendar>,
-    texts: [OnceCell<(Words, Vec<Hit>)>; 3],
+    texts: [OnceCell<(Words, Hits)>; 3],
+    /// One bit per phrase: found in any text. Built once, read by every rule's gate.
+    presence: OnceCell<Vec<u64>>,
+    spans: bool,
 }
 
 impl<'a> Eval<'a> {
@@ -512,6 +546,20 @@ impl<'a> Eval<'a> {
             phrases,
             calendar,
             texts: Default::default(),
+            presence: OnceCell::new(),
+            spans: false,
+        }
+    }
+
+    /// Like [`Eval::new`], keeping word positions so a trace can quote the matching text.
+    pub fn explaining(
+        ticket: &'a Ticket,
+        phrases: &'a Phrases,
+        calendar: Option<&'a Calendar>,
+    ) -> Self {
+        Eval {
+            spans: true,
+            ..Eval::new(ticket, phrases, calendar)
         }
     }
 
@@ -523,12 +571,31 @@ impl<'a> Eval<'a> {
         }
     }
 
-    fn searched(&self, part: Part) -> &(Words, Vec<Hit>) {
+    fn searched(&self, part: Part) -> &(Words, Hits) {
         self.texts[part as usize].get_or_init(|| {
-            let words = Words::new(self.raw(part));
+            let raw = self.raw(part);
+            let words = if self.spans {
+                Words::with_spans(raw)
+            } else {
+                Words::new(raw)
+            };
             let hits = self.phrases.find(&words);
             (words, hits)
         })
+    }
+
+    /// True when phrase `id` occurs in the subject, description or comment.
+    pub fn present(&self, id: usize) -> bool {
+        let bits = self.presence.get_or_init(|| {
+            let mut bits = vec![0u64; self.phrases.len().div_ceil(64)];
+            for p in [Part::Subject, Part::Description, Part::Comment] {
+                for phrase in self.searched(p).1.found() {
+                    bits[phrase / 64] |= 1 << (phrase % 64);
+                }
+            }
+            bits
+        });
+        bits.get(id / 64).is_some_and(|w| w & (1 << (id % 64)) != 0)
     }
 
     fn scalars(&self, field: &Field) -> Vec<String> {
@@ -581,7 +648,7 @@ impl<'a> Eval<'a> {
             Condition::Any(cs) => cs.iter().any(|c| self.check(c, trace)),
             Condition::Not(c) => !self.check(c, &mut None),
             Condition::Test(field, op) => {
-                let found = self.test(field, op);
+                let found = self.test(field, op, trace.is_some());
                 if let (Some(why), Some(t)) = (found.as_ref(), trace.as_mut()) {
                     t.push(format!("{}: {why}", describe(field, op, self.phrases)));
                 }
@@ -590,15 +657,15 @@ impl<'a> Eval<'a> {
         }
     }
 
-    /// `Some(evidence)` when the test passes.
-    fn test(&self, field: &Field, op: &Op) -> Option<String> {
+    /// `Some(evidence)` when the test passes; the evidence is only spelled out when `quote` is set.
+    fn test(&self, field: &Field, op: &Op, quote: bool) -> Option<String> {
         let parts: &[Part] = match field {
             Field::Text(p) => std::slice::from_ref(p),
             Field::AnyText => &[Part::Subject, Part::Description, Part::Comment],
             _ => &[],
         };
         if !parts.is_empty() {
-            if let Some(e) = self.text_test(parts, op) {
+            if let Some(e) = self.text_test(parts, op, quote) {
                 return e;
             }
         }
@@ -612,7 +679,21 @@ impl<'a> Eval<'a> {
     }
 
     /// Word operators on ticket texts go through the automaton's hits; `None` means "not a word operator".
-    fn text_test(&self, parts: &[Part], op: &Op) -> Option<Option<String>> {
+    fn text_test(&self, parts: &[Part], op: &Op, spell_out: bool) -> Option<Option<String>> {
+        if !spell_out {
+            // Deciding (not explaining): lookups only, no allocation.
+            let found = |id: usize| parts.iter().any(|p| !self.searched(*p).1.of(id).is_empty());
+            let hit = match op {
+                Op::HasWord(id) => found(*id),
+                Op::HasAnyWord(ids) => ids.iter().any(|id| found(*id)),
+                Op::HasAllWords(ids) => ids.iter().all(|id| found(*id)),
+                Op::Near { a, b, within } => parts
+                    .iter()
+                    .any(|p| near(&self.searched(*p).1, *a, *b, *within).is_some()),
+                _ => return None,
+            };
+            return Some(hit.then(String::new));
+        }
         let quote = |part: Part, words: &Words, first: usize, last: usize| {
             let span = words.original_span(first, last);
             let name = match part {
@@ -630,9 +711,7 @@ impl<'a> Eval<'a> {
         let find = |id: usize| {
             parts.iter().find_map(|p| {
                 let (w, hits) = self.searched(*p);
-                hits_of(hits, id)
-                    .first()
-                    .map(|h| quote(*p, w, h.first, h.last))
+                hits.of(id).first().map(|h| quote(*p, w, h.first, h.last))
             })
         };
         Some(match op {
@@ -771,6 +850,7 @@ mod tests {
     fn matches(src: &str, t: &Ticket) -> bool {
         let f = compile(src).unwrap();
         Eval::new(t, &f.phrases, None).check(&f.cond, &mut None)
+            && Eval::explaining(t, &f.phrases, None).check(&f.cond, &mut Some(&mut Vec::new()))
     }
 
     fn subject(s: &str) -> Ticket {

@@ -80,7 +80,11 @@ impl Policy {
 
     /// The decision for `ticket`, with evidence when `explain` is set.
     pub fn evaluate(&self, ticket: &Ticket, _now: DateTime<Utc>, explain: bool) -> Explanation {
-        let ev = Eval::new(ticket, &self.phrases, self.calendar.as_ref());
+        let ev = if explain {
+            Eval::explaining(ticket, &self.phrases, self.calendar.as_ref())
+        } else {
+            Eval::new(ticket, &self.phrases, self.calendar.as_ref())
+        };
         let mut d = Decision::default();
         let mut matched = Vec::new();
         let mut near_misses = Vec::new();
@@ -88,6 +92,14 @@ impl Policy {
         let mut notes: Vec<(&str, &Template)> = Vec::new();
         let mut sla_choice: Option<&str> = None;
         for rule in &self.rules {
+            // The gate is only a shortcut for deciding; explaining looks at every rule for near misses.
+            if !explain {
+                if let Some(gate) = &rule.gate {
+                    if !gate.iter().any(|id| ev.present(*id)) {
+                        continue;
+                    }
+                }
+            }
             let mut evidence = Vec::new();
             let hit = {
                 let mut trace = if explain { Some(&mut evidence) } else { None };

@@ -217,6 +217,8 @@ struct Rule {
     /// Event kinds it reacts to; `None` means every event.
     on: Option<Vec<EventKind>>,
     when: Condition,
+    /// At least one of these phrases must occur for `when` to hold (`None`: no such shortcut).
+    gate: Option<Vec<usize>>,
     priority: Option<LevelRef>,
     add_tags: Vec<String>,
     remove_tags: Vec<String>,

@@ -313,3 +313,65 @@ fn schema_is_valid_json_with_every_operator() {
         .get("organization_fields")
         .is_some());
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const POLICY: &str = r#"
+[policy]
+name = "prop"
+[levels]
+critical = { priority = "urgent", tag = "lvl_critical" }
+[calendars.c]
+timezone = "America/Los_Angeles"
+hours = { mon-fri = "08:00-18:00" }
+holidays = ["us-federal"]
+[sla.critical]
+first_response = "3 business hours"
+[[rule]]
+name = "a"
+when = { text = { near = { terms = ["orders", "not syncing"], within = 3 } } }
+priority = "critical"
+note = "{{ticket.subject}} {{first_response_due}}"
+[[rule]]
+name = "b"
+on = ["*"]
+when = { any = [ { subject = { regex = "(?i)ürgent|urgent" } }, { text = { has_all_words = ["café", "straße"] } }, { not = { tags = { contains = "x" } } } ] }
+add_tags = ["b"]
+[[rule]]
+name = "c"
+when = { description = { has_any_word = ["isn't working", "日本"] } }
+priority = "high"
+"#;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn decisions_are_deterministic_and_never_panic(
+            subject in "\\PC{0,80}",
+            description in "(\\PC|[ \n'’-]){0,400}",
+            comment in proptest::option::of("\\PC{0,100}"),
+            tags in proptest::collection::vec("[a-z_]{1,8}", 0..4),
+            created in 1_577_836_800i64..2_082_758_400,
+        ) {
+            let p = Policy::parse(POLICY, Path::new("p.toml")).unwrap().policy;
+            let t = Ticket {
+                id: 1,
+                event: Some(EventKind::new("created")),
+                subject,
+                description,
+                latest_comment: comment,
+                tags,
+                created_at: DateTime::from_timestamp(created, 0),
+                ..Ticket::default()
+            };
+            let now = Utc::now();
+            let first = p.decide(&t, now);
+            prop_assert_eq!(&first, &p.decide(&t, now));
+            // Explaining (every rule, quoted spans) agrees with deciding and does not panic either.
+            prop_assert_eq!(&first, &p.evaluate(&t, now, true).decision);
+        }
+    }
+}

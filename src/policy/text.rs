@@ -9,7 +9,7 @@
 
 use std::ops::Range;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 
 /// A text split into normalised words, remembering where each word stood in the original.
 #[derive(Debug, Clone, Default)]
@@ -18,8 +18,10 @@ pub struct Words {
     laid_out: String,
     /// Byte offset in `laid_out` where each word starts.
     starts: Vec<usize>,
-    /// Byte range of each word in the original text.
+    /// Byte range of each word in the original text (only kept when asked for: explaining needs it,
+    /// deciding does not).
     original: Vec<Range<usize>>,
+    keep_spans: bool,
 }
 
 fn is_apostrophe(c: char) -> bool {
@@ -28,57 +30,94 @@ fn is_apostrophe(c: char) -> bool {
 
 /// Reduces a simple English plural to its singular; leaves other words alone.
 pub fn stem(w: &str) -> String {
-    let n = w.chars().count();
-    if n <= 3 || !w.ends_with('s') || w.ends_with("ss") || w.ends_with("us") || w.ends_with("is") {
-        return w.to_string();
+    let mut s = w.to_string();
+    stem_in_place(&mut s, 0);
+    s
+}
+
+/// Applies [`stem`] to the word at `buf[start..]`. Only ASCII suffixes are cut, so UTF-8 stays whole.
+fn stem_in_place(buf: &mut String, start: usize) {
+    let w = &buf[start..];
+    if w.len() <= 3
+        || w.chars().nth(3).is_none()
+        || !w.ends_with('s')
+        || w.ends_with("ss")
+        || w.ends_with("us")
+        || w.ends_with("is")
+    {
+        return;
     }
-    if let Some(base) = w.strip_suffix("ies") {
-        return format!("{base}y");
+    if w.ends_with("ies") {
+        let cut = buf.len() - 3;
+        buf.truncate(cut);
+        buf.push('y');
+        return;
     }
-    for suffix in ["ches", "shes", "xes", "sses", "zes"] {
-        if w.ends_with(suffix) {
-            return w[..w.len() - 2].to_string();
-        }
-    }
-    w[..w.len() - 1].to_string()
+    let drop = if ["ches", "shes", "xes", "zes"]
+        .iter()
+        .any(|s| w.ends_with(s))
+    {
+        2
+    } else {
+        1
+    };
+    let cut = buf.len() - drop;
+    buf.truncate(cut);
 }
 
 impl Words {
     /// Splits and normalises `text`.
     pub fn new(text: &str) -> Words {
+        Words::split(text, false)
+    }
+
+    /// Like [`Words::new`], also remembering where each word stood, for [`Words::original_span`].
+    pub fn with_spans(text: &str) -> Words {
+        Words::split(text, true)
+    }
+
+    fn split(text: &str, keep_spans: bool) -> Words {
         let mut w = Words {
             laid_out: String::with_capacity(text.len() + 2),
+            keep_spans,
             ..Words::default()
         };
         w.laid_out.push(' ');
-        let mut current = String::new();
-        let mut start = None;
+        // The word being read: where it began in `text`, and where it begins in `laid_out`.
+        let mut start: Option<(usize, usize)> = None;
         let mut chars = text.char_indices().peekable();
         while let Some((i, c)) = chars.next() {
             if c.is_alphanumeric() {
-                start.get_or_insert(i);
-                current.extend(c.to_lowercase());
+                if start.is_none() {
+                    start = Some((i, w.laid_out.len()));
+                }
+                if c.is_ascii() {
+                    w.laid_out.push(c.to_ascii_lowercase());
+                } else {
+                    w.laid_out.extend(c.to_lowercase());
+                }
             } else if is_apostrophe(c)
                 && start.is_some()
                 && chars.peek().is_some_and(|(_, n)| n.is_alphanumeric())
             {
                 // "aren't": the apostrophe joins the word.
-            } else if let Some(s) = start.take() {
-                w.push(&current, s..i);
-                current.clear();
+            } else if let Some((s, at)) = start.take() {
+                w.end_word(s..i, at);
             }
         }
-        if let Some(s) = start {
-            w.push(&current, s..text.len());
+        if let Some((s, at)) = start {
+            w.end_word(s..text.len(), at);
         }
         w
     }
 
-    fn push(&mut self, word: &str, original: Range<usize>) {
-        self.starts.push(self.laid_out.len());
-        self.laid_out.push_str(&stem(word));
+    fn end_word(&mut self, original: Range<usize>, at: usize) {
+        stem_in_place(&mut self.laid_out, at);
+        self.starts.push(at);
         self.laid_out.push(' ');
-        self.original.push(original);
+        if self.keep_spans {
+            self.original.push(original);
+        }
     }
 
     /// Number of words.
@@ -101,7 +140,7 @@ impl Words {
         self.starts.partition_point(|s| *s < offset)
     }
 
-    /// Byte range in the original text covered by words `first..=last`.
+    /// Byte range in the original text covered by words `first..=last` (empty unless made `with_spans`).
     pub fn original_span(&self, first: usize, last: usize) -> Range<usize> {
         match (self.original.get(first), self.original.get(last)) {
             (Some(a), Some(b)) => a.start..b.end,
@@ -132,19 +171,12 @@ pub struct Hit {
 }
 
 /// All phrases of a policy, compiled once into one automaton.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Phrases {
     patterns: Vec<String>,
+    /// Words per pattern.
+    lengths: Vec<usize>,
     automaton: Option<AhoCorasick>,
-}
-
-impl Default for Phrases {
-    fn default() -> Self {
-        Phrases {
-            patterns: Vec::new(),
-            automaton: None,
-        }
-    }
 }
 
 impl Phrases {
@@ -154,6 +186,7 @@ impl Phrases {
         Some(match self.patterns.iter().position(|p| *p == pattern) {
             Some(i) => i,
             None => {
+                self.lengths.push(pattern.split_whitespace().count());
                 self.patterns.push(pattern);
                 self.patterns.len() - 1
             }
@@ -165,7 +198,11 @@ impl Phrases {
         if self.patterns.is_empty() {
             return Ok(());
         }
+        // A DFA: the fastest search, bought with memory once per policy load.
+        // No prefilter: every pattern starts with a space, which a prefilter would find every few bytes.
         let ac = AhoCorasickBuilder::new()
+            .kind(Some(AhoCorasickKind::DFA))
+            .prefilter(false)
             .match_kind(MatchKind::Standard)
             .build(&self.patterns)
             .map_err(|e| format!("cannot compile the policy's phrases: {e}"))?;
@@ -173,61 +210,114 @@ impl Phrases {
         Ok(())
     }
 
+    /// Number of distinct phrases.
+    pub fn len(&self) -> usize {
+        self.patterns.len()
+    }
+
+    /// True when the policy has no phrases.
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+
     /// The normalised form of phrase `id`, for messages.
     pub fn pattern(&self, id: usize) -> &str {
         self.patterns.get(id).map_or("", |p| p.trim())
     }
 
-    /// Every occurrence of every phrase in `words`, sorted by phrase then position.
-    pub fn find(&self, words: &Words) -> Vec<Hit> {
+    /// Every occurrence of every phrase in `words`, grouped by phrase, in text order.
+    pub fn find(&self, words: &Words) -> Hits {
         let Some(ac) = &self.automaton else {
-            return Vec::new();
+            return Hits::default();
         };
-        let mut hits: Vec<Hit> = ac
+        let found: Vec<Hit> = ac
             .find_overlapping_iter(&words.laid_out)
             .map(|m| {
+                let phrase = m.pattern().as_usize();
                 let first = words.word_at(m.start() + 1);
-                let n = self.patterns[m.pattern().as_usize()]
-                    .split_whitespace()
-                    .count();
                 Hit {
-                    phrase: m.pattern().as_usize(),
+                    phrase,
                     first,
-                    last: first + n - 1,
+                    last: first + self.lengths[phrase] - 1,
                 }
             })
             .collect();
-        hits.sort_by_key(|h| (h.phrase, h.first));
-        hits
+        // Counting sort by phrase (stable, so each phrase's hits stay in text order): linear, where
+        // a comparison sort of thousands of hits would cost more than the scan itself.
+        let mut offsets = vec![0usize; self.patterns.len() + 1];
+        for h in &found {
+            offsets[h.phrase + 1] += 1;
+        }
+        for i in 1..offsets.len() {
+            offsets[i] += offsets[i - 1];
+        }
+        let mut next = offsets.clone();
+        let mut items = vec![
+            Hit {
+                phrase: 0,
+                first: 0,
+                last: 0
+            };
+            found.len()
+        ];
+        for h in found {
+            items[next[h.phrase]] = h;
+            next[h.phrase] += 1;
+        }
+        Hits { offsets, items }
     }
 }
 
-/// The hits of one phrase.
-pub fn hits_of(hits: &[Hit], phrase: usize) -> &[Hit] {
-    let start = hits.partition_point(|h| h.phrase < phrase);
-    let end = hits.partition_point(|h| h.phrase <= phrase);
-    &hits[start..end]
+/// The phrase occurrences in one text, grouped by phrase.
+#[derive(Debug, Clone, Default)]
+pub struct Hits {
+    offsets: Vec<usize>,
+    items: Vec<Hit>,
 }
 
-/// Two phrases within `within` words of each other (either order): the closest pair, if any.
-pub fn near(hits: &[Hit], a: usize, b: usize, within: usize) -> Option<(Hit, Hit)> {
-    let (ha, hb) = (hits_of(hits, a), hits_of(hits, b));
-    let mut best: Option<(usize, Hit, Hit)> = None;
-    for x in ha {
-        for y in hb {
-            let gap = if x.last < y.first {
-                y.first - x.last - 1
-            } else if y.last < x.first {
-                x.first - y.last - 1
-            } else {
-                continue; // overlapping occurrences are the same words, not two terms
-            };
-            if gap <= within && best.is_none_or(|(g, ..)| gap < g) {
-                best = Some((gap, *x, *y));
-            }
+impl Hits {
+    /// Ids of the phrases found (with repeats).
+    pub fn found(&self) -> impl Iterator<Item = usize> + '_ {
+        self.items.iter().map(|h| h.phrase)
+    }
+
+    /// The occurrences of one phrase, in text order.
+    pub fn of(&self, phrase: usize) -> &[Hit] {
+        match (self.offsets.get(phrase), self.offsets.get(phrase + 1)) {
+            (Some(a), Some(b)) => &self.items[*a..*b],
+            _ => &[],
         }
     }
-    best.map(|(_, x, y)| (x, y))
+}
+
+/// Two phrases within `within` words of each other (either order): the first such pair in text order.
+///
+/// Both occurrence lists are in text order, so one merge walk over them finds a pair: linear in
+/// the number of occurrences, and it stops at the first pair close enough.
+pub fn near(hits: &Hits, a: usize, b: usize, within: usize) -> Option<(Hit, Hit)> {
+    let (ha, hb) = (hits.of(a), hits.of(b));
+    let (mut i, mut j) = (0, 0);
+    while i < ha.len() && j < hb.len() {
+        let (x, y) = (ha[i], hb[j]);
+        // Overlapping occurrences are the same words, not two terms.
+        let gap = if x.last < y.first {
+            Some(y.first - x.last - 1)
+        } else if y.last < x.first {
+            Some(x.first - y.last - 1)
+        } else {
+            None
+        };
+        if gap.is_some_and(|g| g <= within) {
+            return Some((x, y));
+        }
+        // Advance whichever occurrence comes first: it cannot be closer to anything later.
+        if x.first <= y.first {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -254,22 +344,22 @@ mod tests {
         let sync = p.add("sync").unwrap();
         p.build().unwrap();
         let text = "Orders are NOT syncing since 9am";
-        let w = Words::new(text);
+        let w = Words::with_spans(text);
         let hits = p.find(&w);
         assert_eq!(
-            hits_of(&hits, not_syncing),
+            hits.of(not_syncing),
             &[Hit {
                 phrase: not_syncing,
                 first: 2,
                 last: 3
             }]
         );
-        assert_eq!(hits_of(&hits, order).len(), 1);
+        assert_eq!(hits.of(order).len(), 1);
         assert!(
-            hits_of(&hits, sync).is_empty(),
+            hits.of(sync).is_empty(),
             "\"sync\" is not the word \"syncing\""
         );
-        let h = hits_of(&hits, not_syncing)[0];
+        let h = hits.of(not_syncing)[0];
         assert_eq!(&text[w.original_span(h.first, h.last)], "NOT syncing");
     }
 
@@ -293,7 +383,7 @@ mod tests {
     #[test]
     fn unicode_text_never_panics_and_keeps_spans() {
         let text = "Ünïcode Straße — ÉCOLE orders 注文 が 同期 しない";
-        let w = Words::new(text);
+        let w = Words::with_spans(text);
         for i in 0..w.len() {
             let span = w.original_span(i, i);
             assert!(!text[span].is_empty());

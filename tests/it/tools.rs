@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{eventually, spawn_app_with, Options};
+use crate::support::{spawn_app_with, Options};
 
 fn deskbot(args: &[&str]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_deskbot"));
@@ -198,13 +198,17 @@ fn schema_is_json_and_the_shipped_copy_is_current() {
         shipped, v,
         "rules/deskbot.schema.json is stale: run `deskbot schema > rules/deskbot.schema.json`"
     );
-    for f in ["rules/farapp.toml"] {
-        let first = std::fs::read_to_string(f).unwrap();
-        assert_eq!(
-            first.lines().next(),
-            Some("#:schema ./deskbot.schema.json"),
-            "{f}"
-        );
+    for entry in std::fs::read_dir("rules").unwrap() {
+        let f = entry.unwrap().path();
+        if f.extension().is_some_and(|x| x == "toml") {
+            let first = std::fs::read_to_string(&f).unwrap();
+            assert_eq!(
+                first.lines().next(),
+                Some("#:schema ./deskbot.schema.json"),
+                "{}",
+                f.display()
+            );
+        }
     }
 }
 

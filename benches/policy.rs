@@ -1,0 +1,102 @@
+//! Policy decision budget: a generated 1,000-rule policy on a 10 KB ticket, under 100 µs per decision.
+
+use std::hint::black_box;
+use std::path::Path;
+
+use chrono::Utc;
+use criterion::{criterion_group, criterion_main, Criterion};
+use deskbot::policy::text::{Phrases, Words};
+use deskbot::policy::Policy;
+use deskbot::ticket::{EventKind, Ticket};
+
+const WORDS: &[&str] = &[
+    "order",
+    "inventory",
+    "price",
+    "sync",
+    "import",
+    "fulfillment",
+    "shipment",
+    "refund",
+    "invoice",
+    "mapping",
+    "netsuite",
+    "shopify",
+    "amazon",
+    "ebay",
+    "warehouse",
+    "tracking",
+    "stock",
+    "catalog",
+    "customer",
+    "payment",
+    "gateway",
+    "checkout",
+    "store",
+    "outage",
+    "error",
+    "timeout",
+    "login",
+];
+
+/// A policy of `n` rules, each with word, phrase and proximity tests, like a large real policy.
+fn generated_policy(n: usize) -> String {
+    let mut s = String::from("[policy]\nname = \"generated\"\n");
+    for i in 0..n {
+        let w = |k: usize| WORDS[(i * 7 + k * 13) % WORDS.len()];
+        s.push_str(&format!(
+            "\n[[rule]]\nname = \"rule-{i}\"\nwhen = {{ any = [ {{ text = {{ has_all_words = [\"{} {}\", \"{}\"] }} }}, {{ text = {{ near = {{ terms = [\"{}\", \"not {}ing\"], within = 4 }} }} }}, {{ subject = {{ has_any_word = [\"{}-{i}\", \"{} case {i}\"] }} }} ] }}\nadd_tags = [\"t{i}\"]\npriority = \"{}\"\n",
+            w(0), w(1), w(2), w(3), w(4), w(5), w(6),
+            ["low", "normal", "high", "urgent"][i % 4]
+        ));
+    }
+    s
+}
+
+/// About 10 KB of support-ticket prose.
+fn ticket_text() -> String {
+    let sentence = "Hello team, since this morning our Shopify orders are not syncing to NetSuite and the inventory levels on Amazon look stale; the warehouse says tracking numbers are missing for several shipments. ";
+    sentence.repeat(10_240 / sentence.len() + 1)
+}
+
+fn decisions(c: &mut Criterion) {
+    let policy = Policy::parse(&generated_policy(1000), Path::new("generated.toml"))
+        .expect("generated policy compiles")
+        .policy;
+    let ticket = Ticket {
+        id: 1,
+        event: Some(EventKind::new("created")),
+        subject: "Orders not syncing".into(),
+        description: ticket_text(),
+        ..Ticket::default()
+    };
+    let now = Utc::now();
+    c.bench_function("1000 rules, 10 KB ticket", |b| {
+        b.iter(|| black_box(policy.decide(black_box(&ticket), now)))
+    });
+
+    let text = ticket_text();
+    c.bench_function("normalise 10 KB of text", |b| {
+        b.iter(|| black_box(Words::new(black_box(&text))))
+    });
+    let mut phrases = Phrases::default();
+    for w in WORDS {
+        phrases.add(w);
+        phrases.add(&format!("not {w}ing"));
+    }
+    phrases.build().expect("phrases build");
+    let words = Words::new(&text);
+    c.bench_function("find 54 phrases in 10 KB", |b| {
+        b.iter(|| black_box(phrases.find(black_box(&words))))
+    });
+
+    let shipped = Policy::load_file(Path::new("rules/farapp.toml"))
+        .expect("shipped policy loads")
+        .policy;
+    c.bench_function("shipped farapp policy, 10 KB ticket", |b| {
+        b.iter(|| black_box(shipped.decide(black_box(&ticket), now)))
+    });
+}
+
+criterion_group!(benches, decisions);
+criterion_main!(benches);
