@@ -25,6 +25,18 @@ pub enum Priority {
 }
 
 impl Priority {
+    /// `levels` steps more severe, stopping at urgent.
+    pub fn raised(self, levels: u8) -> Priority {
+        const ORDER: [Priority; 4] = [
+            Priority::Low,
+            Priority::Normal,
+            Priority::High,
+            Priority::Urgent,
+        ];
+        let i = ORDER.iter().position(|p| *p == self).unwrap_or(1);
+        ORDER[(i + usize::from(levels)).min(3)]
+    }
+
     /// The API spelling (`low`, `normal`, `high`, `urgent`).
     pub fn as_str(self) -> &'static str {
         match self {

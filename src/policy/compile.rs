@@ -34,6 +34,7 @@ const RULE_KEYS: &[&str] = &[
     "on",
     "when",
     "priority",
+    "raise",
     "add_tags",
     "remove_tags",
     "set_fields",
@@ -344,6 +345,11 @@ pub fn compile(text: &str, file: &Path) -> Result<Policy, Located> {
             let field = |key: &str| -> Result<Option<(u64, FieldKind)>, Located> {
                 let Some(v) = t.get(key) else { return Ok(None) };
                 let at = child(&fp, key);
+                // An id that is empty (e.g. `${DESKBOT_FIELD_X:-}` with the variable unset) maps nothing.
+                let empty = |v: &Value| v.as_str().is_some_and(|s| s.trim().is_empty());
+                if empty(v) || v.as_table().and_then(|ft| ft.get("id")).is_some_and(empty) {
+                    return Ok(None);
+                }
                 Ok(Some(match v {
                     Value::Table(ft) => {
                         check_keys(ft, &["id", "type"], &at, "key of a field")?;
@@ -552,6 +558,16 @@ fn rule(
         gate: when.necessary_phrases(),
         when,
         priority,
+        raise: match t.get("raise") {
+            None => 0,
+            Some(Value::Integer(n)) if (1..=3).contains(n) => *n as u8,
+            Some(_) => {
+                return Err(err(
+                    &child(at, "raise"),
+                    "raise is a number of levels: 1, 2 or 3",
+                ))
+            }
+        },
         add_tags: t
             .get("add_tags")
             .map(|v| tags(v, &child(at, "add_tags")))

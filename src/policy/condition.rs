@@ -794,11 +794,17 @@ fn field_name(f: &Field) -> String {
 /// "subject has_word \"urgent\"": a test as a rule author wrote it.
 pub fn describe(field: &Field, op: &Op, phrases: &Phrases) -> String {
     let f = field_name(field);
+    // Long phrase lists are abbreviated: the evidence after the description quotes what matched.
     let list = |ids: &[usize]| {
-        ids.iter()
+        let shown: Vec<String> = ids
+            .iter()
+            .take(3)
             .map(|i| format!("{:?}", phrases.pattern(*i)))
-            .collect::<Vec<_>>()
-            .join(", ")
+            .collect();
+        match ids.len() {
+            n if n > 3 => format!("{}, … {} more", shown.join(", "), n - 3),
+            _ => shown.join(", "),
+        }
     };
     match op {
         Op::Equals(v) => format!("{f} equals {v:?}"),

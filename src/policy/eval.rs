@@ -91,6 +91,7 @@ impl Policy {
         let mut winner: Option<&LevelRef> = None;
         let mut notes: Vec<(&str, &Template)> = Vec::new();
         let mut sla_choice: Option<&str> = None;
+        let mut raise = 0u8;
         for rule in &self.rules {
             // The gate is only a shortcut for deciding; explaining looks at every rule for near misses.
             if !explain {
@@ -124,6 +125,7 @@ impl Policy {
                     evidence,
                 });
             }
+            raise = raise.max(rule.raise);
             if let Some(p) = &rule.priority {
                 if winner.is_none_or(|w| p.priority > w.priority) {
                     winner = Some(p);
@@ -154,6 +156,19 @@ impl Policy {
             if rule.stop {
                 break;
             }
+        }
+        let raised;
+        if raise > 0 {
+            // Levels up from what the rules decided, or else from what the ticket has.
+            let base = winner
+                .map(|w| w.priority)
+                .or(ticket.priority)
+                .unwrap_or(Priority::Normal);
+            raised = LevelRef {
+                level: None,
+                priority: base.raised(raise),
+            };
+            winner = Some(&raised);
         }
         if let Some(w) = winner {
             let lowers = self.only_raise && ticket.priority.is_some_and(|have| w.priority < have);

@@ -220,6 +220,8 @@ struct Rule {
     /// At least one of these phrases must occur for `when` to hold (`None`: no such shortcut).
     gate: Option<Vec<usize>>,
     priority: Option<LevelRef>,
+    /// Levels to raise the priority by (on top of the decided or current priority).
+    raise: u8,
     add_tags: Vec<String>,
     remove_tags: Vec<String>,
     set_fields: Vec<(u64, serde_json::Value)>,
@@ -405,8 +407,12 @@ impl PolicySet {
         &self.policies
     }
 
-    /// The policy a ticket goes to.
+    /// The policy a ticket goes to. A scope only chooses between policies: a set of one policy
+    /// (`DESKBOT_RULES` naming one file) gives it every ticket.
     pub fn select(&self, ticket: &Ticket) -> Option<&Policy> {
+        if let [only] = self.policies.as_slice() {
+            return Some(only);
+        }
         self.policies
             .iter()
             .find(|p| p.in_scope(ticket) == Some(true))
@@ -478,6 +484,7 @@ impl PolicyHandle {
 }
 
 /// Replaces each `${VAR}` with the variable's value; an unset variable is an error naming it.
+/// `${VAR:-default}` uses `default` (possibly empty) when the variable is unset.
 pub fn interpolate(s: &str) -> Result<String, String> {
     let mut out = String::new();
     let mut rest = s;
@@ -487,9 +494,19 @@ pub fn interpolate(s: &str) -> Result<String, String> {
         let end = after
             .find('}')
             .ok_or_else(|| format!("{s:?}: `${{` without a closing `}}`"))?;
-        let var = &after[..end];
-        let value = std::env::var(var)
-            .map_err(|_| format!("environment variable {var} is not set (used in {s:?})"))?;
+        let (var, default) = match after[..end].split_once(":-") {
+            Some((v, d)) => (v, Some(d)),
+            None => (&after[..end], None),
+        };
+        let value = match (std::env::var(var), default) {
+            (Ok(v), _) => v,
+            (Err(_), Some(d)) => d.to_string(),
+            (Err(_), None) => {
+                return Err(format!(
+                    "environment variable {var} is not set (used in {s:?}); set it, or write ${{{var}:-default}}"
+                ))
+            }
+        };
         out.push_str(&value);
         rest = &after[end + 1..];
     }

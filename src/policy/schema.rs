@@ -91,6 +91,7 @@ pub fn schema() -> Value {
                 "on": {"type": "array", "items": {"enum": events}},
                 "when": {"$ref": "#/definitions/condition"},
                 "priority": {"type": "string"},
+                "raise": {"type": "integer", "minimum": 1, "maximum": 3},
                 "add_tags": {"type": "array", "items": {"type": "string", "pattern": "^\\S+$"}},
                 "remove_tags": {"type": "array", "items": {"type": "string", "pattern": "^\\S+$"}},
                 "set_fields": {"type": "object"},

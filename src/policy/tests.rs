@@ -247,6 +247,25 @@ fn warnings_for_rules_that_cannot_match_or_never_run() {
 }
 
 #[test]
+fn env_defaults_and_unmapped_fields() {
+    let p = policy("[policy]\nname = \"n\"\n[calendars.c]\ntimezone = \"UTC\"\nhours = { mon-fri = \"09:00-17:00\" }\n[sla.urgent]\nfirst_response = \"1 business hour\"\n[fields]\nfirst_response_due = { id = \"${DESKBOT_TEST_UNSET_FIELD:-}\", type = \"date\" }\n[[rule]]\nname = \"r\"\nwhen = { recipient = { equals = \"${DESKBOT_TEST_UNSET_ADDRESS:-}\" } }\nraise = 1\n");
+    let mut t = ticket("x", "created");
+    t.created_at = Some(at("2026-11-23T09:00:00Z"));
+    t.priority = Some(Priority::High);
+    let d = p.decide(&t, Utc::now());
+    assert!(d.fields.is_empty(), "an empty field id maps nothing");
+    assert_eq!(d.priority, None, "equals an empty default never matches");
+    t.recipient = Some("escalations@farapp.example".into());
+    std::env::set_var("DESKBOT_TEST_SET_ADDRESS", "escalations@farapp.example");
+    let p = policy("[policy]\nname = \"n\"\n[[rule]]\nname = \"r\"\nwhen = { recipient = { equals = \"${DESKBOT_TEST_SET_ADDRESS:-}\" } }\nraise = 1\n");
+    assert_eq!(
+        p.decide(&t, Utc::now()).priority,
+        Some(Priority::Urgent),
+        "raise one level from the ticket's high"
+    );
+}
+
+#[test]
 fn env_interpolation_reads_account_ids() {
     std::env::set_var("DESKBOT_TEST_GROUP_ID", "360055");
     let p = policy(
