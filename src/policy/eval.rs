@@ -245,7 +245,11 @@ impl Policy {
             return None;
         };
         let failing: Vec<&Condition> = parts.iter().filter(|c| !ev.check(c, &mut None)).collect();
-        (parts.len() >= 2 && failing.len() == 1).then(|| {
+        // A `not` holds on almost any ticket: only a positive condition that holds makes it "near".
+        let positive_holds = parts.iter().any(|c| {
+            !matches!(c, Condition::Not(_)) && !failing.iter().any(|f| std::ptr::eq(*f, c))
+        });
+        (parts.len() >= 2 && failing.len() == 1 && positive_holds).then(|| {
             format!(
                 "all but one condition hold; failed: {}",
                 summary(failing[0], &self.phrases)
