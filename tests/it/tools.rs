@@ -422,3 +422,50 @@ fn every_example_explains_and_routes_by_brand() {
     assert_eq!(v["policy"], "StoreConnect support");
     assert_eq!(v["level"], "critical");
 }
+
+#[test]
+fn farapp_escalation_address_comes_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("t.json");
+    std::fs::write(&file, r#"{"ticket": {"id": 5, "subject": "Still not fixed", "description": "Escalating per your policy.", "priority": "normal",
+        "recipient": "Escalations@FarApp.example", "tags": [], "created_at": "2026-11-23T17:00:00Z", "updated_at": "2026-11-23T17:00:00Z"}}"#).unwrap();
+    let run = |env: Option<&str>| -> Value {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_deskbot"));
+        c.args([
+            "explain",
+            "--json",
+            "--rules",
+            "rules/farapp.toml",
+            file.to_str().unwrap(),
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("FARAPP_ESCALATION_EMAIL");
+        if let Some(v) = env {
+            c.env("FARAPP_ESCALATION_EMAIL", v);
+        }
+        serde_json::from_slice(&c.output().unwrap().stdout).unwrap()
+    };
+    let unset = run(None);
+    assert!(
+        !unset["add_tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == "farapp_escalation_email"),
+        "{unset}"
+    );
+    let set = run(Some("escalations@farapp.example"));
+    assert!(
+        set["add_tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == "farapp_escalation_email"),
+        "{set}"
+    );
+    assert!(set["matched_rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r == "3.2 sent to the escalation address"));
+}
