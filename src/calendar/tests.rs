@@ -3,8 +3,8 @@
 use super::*;
 use proptest::prelude::*;
 
-fn cal(tz: &str, hours: &[(&str, &[&str])], holidays: &[&str]) -> Calendar {
-    let spec = CalendarSpec {
+fn spec(tz: &str, hours: &[(&str, &[&str])], holidays: &[&str]) -> CalendarSpec {
+    CalendarSpec {
         timezone: tz.into(),
         hours: hours
             .iter()
@@ -19,8 +19,11 @@ fn cal(tz: &str, hours: &[(&str, &[&str])], holidays: &[&str]) -> Calendar {
             .iter()
             .map(|h| HolidaySpec::Named(h.to_string()))
             .collect(),
-    };
-    Calendar::build(&spec, Path::new(".")).unwrap()
+    }
+}
+
+fn cal(tz: &str, hours: &[(&str, &[&str])], holidays: &[&str]) -> Calendar {
+    Calendar::build(&spec(tz, hours, holidays), Path::new(".")).unwrap()
 }
 
 fn farapp() -> Calendar {
@@ -324,23 +327,7 @@ fn day_length_and_describe() {
 #[test]
 fn bad_calendars_say_what_is_wrong() {
     let build = |tz: &str, hours: &[(&str, &[&str])], holidays: &[&str]| {
-        let spec = CalendarSpec {
-            timezone: tz.into(),
-            hours: hours
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.to_string(),
-                        Hours::Many(v.iter().map(|s| s.to_string()).collect()),
-                    )
-                })
-                .collect(),
-            holidays: holidays
-                .iter()
-                .map(|h| HolidaySpec::Named(h.to_string()))
-                .collect(),
-        };
-        Calendar::build(&spec, Path::new(".")).unwrap_err()
+        Calendar::build(&spec(tz, hours, holidays), Path::new(".")).unwrap_err()
     };
     let ok = &[("mon-fri", &["08:00-18:00"][..])][..];
     assert!(build("Pacific Time", ok, &[]).starts_with("unknown time zone \"Pacific Time\""));

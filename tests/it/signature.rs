@@ -170,33 +170,18 @@ async fn rotation_accepts_every_configured_secret_and_no_removed_one() {
     })
     .await;
     let ts = now_stamp();
-    let r = app
-        .post_with(
-            event_body("rot-1", "created", 1, "a"),
-            Some("new-secret"),
-            &ts,
-            &[],
-        )
-        .await;
-    assert_eq!(r.status(), 202);
-    let r = app
-        .post_with(
-            event_body("rot-2", "created", 2, "b"),
-            Some("old-secret"),
-            &ts,
-            &[],
-        )
-        .await;
-    assert_eq!(r.status(), 202);
-    let r = app
-        .post_with(
-            event_body("rot-3", "created", 3, "c"),
-            Some("retired-secret"),
-            &ts,
-            &[],
-        )
-        .await;
-    assert_eq!(r.status(), 401);
+    for (i, (secret, status)) in [
+        ("new-secret", 202),
+        ("old-secret", 202),
+        ("retired-secret", 401),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let body = event_body(&format!("rot-{i}"), "created", i as u64, "a");
+        let r = app.post_with(body, Some(secret), &ts, &[]).await;
+        assert_eq!(r.status(), status, "{secret}");
+    }
     assert_eq!(app.stored_events(), 2);
     app.stop().await;
 }
