@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 
-use crate::config::{Config, LogFormat, ServeArgs};
+use crate::config::{Config, LogFormat, ServeArgs, ZendeskArgs};
 use crate::policy::diagnostic::Severity;
 use crate::policy::{schema, PolicySet};
 use crate::queue::store::Store;
@@ -58,6 +58,48 @@ pub enum Command {
     },
     /// Print the JSON Schema of the policy format (for editor completion).
     Schema,
+    /// Create (or update) the Zendesk webhook and trigger that send tickets to deskbot.
+    Register {
+        /// deskbot's public webhook URL, e.g. https://<app>.fly.dev/webhooks/zendesk.
+        #[arg(long)]
+        url: String,
+        /// What to subscribe to: ticket events (recommended), a trigger, or both.
+        #[arg(long, value_enum, default_value_t = crate::register::Mode::Events)]
+        mode: crate::register::Mode,
+        /// Name prefix of the webhook(s), trigger and trigger category.
+        #[arg(long, default_value = "deskbot")]
+        name: String,
+        /// Ticket events the events webhook subscribes to.
+        #[arg(long, value_delimiter = ',', default_value = "created,comment_added")]
+        events: Vec<String>,
+        /// Print the requests instead of sending them.
+        #[arg(long)]
+        dry_run: bool,
+        /// Write the signing secret to this file (mode 600) instead of printing it.
+        #[arg(long)]
+        secret_file: Option<PathBuf>,
+        /// Zendesk connection.
+        #[command(flatten)]
+        zendesk: ZendeskArgs,
+    },
+    /// Check the set-up: credentials, permissions, fields, policy, webhook, database, clock.
+    Doctor {
+        /// deskbot's public webhook URL, to check that a webhook points at it.
+        #[arg(long)]
+        url: Option<String>,
+        /// A policy file or a directory of them.
+        #[arg(long, env = "DESKBOT_RULES", default_value = "rules")]
+        rules: PathBuf,
+        /// SQLite file of the queue.
+        #[arg(long, env = "DESKBOT_DB", default_value = "deskbot.db")]
+        db: PathBuf,
+        /// Signature timestamp tolerance, in seconds.
+        #[arg(long, env = "DESKBOT_SIGNATURE_TOLERANCE_SECS", default_value_t = 300)]
+        signature_tolerance_secs: u64,
+        /// Zendesk connection.
+        #[command(flatten)]
+        zendesk: ZendeskArgs,
+    },
     /// List jobs that gave up after their last retry, or put them back in the queue.
     DeadLetters {
         /// SQLite file of the queue.
@@ -84,6 +126,39 @@ pub async fn run(cli: Cli) -> ExitCode {
             json,
             at,
         } => explain(&file, &rules, json, at.as_deref()),
+        Command::Register {
+            url,
+            mode,
+            name,
+            events,
+            dry_run,
+            secret_file,
+            zendesk,
+        } => {
+            let plan = crate::register::Plan {
+                url,
+                mode,
+                name,
+                events,
+            };
+            register(plan, dry_run, secret_file, &zendesk).await
+        }
+        Command::Doctor {
+            url,
+            rules,
+            db,
+            signature_tolerance_secs,
+            zendesk,
+        } => {
+            return doctor(
+                url.as_deref(),
+                &rules,
+                &db,
+                signature_tolerance_secs,
+                &zendesk,
+            )
+            .await
+        }
         Command::Schema => serde_json::to_string_pretty(&schema::schema())
             .map(|s| println!("{s}"))
             .map_err(anyhow::Error::from),
@@ -380,4 +455,83 @@ fn explain(
         println!("note:\n    {}", n.replace('\n', "\n    "));
     }
     Ok(())
+}
+
+fn client(zendesk: &ZendeskArgs) -> anyhow::Result<Option<crate::zendesk::ZendeskClient>> {
+    let Some(cfg) = zendesk.resolve()? else {
+        return Ok(None);
+    };
+    Ok(crate::zendesk::ZendeskClient::new(
+        &cfg,
+        crate::metrics::Metrics::new(),
+    )?)
+}
+
+async fn register(
+    plan: crate::register::Plan,
+    dry_run: bool,
+    secret_file: Option<PathBuf>,
+    zendesk: &ZendeskArgs,
+) -> anyhow::Result<()> {
+    crate::register::validate_url(&plan.url).map_err(anyhow::Error::msg)?;
+    if let Some(bad) = plan
+        .events
+        .iter()
+        .find(|e| !crate::policy::KNOWN_EVENTS.contains(&e.as_str()) || e.as_str() == "updated")
+    {
+        anyhow::bail!("--events: {bad:?} is not a Zendesk ticket event (e.g. created, comment_added, priority_changed)");
+    }
+    if dry_run {
+        print!("{}", crate::register::dry_run(&plan));
+        return Ok(());
+    }
+    let Some(z) = client(zendesk)? else {
+        anyhow::bail!("register needs Zendesk credentials: set ZENDESK_SUBDOMAIN with ZENDESK_EMAIL + ZENDESK_API_TOKEN (or ZENDESK_OAUTH_TOKEN) of an admin");
+    };
+    let done = crate::register::register(&z, &plan)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    for line in &done.lines {
+        println!("{line}");
+    }
+    let next = crate::register::next_step(&done.secrets, secret_file.as_ref())
+        .map_err(anyhow::Error::msg)?;
+    println!("{next}");
+    Ok(())
+}
+
+async fn doctor(
+    url: Option<&str>,
+    rules: &std::path::Path,
+    db: &std::path::Path,
+    tolerance_secs: u64,
+    zendesk: &ZendeskArgs,
+) -> ExitCode {
+    let z = match client(zendesk) {
+        Ok(z) => z,
+        Err(e) => {
+            println!("FAIL  configuration: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let target = crate::doctor::Target {
+        rules,
+        db,
+        url,
+        tolerance_secs,
+    };
+    let checks = crate::doctor::run(z.as_ref(), &target).await;
+    for c in &checks {
+        println!("{c}");
+    }
+    let failed = checks
+        .iter()
+        .filter(|c| c.status == crate::doctor::Status::Fail)
+        .count();
+    println!("{} checks, {failed} failed", checks.len());
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

@@ -7,9 +7,11 @@
 pub mod calendar;
 pub mod cli;
 pub mod config;
+pub mod doctor;
 pub mod metrics;
 pub mod policy;
 pub mod queue;
+pub mod register;
 pub mod reload;
 pub mod server;
 pub mod sla;

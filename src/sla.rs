@@ -173,6 +173,11 @@ impl Sla {
         Ok(sla)
     }
 
+    /// Where the plan tier is read from, if anywhere.
+    pub fn plan_source(&self) -> Option<&PlanSource> {
+        self.plan.as_ref()
+    }
+
     /// The ticket's plan tier, normalized, when the policy reads one.
     pub fn plan_of(&self, ticket: &Ticket) -> Option<String> {
         match self.plan.as_ref()? {

@@ -311,6 +311,42 @@ impl Policy {
         self.calendar.as_ref()
     }
 
+    /// Every ticket field id the policy writes, with the kind a due-date mapping needs (`None`:
+    /// any field type), and where in the policy it is named. For `deskbot doctor`.
+    pub fn field_ids(&self) -> Vec<(u64, Option<FieldKind>, String)> {
+        let mut out = Vec::new();
+        for (name, mapping) in [
+            ("fields.first_response_due", self.fields.first_response_due),
+            ("fields.resolution_due", self.fields.resolution_due),
+        ] {
+            if let Some((id, kind)) = mapping {
+                out.push((id, Some(kind), name.to_string()));
+            }
+        }
+        for r in &self.rules {
+            for (id, _) in &r.set_fields {
+                out.push((*id, None, format!("rule {:?} set_fields", r.name)));
+            }
+        }
+        out
+    }
+
+    /// Organization field keys the SLA reads plan tiers from.
+    pub fn plan_fields(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .sla
+            .iter()
+            .chain(self.slas.values())
+            .filter_map(|s| match s.plan_source() {
+                Some(crate::sla::PlanSource::OrganizationField(k)) => Some(k.clone()),
+                _ => None,
+            })
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
     /// The `[[test]]` cases of the file.
     pub fn tests(&self) -> &[TestCase] {
         &self.tests

@@ -415,6 +415,15 @@ impl Store {
         .await
     }
 
+    /// Takes and releases the write lock: fails when the file cannot be written (read-only, full, locked).
+    pub async fn check_writable(&self) -> Result<(), StoreError> {
+        self.call(|c| {
+            c.execute_batch("BEGIN IMMEDIATE; CREATE TABLE IF NOT EXISTS doctor_probe(x); DROP TABLE doctor_probe; COMMIT;")?;
+            Ok(())
+        })
+        .await
+    }
+
     /// The audit record of one job: state and outcome JSON.
     pub async fn outcome(&self, id: i64) -> Result<Option<(String, Option<String>)>, StoreError> {
         self.call(move |c| {

@@ -18,6 +18,10 @@ use crate::ticket::{parse_time, EventKind, Priority, Ticket};
 
 const EVENT_TYPE_PREFIX: &str = "zen:event-type:";
 
+/// The trigger webhook body `deskbot register` installs: little more than the ticket id (the worker
+/// reads the rest), so no placeholder value can break the JSON.
+pub const TRIGGER_BODY: &str = r#"{"ticket_id": "{{ticket.id}}", "event": "created", "updated_at": "{{ticket.updated_at_with_timestamp}}"}"#;
+
 /// Ticket event types deskbot acknowledges but never acts on: the ticket is gone or not a real request.
 const IGNORED_TICKET_EVENTS: &[&str] = &[
     "permanently_deleted",

@@ -70,6 +70,23 @@ pub enum ErrorClass {
 }
 
 impl ZendeskError {
+    /// One plain sentence saying what went wrong and how to fix it, for admin commands.
+    pub fn advice(&self) -> String {
+        match self {
+            ZendeskError::Status { status: 401, .. } => "Zendesk refused the credentials (401): check ZENDESK_EMAIL and ZENDESK_API_TOKEN (or ZENDESK_OAUTH_TOKEN), and that token access is on in Admin Center > Apps and integrations > APIs.".into(),
+            ZendeskError::Status { status: 403, .. } => "The Zendesk user may not do this (403): webhooks, triggers and fields need an admin, so use an admin's e-mail and API token.".into(),
+            ZendeskError::Status { status: 404, endpoint, .. } => format!("Zendesk has no such resource for {endpoint} (404): check ZENDESK_SUBDOMAIN (or ZENDESK_URL)."),
+            ZendeskError::Status { status: 422, endpoint, body, .. } => format!(
+                "Zendesk rejected the {endpoint} request as invalid (422): {}. Fix the value it names and run the command again.",
+                body.trim()
+            ),
+            ZendeskError::Status { status: 429, .. } => "Zendesk is rate limiting this account (429): wait a minute and run the command again.".into(),
+            ZendeskError::Status { status, endpoint, .. } => format!("Zendesk answered {status} to {endpoint}: try again in a minute; if it persists, check status.zendesk.com."),
+            ZendeskError::Network { message, .. } => format!("Could not reach Zendesk ({message}): check ZENDESK_SUBDOMAIN (or ZENDESK_URL) and this machine's network."),
+            ZendeskError::Decode { endpoint, .. } => format!("Zendesk's answer to {endpoint} was not what the API documents: is ZENDESK_URL pointing at Zendesk?"),
+        }
+    }
+
     /// Classifies the error for the retry policy.
     pub fn class(&self) -> ErrorClass {
         match self {
@@ -140,7 +157,7 @@ impl ZendeskClient {
         let endpoint = "show_ticket";
         let url = format!("{}/api/v2/tickets/{id}.json?include=users", self.base_url);
         let body = self.send(endpoint, self.http.get(url)).await?;
-        let parsed: TicketResponse = decode(endpoint, &body)?;
+        let parsed: TicketResponse = decode(endpoint, &body.body)?;
         Ok(parsed.into_ticket())
     }
 
@@ -149,7 +166,7 @@ impl ZendeskClient {
         let endpoint = "show_organization";
         let url = format!("{}/api/v2/organizations/{id}.json", self.base_url);
         let body = self.send(endpoint, self.http.get(url)).await?;
-        let parsed: OrganizationResponse = decode(endpoint, &body)?;
+        let parsed: OrganizationResponse = decode(endpoint, &body.body)?;
         Ok(parsed.organization.into())
     }
 
@@ -165,11 +182,35 @@ impl ZendeskClient {
             .map(drop)
     }
 
+    /// An admin call: `method path` (below the base URL) with an optional JSON body. Returns the
+    /// answer as JSON (null when empty) and Zendesk's clock (the `Date` header).
+    pub async fn call(
+        &self,
+        endpoint: &'static str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(serde_json::Value, Option<DateTime<Utc>>), ZendeskError> {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base_url));
+        if let Some(b) = body {
+            request = request.json(b);
+        }
+        let reply = self.send(endpoint, request).await?;
+        let value = if reply.body.iter().all(u8::is_ascii_whitespace) {
+            serde_json::Value::Null
+        } else {
+            decode(endpoint, &reply.body)?
+        };
+        Ok((value, reply.date))
+    }
+
     async fn send(
         &self,
         endpoint: &'static str,
         request: reqwest::RequestBuilder,
-    ) -> Result<Vec<u8>, ZendeskError> {
+    ) -> Result<Reply, ZendeskError> {
         let started = Instant::now();
         let result = request
             .header(AUTHORIZATION, &self.authorization)
@@ -190,12 +231,21 @@ impl ZendeskClient {
         let status = response.status();
         self.metrics.api_call(endpoint, status.as_str(), elapsed);
         let retry_after = retry_after(response.headers(), Utc::now());
+        let date = response
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| DateTime::parse_from_rfc2822(s).ok())
+            .map(|d| d.with_timezone(&Utc));
         let body = response.bytes().await.map_err(|e| ZendeskError::Network {
             endpoint,
             message: error_chain(&e),
         })?;
         if status.is_success() {
-            return Ok(body.to_vec());
+            return Ok(Reply {
+                body: body.to_vec(),
+                date,
+            });
         }
         Err(ZendeskError::Status {
             endpoint,
@@ -208,6 +258,13 @@ impl ZendeskClient {
             body: String::from_utf8_lossy(&body[..body.len().min(ERROR_BODY_LIMIT)]).into_owned(),
         })
     }
+}
+
+/// A successful answer.
+struct Reply {
+    body: Vec<u8>,
+    /// Zendesk's `Date` header.
+    date: Option<DateTime<Utc>>,
 }
 
 fn decode<T: serde::de::DeserializeOwned>(

@@ -1,5 +1,6 @@
 //! Integration tests: the real app on a random port against an in-process fake Zendesk.
 
+mod admin;
 mod bad_input;
 mod binary;
 mod contract;

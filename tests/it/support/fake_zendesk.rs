@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
+use axum::http::Uri;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, put};
 use axum::Router;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
@@ -63,6 +64,21 @@ struct FakeState {
     /// Before the next PUT is applied, an agent adds this tag (the stamp then no longer matches).
     agent_edit_before_put: Option<String>,
     event_seq: u64,
+    /// Admin API state.
+    admin: Admin,
+}
+
+/// What the fake holds for the admin API (webhooks, triggers, fields, the token's user).
+#[derive(Default)]
+pub struct Admin {
+    pub webhooks: Vec<Value>,
+    pub triggers: Vec<Value>,
+    /// `None`: the account has no trigger categories (404).
+    pub categories: Option<Vec<Value>>,
+    pub ticket_fields: HashMap<u64, Value>,
+    pub organization_fields: Vec<Value>,
+    pub me: Value,
+    next_id: u64,
 }
 
 /// Handle to a running fake.
@@ -76,12 +92,26 @@ impl FakeZendesk {
     /// Starts the fake on a random local port.
     pub async fn start() -> FakeZendesk {
         let state = Arc::new(Mutex::new(FakeState::default()));
+        state.lock().unwrap().admin = Admin {
+            categories: Some(Vec::new()),
+            me: json!({"user": {"id": 99, "email": "admin@example.com", "role": "admin"}}),
+            ..Admin::default()
+        };
         let app = Router::new()
             .route(
                 "/api/v2/tickets/{file}",
                 get(show_ticket).put(update_ticket),
             )
             .route("/api/v2/organizations/{file}", get(show_org))
+            .route("/api/v2/users/me", get(admin_api))
+            .route("/api/v2/webhooks", get(admin_api).post(admin_api))
+            .route("/api/v2/webhooks/{id}", put(admin_api))
+            .route("/api/v2/webhooks/{id}/signing_secret", get(admin_api))
+            .route("/api/v2/triggers", get(admin_api).post(admin_api))
+            .route("/api/v2/triggers/{id}", put(admin_api))
+            .route("/api/v2/trigger_categories", get(admin_api).post(admin_api))
+            .route("/api/v2/ticket_fields/{file}", get(admin_api))
+            .route("/api/v2/organization_fields", get(admin_api))
             .with_state(state.clone());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
@@ -168,6 +198,20 @@ impl FakeZendesk {
     /// Before the next PUT, an agent adds `tag` (so a safe update computed earlier conflicts).
     pub fn agent_edits_before_next_put(&self, tag: &str) {
         self.lock().agent_edit_before_put = Some(tag.to_string());
+    }
+
+    /// Changes the admin API state.
+    pub fn admin<R>(&self, f: impl FnOnce(&mut Admin) -> R) -> R {
+        f(&mut self.lock().admin)
+    }
+
+    /// Requests that changed something (POST/PUT), as (method, path).
+    pub fn writes(&self) -> Vec<(Method, String)> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method == Method::POST || r.method == Method::PUT)
+            .map(|r| (r.method, r.path))
+            .collect()
     }
 
     /// Fire the events caused by each applied update back to deskbot, signed with `secret`.
@@ -404,4 +448,136 @@ async fn update_ticket(
         tokio::time::sleep(h).await;
     }
     response
+}
+
+/// The admin endpoints register and doctor use, with Zendesk's shapes and its HTTPS rule.
+async fn admin_api(
+    State(state): State<Arc<Mutex<FakeState>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().to_string();
+    let parsed: Option<Value> = serde_json::from_slice(&body).ok();
+    let mut st = state.lock().unwrap();
+    if let Some(s) = scripted(&mut st, &method) {
+        record(&mut st, method, path, &headers, parsed, s.status);
+        return error_response(&s);
+    }
+    let a = &mut st.admin;
+    let segments: Vec<&str> = path.trim_start_matches("/api/v2/").split('/').collect();
+    let body = parsed.clone().unwrap_or_default();
+    let (status, answer) = match (method.clone(), segments.as_slice()) {
+        (Method::GET, ["users", "me"]) => (200, a.me.clone()),
+        (Method::GET, ["webhooks"]) => {
+            let filter = uri.query().and_then(|q| {
+                q.split('&')
+                    .find_map(|kv| kv.strip_prefix("filter[name_contains]="))
+                    .map(|f| f.replace("%3A", ":").replace("%20", " "))
+            });
+            let list: Vec<Value> = a
+                .webhooks
+                .iter()
+                .filter(|w| {
+                    filter
+                        .as_ref()
+                        .is_none_or(|f| w["name"].as_str().unwrap_or("").contains(f.as_str()))
+                })
+                .cloned()
+                .collect();
+            (200, json!({ "webhooks": list }))
+        }
+        (Method::POST, ["webhooks"]) => {
+            let mut w = body["webhook"].clone();
+            if !w["endpoint"].as_str().unwrap_or("").starts_with("https://") {
+                (
+                    422,
+                    json!({"errors": [{"code": "InvalidValue", "title": "Endpoint must use HTTPS"}]}),
+                )
+            } else {
+                a.next_id += 1;
+                w["id"] = json!(format!("01WEBHOOK{:05}", a.next_id));
+                a.webhooks.push(w.clone());
+                (201, json!({ "webhook": w }))
+            }
+        }
+        (Method::PUT, ["webhooks", id]) => match a.webhooks.iter_mut().find(|w| w["id"] == *id) {
+            Some(w) => {
+                for (k, v) in body["webhook"].as_object().cloned().unwrap_or_default() {
+                    w[k] = v;
+                }
+                (204, Value::Null)
+            }
+            None => (404, json!({"error": "RecordNotFound"})),
+        },
+        (Method::GET, ["webhooks", id, "signing_secret"]) => {
+            if a.webhooks.iter().any(|w| w["id"] == *id) {
+                (
+                    200,
+                    json!({"signing_secret": {"algorithm": "SHA256", "secret": format!("secret-of-{id}")}}),
+                )
+            } else {
+                (404, json!({"error": "RecordNotFound"}))
+            }
+        }
+        (Method::GET, ["triggers"]) => (200, json!({ "triggers": a.triggers })),
+        (Method::POST, ["triggers"]) => {
+            let mut t = body["trigger"].clone();
+            // Accounts with trigger categories require one on every trigger.
+            if a.categories.is_some() && t["category_id"].is_null() {
+                (
+                    422,
+                    json!({"error": "RecordInvalid", "description": "category_id is required"}),
+                )
+            } else {
+                a.next_id += 1;
+                t["id"] = json!(a.next_id);
+                a.triggers.push(t.clone());
+                (201, json!({ "trigger": t }))
+            }
+        }
+        (Method::PUT, ["triggers", id]) => {
+            match a.triggers.iter_mut().find(|t| id.parse::<u64>().is_ok_and(|n| t["id"] == n)) {
+                Some(t) => {
+                    for (k, v) in body["trigger"].as_object().cloned().unwrap_or_default() {
+                        t[k] = v;
+                    }
+                    (200, json!({ "trigger": t.clone() }))
+                }
+                None => (404, json!({"error": "RecordNotFound"})),
+            }
+        }
+        (Method::GET, ["trigger_categories"]) => match &a.categories {
+            Some(c) => (200, json!({ "trigger_categories": c })),
+            None => (404, json!({"error": "NotFound"})),
+        },
+        (Method::POST, ["trigger_categories"]) => {
+            a.next_id += 1;
+            let mut c = body["trigger_category"].clone();
+            c["id"] = json!(a.next_id.to_string());
+            a.categories.get_or_insert_with(Vec::new).push(c.clone());
+            (200, json!({ "trigger_category": c }))
+        }
+        (Method::GET, ["ticket_fields", file]) => {
+            match ticket_id(file).and_then(|id| a.ticket_fields.get(&id)) {
+                Some(f) => (200, json!({ "ticket_field": f })),
+                None => (404, json!({"error": "RecordNotFound"})),
+            }
+        }
+        (Method::GET, ["organization_fields"]) => {
+            (200, json!({ "organization_fields": a.organization_fields }))
+        }
+        _ => (404, json!({"error": "NotFound"})),
+    };
+    record(&mut st, method, path, &headers, parsed, status);
+    let code = StatusCode::from_u16(status).unwrap();
+    let mut r = if answer.is_null() {
+        code.into_response()
+    } else {
+        (code, axum::Json(answer)).into_response()
+    };
+    let now = Utc::now().format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+    r.headers_mut().insert("date", now.parse().unwrap());
+    r
 }
