@@ -5,7 +5,10 @@ FROM rust:1-slim-bookworm AS build
 WORKDIR /src
 # Dependency layer: a stub crate with the real manifest.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src tests/it && echo 'fn main() {}' > src/main.rs && touch src/lib.rs tests/it/main.rs \
+# Cargo refuses a manifest whose declared targets are missing, so the test and bench targets get stubs too.
+RUN mkdir -p src tests/it benches \
+ && echo 'fn main() {}' > src/main.rs && touch src/lib.rs tests/it/main.rs \
+ && echo 'fn main() {}' > benches/calendar.rs && echo 'fn main() {}' > benches/policy.rs \
  && cargo build --release --locked \
  && rm -rf src
 COPY src ./src

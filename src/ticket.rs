@@ -131,6 +131,9 @@ pub struct Ticket {
     pub description: String,
     /// Body of the comment that caused a `comment_added` event, when known.
     pub latest_comment: Option<String>,
+    /// Whether that comment was written by an agent (`Some(false)`: by the customer).
+    #[serde(default)]
+    pub comment_by_staff: Option<bool>,
     /// Tags, in Zendesk's order.
     #[serde(default)]
     pub tags: Vec<String>,

@@ -38,6 +38,7 @@ const TICKET_KEYS: &[&str] = &[
     "form_id",
     "event",
     "created_at",
+    "comment_by",
 ];
 const EXPECT_KEYS: &[&str] = &[
     "priority",
@@ -209,6 +210,18 @@ impl TestCase {
             subject: text(tk, "subject", &tp)?.unwrap_or_default(),
             description: text(tk, "description", &tp)?.unwrap_or_default(),
             latest_comment: text(tk, "comment", &tp)?,
+            comment_by_staff: match text(tk, "comment_by", &tp)?.as_deref() {
+                None => None,
+                Some("agent") => Some(true),
+                Some("end-user") => Some(false),
+                Some(other) => {
+                    return Err(err(
+                        &tp,
+                        "comment_by",
+                        format!("{other:?}: expected \"agent\" or \"end-user\""),
+                    ))
+                }
+            },
             tags: list(tk, "tags", &tp)?,
             priority: text(tk, "priority", &tp)?
                 .map(|p| {

@@ -132,6 +132,8 @@ pub enum Field {
     FormId,
     /// What happened (created, comment_added, ...).
     Event,
+    /// Who wrote the event's comment: `agent` or `end-user`.
+    CommentBy,
     /// `inside` or `outside`: whether the ticket was created during the calendar's hours.
     BusinessHours,
     /// Creation time.
@@ -156,6 +158,7 @@ const SIMPLE_FIELDS: &[(&str, Field)] = &[
     ("group_id", Field::GroupId),
     ("form_id", Field::FormId),
     ("event", Field::Event),
+    ("comment_by", Field::CommentBy),
     ("business_hours", Field::BusinessHours),
     ("created_at", Field::CreatedAt),
 ];
@@ -631,6 +634,9 @@ impl<'a> Eval<'a> {
             Field::GroupId => one(t.group_id.map(|v| v.to_string())),
             Field::FormId => one(t.form_id.map(|v| v.to_string())),
             Field::Event => one(t.event.as_ref().map(|e| e.as_str().to_string())),
+            Field::CommentBy => one(t
+                .comment_by_staff
+                .map(|staff| if staff { "agent" } else { "end-user" }.to_string())),
             Field::BusinessHours => one(match (self.calendar, t.created_at) {
                 (Some(c), Some(at)) => {
                     Some(if c.is_open(at) { "inside" } else { "outside" }.to_string())

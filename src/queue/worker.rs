@@ -261,6 +261,7 @@ impl Worker {
         }
         ticket.event = Some(ev.kind.clone());
         ticket.latest_comment = ev.comment.as_ref().map(|c| c.body.clone());
+        ticket.comment_by_staff = ev.comment.as_ref().and_then(|c| c.by_staff);
         Ok(ticket)
     }
 

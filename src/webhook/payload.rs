@@ -47,6 +47,9 @@ pub struct Comment {
     pub body: String,
     /// False for internal notes.
     pub public: bool,
+    /// True when an agent wrote it, false for the customer; `None` when the event does not say.
+    #[serde(default)]
+    pub by_staff: Option<bool>,
 }
 
 /// One ticket event, as stored in the queue.
@@ -177,9 +180,14 @@ fn parse_event(obj: &Map<String, Value>) -> Result<Parsed, PayloadError> {
         .map(|c| Comment {
             body: str_of(c.get("body")).unwrap_or_default(),
             public: c.get("is_public").and_then(Value::as_bool).unwrap_or(true),
+            by_staff: c
+                .get("author")
+                .and_then(|a| a.get("is_staff"))
+                .and_then(Value::as_bool),
         });
     if let Some(c) = &comment {
         snapshot.latest_comment = Some(c.body.clone());
+        snapshot.comment_by_staff = c.by_staff;
     }
     Ok(Parsed::Ticket(Box::new(TicketEvent {
         dedup_key: format!("event:{id}"),
@@ -333,7 +341,8 @@ mod tests {
             ev.comment,
             Some(Comment {
                 body: "still broken".into(),
-                public: false
+                public: false,
+                by_staff: Some(true),
             })
         );
         assert_eq!(ev.snapshot.latest_comment.as_deref(), Some("still broken"));

@@ -135,6 +135,7 @@ impl TicketResponse {
             subject: t.subject.unwrap_or_default(),
             description: t.description.unwrap_or_default(),
             latest_comment: None,
+            comment_by_staff: None,
             tags: t.tags,
             priority: t
                 .priority

@@ -373,7 +373,7 @@ fn every_example_explains_and_routes_by_brand() {
             "examples/farapp-escalation-comment.json",
             "rules/farapp.toml",
             "high",
-            "3.1 customer asks to escalate",
+            "3.1 customer asks to escalate in a comment",
         ),
         (
             "examples/storeconnect-store-down.json",

@@ -538,7 +538,11 @@ async fn admin_api(
             }
         }
         (Method::PUT, ["triggers", id]) => {
-            match a.triggers.iter_mut().find(|t| id.parse::<u64>().is_ok_and(|n| t["id"] == n)) {
+            match a
+                .triggers
+                .iter_mut()
+                .find(|t| id.parse::<u64>().is_ok_and(|n| t["id"] == n))
+            {
                 Some(t) => {
                     for (k, v) in body["trigger"].as_object().cloned().unwrap_or_default() {
                         t[k] = v;
