@@ -5,6 +5,7 @@ mod bad_input;
 mod binary;
 mod contract;
 mod pipeline;
+mod robustness;
 mod signature;
 mod support;
 mod tools;
