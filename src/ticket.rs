@@ -173,13 +173,6 @@ pub struct Ticket {
     pub due_at: Option<DateTime<Utc>>,
 }
 
-impl Ticket {
-    /// True when the ticket carries `tag` (tags are compared case-insensitively, as Zendesk stores them lower-case).
-    pub fn has_tag(&self, tag: &str) -> bool {
-        self.tags.iter().any(|t| t.eq_ignore_ascii_case(tag))
-    }
-}
-
 /// Parses Zendesk's timestamps: RFC 3339, or the minute-precision form placeholders render (`2013-12-12T05:35Z`).
 pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
     let s = s.trim();

@@ -326,11 +326,6 @@ impl Calendar {
                 && holidays::us_federal(d.year()).iter().any(|h| h.date == d))
     }
 
-    /// True when `d` is a holiday (all day) in this calendar.
-    pub fn is_holiday(&self, d: NaiveDate) -> bool {
-        self.closed_all_day(d)
-    }
-
     /// Open intervals of a local date, in minutes since local midnight.
     fn local_intervals(&self, d: NaiveDate) -> Cow<'_, [(u32, u32)]> {
         if self.closed_all_day(d) {
@@ -405,11 +400,6 @@ impl Calendar {
     pub fn is_open(&self, t: DateTime<Utc>) -> bool {
         let d = self.local_date(t);
         self.utc_intervals(d).any(|(a, b)| a <= t && t < b)
-    }
-
-    /// The first business instant at or after `t` (where a clock that starts at `t` starts).
-    pub fn next_open(&self, t: DateTime<Utc>) -> DateTime<Utc> {
-        self.add_business(t, Duration::zero())
     }
 
     /// The due instant `span` after `start`.

@@ -373,13 +373,6 @@ pub struct PolicySet {
 }
 
 impl PolicySet {
-    /// A set of one policy.
-    pub fn single(policy: Policy) -> Self {
-        PolicySet {
-            policies: vec![policy],
-        }
-    }
-
     /// Loads a policy file, or every `.toml` file of a directory (in name order).
     pub fn load(path: &Path) -> Result<(PolicySet, Vec<Diagnostic>), PolicyError> {
         let files = if path.is_dir() {

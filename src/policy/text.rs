@@ -150,7 +150,7 @@ impl Words {
 }
 
 /// A phrase as the automaton stores it: " w1 w2 ".
-pub fn phrase_pattern(phrase: &str) -> Option<String> {
+fn phrase_pattern(phrase: &str) -> Option<String> {
     let w = Words::new(phrase);
     if w.is_empty() {
         None

@@ -423,19 +423,6 @@ impl Store {
         })
         .await
     }
-
-    /// The audit record of one job: state and outcome JSON.
-    pub async fn outcome(&self, id: i64) -> Result<Option<(String, Option<String>)>, StoreError> {
-        self.call(move |c| {
-            Ok(c.query_row(
-                "SELECT state, outcome FROM events WHERE id = ?1",
-                params![id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?)
-        })
-        .await
-    }
 }
 
 fn db_thread(mut conn: Connection, mut rx: mpsc::Receiver<Msg>) {
