@@ -59,6 +59,12 @@ pub struct ZendeskArgs {
     /// OAuth access token, instead of e-mail + API token.
     #[arg(long, env = "ZENDESK_OAUTH_TOKEN", hide_env_values = true)]
     pub zendesk_oauth_token: Option<String>,
+    /// The account's API requests per minute (by plan: Team 200, Growth/Professional 400, Enterprise 700).
+    #[arg(long, env = "ZENDESK_RATE_LIMIT_PER_MINUTE", default_value_t = 200)]
+    pub zendesk_rate_limit_per_minute: u32,
+    /// Ticket updates per minute (Zendesk's separate bucket: 100, 300 with High Volume).
+    #[arg(long, env = "ZENDESK_TICKET_UPDATES_PER_MINUTE", default_value_t = 100)]
+    pub zendesk_ticket_updates_per_minute: u32,
 }
 
 /// Flags and environment of `deskbot serve`.
@@ -127,6 +133,12 @@ pub struct ZendeskConfig {
     pub base_url: String,
     /// Credentials; `None` means deskbot cannot call the API.
     pub auth: Option<Auth>,
+    /// Requests deskbot may send per `rate_window`.
+    pub requests_per_window: u32,
+    /// Ticket updates deskbot may send per `rate_window`.
+    pub updates_per_window: u32,
+    /// The window of both limits: a minute (tests shorten it).
+    pub rate_window: Duration,
 }
 
 /// How webhooks are authenticated.
@@ -245,7 +257,18 @@ impl ZendeskArgs {
             }
             (None, None, None) => None,
         };
-        Ok(Some(ZendeskConfig { base_url, auth }))
+        if self.zendesk_rate_limit_per_minute == 0 || self.zendesk_ticket_updates_per_minute == 0 {
+            return Err(ConfigError(
+                "ZENDESK_RATE_LIMIT_PER_MINUTE and ZENDESK_TICKET_UPDATES_PER_MINUTE must be at least 1".into(),
+            ));
+        }
+        Ok(Some(ZendeskConfig {
+            base_url,
+            auth,
+            requests_per_window: self.zendesk_rate_limit_per_minute,
+            updates_per_window: self.zendesk_ticket_updates_per_minute,
+            rate_window: Duration::from_secs(60),
+        }))
     }
 }
 

@@ -31,6 +31,9 @@ const ORG_TTL: Duration = Duration::from_secs(60);
 const MAX_CONFLICTS: u32 = 3;
 /// Longest sleep while idle, so a job deferred by another process is not missed for long.
 const IDLE_POLL: Duration = Duration::from_secs(5);
+/// After a stop is requested, how long an in-flight job may take to finish before it is dropped
+/// (left leased, so it is redone on the next start; redoing is harmless because updates are diffs).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Shortest sleep while idle: a clock step between `claim` and `next_due` must not become a busy loop.
 const MIN_IDLE: Duration = Duration::from_millis(5);
 
@@ -331,7 +334,17 @@ impl Worker {
         }
         while !shutdown.is_cancelled() {
             let now = Utc::now();
-            let wait = match self.step(now).await {
+            let stepped = tokio::select! {
+                r = self.step(now) => r,
+                _ = async {
+                    shutdown.cancelled().await;
+                    tokio::time::sleep(SHUTDOWN_GRACE).await;
+                } => {
+                    warn!("stopping during a job: it resumes on the next start");
+                    break;
+                }
+            };
+            let wait = match stepped {
                 Ok(Step::Processed { .. }) => continue,
                 Ok(Step::Idle { next_due }) => next_due
                     .map(|t| (t - now).to_std().unwrap_or(Duration::ZERO))

@@ -15,6 +15,7 @@ use crate::metrics::Metrics;
 use crate::ticket::{Organization, Ticket};
 
 use super::model::{OrganizationResponse, TicketResponse, TicketUpdate, TicketUpdateRequest};
+use super::ratelimit::{Kind, RateLimiter};
 
 /// Per-request timeout: long enough for a slow Zendesk, short enough that shutdown is prompt.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
@@ -115,6 +116,7 @@ pub struct ZendeskClient {
     base_url: String,
     authorization: String,
     metrics: Metrics,
+    limiter: std::sync::Arc<RateLimiter>,
 }
 
 impl std::fmt::Debug for ZendeskClient {
@@ -149,6 +151,11 @@ impl ZendeskClient {
             base_url: cfg.base_url.clone(),
             authorization,
             metrics,
+            limiter: std::sync::Arc::new(RateLimiter::new(
+                cfg.requests_per_window,
+                cfg.updates_per_window,
+                cfg.rate_window,
+            )),
         }))
     }
 
@@ -211,6 +218,12 @@ impl ZendeskClient {
         endpoint: &'static str,
         request: reqwest::RequestBuilder,
     ) -> Result<Reply, ZendeskError> {
+        let kind = if endpoint == "update_ticket" {
+            Kind::Update
+        } else {
+            Kind::Read
+        };
+        self.limiter.acquire(kind).await;
         let started = Instant::now();
         let result = request
             .header(AUTHORIZATION, &self.authorization)
@@ -230,6 +243,7 @@ impl ZendeskClient {
         };
         let status = response.status();
         self.metrics.api_call(endpoint, status.as_str(), elapsed);
+        self.limiter.observe(response.headers());
         let retry_after = retry_after(response.headers(), Utc::now());
         let date = response
             .headers()

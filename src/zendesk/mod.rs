@@ -2,5 +2,6 @@
 
 pub mod client;
 pub mod model;
+pub mod ratelimit;
 
 pub use client::{ErrorClass, ZendeskClient, ZendeskError};

@@ -518,3 +518,44 @@ async fn sla_due_dates_are_written_once_from_created_at() {
     assert_eq!(app.zendesk.all_puts().len(), 1);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn calls_to_zendesk_never_exceed_the_rate_limit() {
+    // 8 requests per second (the window is shortened from a minute to a second for the test).
+    let app = spawn_app_with(Options {
+        requests_per_second: 8,
+        ..Options::default()
+    })
+    .await;
+    for id in 400..412u64 {
+        seed(&app.zendesk, id, "URGENT: sync down");
+        let r = app
+            .post_signed(event_body(
+                &format!("rl-{id}"),
+                "created",
+                id,
+                "URGENT: sync down",
+            ))
+            .await;
+        assert_eq!(r.status(), 202);
+    }
+    let z = app.zendesk.clone();
+    eventually(30, "every ticket updated", || z.applied_puts().len() == 12).await;
+    let times: Vec<_> = app.zendesk.requests().iter().map(|r| r.at).collect();
+    assert!(
+        times.len() >= 24 + 1,
+        "a read and an update per ticket, one organization read"
+    );
+    for (i, t) in times.iter().enumerate() {
+        // Receipt times can trail send times by a few ms, hence the slightly shorter window.
+        let in_window = times[i..]
+            .iter()
+            .filter(|u| u.duration_since(*t) < Duration::from_millis(950))
+            .count();
+        assert!(
+            in_window <= 8,
+            "{in_window} requests within one second starting at request {i}"
+        );
+    }
+    app.stop().await;
+}

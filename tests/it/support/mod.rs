@@ -67,6 +67,8 @@ pub struct Options {
     pub with_zendesk: bool,
     /// Policy text (default: [`POLICY`]).
     pub policy: &'static str,
+    /// Zendesk requests (and updates) deskbot may send per second.
+    pub requests_per_second: u32,
 }
 
 impl Default for Options {
@@ -77,6 +79,7 @@ impl Default for Options {
             dry_run: false,
             with_zendesk: true,
             policy: POLICY,
+            requests_per_second: 1000,
         }
     }
 }
@@ -102,6 +105,9 @@ pub fn config(dir: &std::path::Path, zendesk: &FakeZendesk, opts: &Options) -> C
                 email: "bot@example.com".into(),
                 token: Secret::new("token"),
             }),
+            requests_per_window: opts.requests_per_second,
+            updates_per_window: opts.requests_per_second,
+            rate_window: Duration::from_secs(1),
         }),
         dry_run: opts.dry_run,
         log_format: LogFormat::Pretty,
