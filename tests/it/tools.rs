@@ -132,7 +132,7 @@ fn explain_json_has_the_documented_keys() {
     );
     assert_eq!(
         v["evidence"]["3.1 URGENT in the subject"][0],
-        "subject has_word \"urgent\": \"URGENT\" in subject at 0..6"
+        "subject has_any_word [\"urgent\", \"urgently\"]: \"URGENT\" in subject at 0..6"
     );
     assert_eq!(v["first_response_due"], "2026-11-23T20:04:10Z");
 }
