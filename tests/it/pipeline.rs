@@ -547,10 +547,11 @@ async fn calls_to_zendesk_never_exceed_the_rate_limit() {
         "a read and an update per ticket, one organization read"
     );
     for (i, t) in times.iter().enumerate() {
-        // Receipt times can trail send times by a few ms, hence the slightly shorter window.
+        // Receipt times can trail send times (more so on a loaded machine), hence the shorter window;
+        // unpaced, all of these requests would arrive within a few hundred ms.
         let in_window = times[i..]
             .iter()
-            .filter(|u| u.duration_since(*t) < Duration::from_millis(950))
+            .filter(|u| u.duration_since(*t) < Duration::from_millis(800))
             .count();
         assert!(
             in_window <= 8,
