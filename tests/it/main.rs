@@ -4,6 +4,7 @@ mod admin;
 mod bad_input;
 mod binary;
 mod contract;
+mod crash;
 mod pipeline;
 mod robustness;
 mod signature;

@@ -63,6 +63,8 @@ struct FakeState {
     echo: Option<Echo>,
     /// Before the next PUT is applied, an agent adds this tag (the stamp then no longer matches).
     agent_edit_before_put: Option<String>,
+    /// Every applied PUT's answer is held this long (Zendesk has the change; deskbot waits).
+    put_delay: Option<Duration>,
     event_seq: u64,
     /// Admin API state.
     admin: Admin,
@@ -198,6 +200,11 @@ impl FakeZendesk {
     /// Before the next PUT, an agent adds `tag` (so a safe update computed earlier conflicts).
     pub fn agent_edits_before_next_put(&self, tag: &str) {
         self.lock().agent_edit_before_put = Some(tag.to_string());
+    }
+
+    /// From now on, every applied update is answered only after `delay`.
+    pub fn slow_puts(&self, delay: Duration) {
+        self.lock().put_delay = Some(delay);
     }
 
     /// Changes the admin API state.
@@ -419,7 +426,7 @@ async fn update_ticket(
                 .to_string()
             })
             .collect();
-        let hang = script.and_then(|s| s.hang);
+        let hang = script.and_then(|s| s.hang).or(st.put_delay);
         (
             axum::Json(json!({ "ticket": t, "audit": {} })).into_response(),
             events,
