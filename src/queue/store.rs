@@ -43,6 +43,9 @@ CREATE TABLE IF NOT EXISTS events (
     finished_at     INTEGER
 );
 CREATE INDEX IF NOT EXISTS events_by_state ON events (state, ticket_id, id);
+-- The claim walks waiting jobs oldest first and stops at the first due one: without this index it
+-- sorted every waiting job on each claim, which under load starved the webhook's inserts.
+CREATE INDEX IF NOT EXISTS events_by_state_id ON events (state, id);
 ";
 
 /// A database failure.
