@@ -176,71 +176,104 @@ fn id_of(v: &Value) -> String {
     }
 }
 
-/// Creates or updates the webhook described by `wanted` (`{"webhook": {...}}`).
-async fn ensure_webhook(z: &ZendeskClient, wanted: &Value) -> Result<Change, String> {
-    let w = &wanted["webhook"];
-    let name = w["name"].as_str().unwrap_or_default();
+/// A kind of Zendesk object `register` manages: where it is listed, created and updated, and
+/// which of its fields decide whether an existing one is already as wanted.
+struct Resource {
+    /// JSON key of one object (`webhook`, `trigger`) and of the list (`webhooks`, `triggers`).
+    one: &'static str,
+    many: &'static str,
+    /// The field objects are found by (`name`, `title`).
+    key: &'static str,
+    /// Collection path, and the query that lists candidates.
+    path: &'static str,
+    list_query: String,
+    /// Fields compared with the wanted object.
+    compared: &'static [&'static str],
+    /// Endpoint names for metrics and messages.
+    endpoints: [&'static str; 3],
+}
+
+/// Finds the object by its key; creates it, updates it, or leaves it. `guard` may refuse an
+/// existing object that cannot be updated into the wanted one.
+async fn ensure(
+    z: &ZendeskClient,
+    r: &Resource,
+    wanted: &Value,
+    guard: impl Fn(&Value) -> Result<(), String>,
+) -> Result<Change, String> {
+    let w = &wanted[r.one];
+    let [list_ep, create_ep, update_ep] = r.endpoints;
     let (list, _) = z
         .call(
-            "list_webhooks",
+            list_ep,
             Method::GET,
-            &format!("/api/v2/webhooks?filter[name_contains]={}", urlencode(name)),
+            &format!("{}{}", r.path, r.list_query),
             None,
         )
         .await
         .map_err(|e| e.advice())?;
-    let existing = list["webhooks"]
+    let existing = list[r.many]
         .as_array()
-        .and_then(|ws| ws.iter().find(|x| x["name"] == w["name"]))
+        .and_then(|items| items.iter().find(|x| x[r.key] == w[r.key]))
         .cloned();
-    match existing {
-        None => {
-            let (created, _) = z
-                .call(
-                    "create_webhook",
-                    Method::POST,
-                    "/api/v2/webhooks",
-                    Some(wanted),
-                )
-                .await
-                .map_err(|e| e.advice())?;
-            Ok(Change::Created(id_of(&created["webhook"]["id"])))
-        }
-        Some(have) => {
-            let id = id_of(&have["id"]);
-            let is_trigger_kind = |v: &Value| {
-                v["subscriptions"]
-                    .as_array()
-                    .is_some_and(|s| s.iter().any(|x| x == "conditional_ticket_events"))
-            };
-            if is_trigger_kind(&have) != is_trigger_kind(w) {
-                return Err(format!(
-                    "webhook {name:?} (id {id}) exists with the other kind of subscription, which Zendesk cannot change: delete it in Admin Center, or pass another --name"
-                ));
-            }
-            let same = [
-                "endpoint",
-                "status",
-                "http_method",
-                "request_format",
-                "subscriptions",
-            ]
-            .iter()
-            .all(|k| have[*k] == w[*k]);
-            if same {
-                return Ok(Change::Unchanged(id));
-            }
-            z.call(
-                "update_webhook",
-                Method::PUT,
-                &format!("/api/v2/webhooks/{id}"),
-                Some(wanted),
-            )
+    let Some(have) = existing else {
+        let (created, _) = z
+            .call(create_ep, Method::POST, r.path, Some(wanted))
             .await
             .map_err(|e| e.advice())?;
-            Ok(Change::Updated(id))
-        }
+        return Ok(Change::Created(id_of(&created[r.one]["id"])));
+    };
+    let id = id_of(&have["id"]);
+    guard(&have)?;
+    if r.compared.iter().all(|k| have[*k] == w[*k]) {
+        return Ok(Change::Unchanged(id));
     }
+    // A PUT replaces what it names (for triggers, both conditions and actions): send it whole.
+    z.call(
+        update_ep,
+        Method::PUT,
+        &format!("{}/{id}", r.path),
+        Some(wanted),
+    )
+    .await
+    .map_err(|e| e.advice())?;
+    Ok(Change::Updated(id))
+}
+
+/// Creates or updates the webhook described by `wanted` (`{"webhook": {...}}`).
+async fn ensure_webhook(z: &ZendeskClient, wanted: &Value) -> Result<Change, String> {
+    let name = wanted["webhook"]["name"].as_str().unwrap_or_default();
+    let resource = Resource {
+        one: "webhook",
+        many: "webhooks",
+        key: "name",
+        path: "/api/v2/webhooks",
+        list_query: format!("?filter[name_contains]={}", urlencode(name)),
+        compared: &[
+            "endpoint",
+            "status",
+            "http_method",
+            "request_format",
+            "subscriptions",
+        ],
+        endpoints: ["list_webhooks", "create_webhook", "update_webhook"],
+    };
+    let is_trigger_kind = |v: &Value| {
+        v["subscriptions"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|x| x == "conditional_ticket_events"))
+    };
+    let wants_trigger_kind = is_trigger_kind(&wanted["webhook"]);
+    ensure(z, &resource, wanted, |have| {
+        if is_trigger_kind(have) == wants_trigger_kind {
+            return Ok(());
+        }
+        Err(format!(
+            "webhook {name:?} (id {}) exists with the other kind of subscription, which Zendesk cannot change: delete it in Admin Center, or pass another --name",
+            id_of(&have["id"])
+        ))
+    })
+    .await
 }
 
 /// The "deskbot" trigger category, created when the account has categories; `None` when it has none.
@@ -278,53 +311,16 @@ async fn ensure_category(z: &ZendeskClient, name: &str) -> Result<Option<(String
 }
 
 async fn ensure_trigger(z: &ZendeskClient, wanted: &Value) -> Result<Change, String> {
-    let t = &wanted["trigger"];
-    let (list, _) = z
-        .call(
-            "list_triggers",
-            Method::GET,
-            "/api/v2/triggers?page[size]=100",
-            None,
-        )
-        .await
-        .map_err(|e| e.advice())?;
-    let existing = list["triggers"]
-        .as_array()
-        .and_then(|ts| ts.iter().find(|x| x["title"] == t["title"]))
-        .cloned();
-    match existing {
-        None => {
-            let (created, _) = z
-                .call(
-                    "create_trigger",
-                    Method::POST,
-                    "/api/v2/triggers",
-                    Some(wanted),
-                )
-                .await
-                .map_err(|e| e.advice())?;
-            Ok(Change::Created(id_of(&created["trigger"]["id"])))
-        }
-        Some(have) => {
-            let id = id_of(&have["id"]);
-            if ["active", "conditions", "actions"]
-                .iter()
-                .all(|k| have[*k] == t[*k])
-            {
-                return Ok(Change::Unchanged(id));
-            }
-            // A PUT replaces both conditions and actions: send them whole.
-            z.call(
-                "update_trigger",
-                Method::PUT,
-                &format!("/api/v2/triggers/{id}"),
-                Some(wanted),
-            )
-            .await
-            .map_err(|e| e.advice())?;
-            Ok(Change::Updated(id))
-        }
-    }
+    let resource = Resource {
+        one: "trigger",
+        many: "triggers",
+        key: "title",
+        path: "/api/v2/triggers",
+        list_query: "?page[size]=100".into(),
+        compared: &["active", "conditions", "actions"],
+        endpoints: ["list_triggers", "create_trigger", "update_trigger"],
+    };
+    ensure(z, &resource, wanted, |_| Ok(())).await
 }
 
 async fn secret_of(z: &ZendeskClient, id: &str) -> Result<String, String> {
