@@ -1,6 +1,6 @@
 //! `deskbot register` and `deskbot doctor` against the fake Zendesk, run as an admin would run them.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use axum::http::Method;
 use serde_json::{json, Value};
@@ -13,14 +13,8 @@ async fn run(z: &FakeZendesk, args: &[&str]) -> Output {
     let base = z.url.clone();
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     tokio::task::spawn_blocking(move || {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_deskbot"));
-        for (k, _) in std::env::vars() {
-            if k.starts_with("DESKBOT_") || k.starts_with("ZENDESK_") {
-                c.env_remove(k);
-            }
-        }
-        c.args(&args)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
+        crate::support::deskbot_command()
+            .args(&args)
             .env("ZENDESK_URL", base)
             .env("ZENDESK_EMAIL", "admin@example.com")
             .env("ZENDESK_API_TOKEN", "token")

@@ -8,15 +8,7 @@ const SECRET: &str = "s3cr3t-never-logged";
 const TOKEN: &str = "zd-token-never-logged";
 
 fn deskbot() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_deskbot"));
-    // Start from a clean slate whatever the developer's shell exports.
-    for (k, _) in std::env::vars() {
-        if k.starts_with("DESKBOT_") || k.starts_with("ZENDESK_") || k == "RUST_LOG" {
-            c.env_remove(k);
-        }
-    }
-    c.current_dir(env!("CARGO_MANIFEST_DIR"));
-    c
+    crate::support::deskbot_command()
 }
 
 fn free_port() -> u16 {

@@ -10,12 +10,7 @@ use serde_json::json;
 use crate::support::{api_ticket, event_body, eventually, now_stamp, FakeZendesk, SECRET};
 
 fn start(port: u16, db: &std::path::Path, rules: &std::path::Path, zendesk: &str) -> Child {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_deskbot"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("DESKBOT_") || k.starts_with("ZENDESK_") {
-            c.env_remove(k);
-        }
-    }
+    let mut c = crate::support::deskbot_command();
     c.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .env("DESKBOT_DB", db)
         .env("DESKBOT_RULES", rules)

@@ -240,7 +240,7 @@ async fn client_errors_are_dead_letters_listed_by_the_cli() {
     let metrics = app.get_text("/metrics").await;
     assert!(metrics.contains("deskbot_dead_letters 1"), "{metrics}");
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_deskbot"))
+    let out = support::deskbot_command()
         .args(["dead-letters", "--db"])
         .arg(&app.db)
         .output()
@@ -252,7 +252,7 @@ async fn client_errors_are_dead_letters_listed_by_the_cli() {
         "{text}"
     );
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_deskbot"))
+    let out = support::deskbot_command()
         .args(["dead-letters", "--requeue", "all", "--db"])
         .arg(&app.db)
         .output()

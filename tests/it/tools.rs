@@ -5,17 +5,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{spawn_app_with, Options};
+use crate::support::{deskbot_command, spawn_app_with, Options};
 
 fn deskbot(args: &[&str]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_deskbot"));
-    c.args(args).current_dir(env!("CARGO_MANIFEST_DIR"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("DESKBOT_") || k.starts_with("ZENDESK_") {
-            c.env_remove(k);
-        }
-    }
-    c.output().unwrap()
+    deskbot_command().args(args).output().unwrap()
 }
 
 fn text(o: &[u8]) -> String {
@@ -281,7 +274,7 @@ fn sighup_reloads_even_when_the_file_looks_unchanged() {
         .local_addr()
         .unwrap()
         .port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_deskbot"))
+    let mut child = deskbot_command()
         .args([
             "serve",
             "--listen",
@@ -406,7 +399,7 @@ fn every_example_explains_and_routes_by_brand() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["policy"], "FarApp support");
     // ...with it, the StoreConnect brand's tickets go to StoreConnect.
-    let out = Command::new(env!("CARGO_BIN_EXE_deskbot"))
+    let out = deskbot_command()
         .args([
             "explain",
             "--json",
@@ -414,7 +407,6 @@ fn every_example_explains_and_routes_by_brand() {
             "rules",
             "examples/storeconnect-store-down.json",
         ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("STORECONNECT_BRAND_ID", "9938120000017")
         .output()
         .unwrap();
@@ -430,7 +422,7 @@ fn farapp_escalation_address_comes_from_the_environment() {
     std::fs::write(&file, r#"{"ticket": {"id": 5, "subject": "Still not fixed", "description": "Escalating per your policy.", "priority": "normal",
         "recipient": "Escalations@FarApp.example", "tags": [], "created_at": "2026-11-23T17:00:00Z", "updated_at": "2026-11-23T17:00:00Z"}}"#).unwrap();
     let run = |env: Option<&str>| -> Value {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_deskbot"));
+        let mut c = deskbot_command();
         c.args([
             "explain",
             "--json",
@@ -438,7 +430,6 @@ fn farapp_escalation_address_comes_from_the_environment() {
             "rules/farapp.toml",
             file.to_str().unwrap(),
         ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env_remove("FARAPP_ESCALATION_EMAIL");
         if let Some(v) = env {
             c.env("FARAPP_ESCALATION_EMAIL", v);

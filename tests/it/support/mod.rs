@@ -283,6 +283,19 @@ impl TestApp {
     }
 }
 
+/// The `deskbot` binary, run from the crate root with none of the developer's DESKBOT_*, ZENDESK_*
+/// or RUST_LOG variables, so a test sees exactly the settings it gives.
+pub fn deskbot_command() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_deskbot"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("DESKBOT_") || k.starts_with("ZENDESK_") || k == "RUST_LOG" {
+            c.env_remove(k);
+        }
+    }
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c
+}
+
 pub fn count(db: &std::path::Path, sql: &str) -> i64 {
     let c = rusqlite::Connection::open(db).unwrap();
     c.busy_timeout(Duration::from_secs(5)).unwrap();
