@@ -41,25 +41,15 @@ pub struct Explanation {
     pub near_misses: Vec<NearMiss>,
 }
 
-fn summary(c: &Condition, ev_phrases: &super::text::Phrases) -> String {
-    match c {
-        Condition::Test(f, op) => describe(f, op, ev_phrases),
-        Condition::Not(inner) => format!("not ({})", summary(inner, ev_phrases)),
-        Condition::All(v) => format!(
-            "all of ({})",
-            v.iter()
-                .map(|c| summary(c, ev_phrases))
-                .collect::<Vec<_>>()
-                .join("; ")
-        ),
-        Condition::Any(v) => format!(
-            "any of ({})",
-            v.iter()
-                .map(|c| summary(c, ev_phrases))
-                .collect::<Vec<_>>()
-                .join("; ")
-        ),
-    }
+fn summary(c: &Condition, phrases: &super::text::Phrases) -> String {
+    let (label, parts) = match c {
+        Condition::Test(f, op) => return describe(f, op, phrases),
+        Condition::Not(inner) => return format!("not ({})", summary(inner, phrases)),
+        Condition::All(v) => ("all of", v),
+        Condition::Any(v) => ("any of", v),
+    };
+    let parts: Vec<String> = parts.iter().map(|c| summary(c, phrases)).collect();
+    format!("{label} ({})", parts.join("; "))
 }
 
 impl Policy {
