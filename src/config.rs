@@ -139,6 +139,8 @@ pub struct ZendeskConfig {
     pub updates_per_window: u32,
     /// The window of both limits: a minute (tests shorten it).
     pub rate_window: Duration,
+    /// How long one API call may take before it counts as Zendesk being unreachable.
+    pub request_timeout: Duration,
 }
 
 /// How webhooks are authenticated.
@@ -268,6 +270,7 @@ impl ZendeskArgs {
             requests_per_window: self.zendesk_rate_limit_per_minute,
             updates_per_window: self.zendesk_ticket_updates_per_minute,
             rate_window: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(20),
         }))
     }
 }

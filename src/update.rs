@@ -13,8 +13,23 @@ use crate::zendesk::model::{CustomFieldValue, NewComment, TicketUpdate};
 /// A private note is sent only along with a real change: alone it would be added again on every
 /// redelivery.
 pub fn plan(ticket: &Ticket, decision: &Decision) -> Option<TicketUpdate> {
-    let priority_change = decision.priority.filter(|p| Some(*p) != ticket.priority);
+    let mut after = ticket.clone();
+    if !apply(&mut after, decision) {
+        return None;
+    }
+    diff(ticket, &after, decision.note.clone())
+}
 
+/// Applies `decision` to `ticket` as Zendesk would; returns whether anything changed.
+///
+/// Applying decisions one after another is how several waiting events of one ticket become one
+/// update: each is decided on the ticket as the ones before it left it.
+pub fn apply(ticket: &mut Ticket, decision: &Decision) -> bool {
+    let mut changed = false;
+    if let Some(p) = decision.priority.filter(|p| Some(*p) != ticket.priority) {
+        ticket.priority = Some(p);
+        changed = true;
+    }
     let mut tags: Vec<String> = ticket
         .tags
         .iter()
@@ -31,26 +46,43 @@ pub fn plan(ticket: &Ticket, decision: &Decision) -> Option<TicketUpdate> {
             tags.push(t.clone());
         }
     }
-    let tags_change = tags.len() != ticket.tags.len()
-        || tags
-            .iter()
-            .zip(&ticket.tags)
-            .any(|(a, b)| !a.eq_ignore_ascii_case(b));
+    if !same_tags(&tags, &ticket.tags) {
+        ticket.tags = tags;
+        changed = true;
+    }
+    for (id, value) in &decision.fields {
+        if ticket.custom_fields.get(id) != Some(value) {
+            ticket.custom_fields.insert(*id, value.clone());
+            changed = true;
+        }
+    }
+    if let Some(g) = decision.group_id.filter(|g| Some(*g) != ticket.group_id) {
+        ticket.group_id = Some(g);
+        changed = true;
+    }
+    if let Some(d) = decision.due_at.filter(|d| Some(*d) != ticket.due_at) {
+        ticket.due_at = Some(d);
+        changed = true;
+    }
+    changed
+}
 
-    let custom_fields: Vec<CustomFieldValue> = decision
-        .fields
+/// The update that turns `before` into `after` (only what differs), with `note` as a private
+/// comment; `None` when they hold the same values, whatever the note.
+pub fn diff(before: &Ticket, after: &Ticket, note: Option<String>) -> Option<TicketUpdate> {
+    let tags_change = !same_tags(&before.tags, &after.tags);
+    let custom_fields: Vec<CustomFieldValue> = after
+        .custom_fields
         .iter()
-        .filter(|(id, value)| ticket.custom_fields.get(id) != Some(value))
+        .filter(|(id, value)| before.custom_fields.get(id) != Some(value))
         .map(|(id, value)| CustomFieldValue {
             id: *id,
             value: value.clone(),
         })
         .collect();
-
-    let group_change = decision.group_id.filter(|g| Some(*g) != ticket.group_id);
-    let due_change = decision.due_at.filter(|d| Some(*d) != ticket.due_at);
-
-    if priority_change.is_none()
+    let group_change = after.group_id.filter(|g| Some(*g) != before.group_id);
+    let due_change = after.due_at.filter(|d| Some(*d) != before.due_at);
+    if after.priority == before.priority
         && !tags_change
         && custom_fields.is_empty()
         && group_change.is_none()
@@ -59,18 +91,23 @@ pub fn plan(ticket: &Ticket, decision: &Decision) -> Option<TicketUpdate> {
         return None;
     }
     Some(TicketUpdate {
-        priority: priority_change.or(ticket.priority),
-        tags,
+        priority: after.priority,
+        tags: after.tags.clone(),
         custom_fields,
         group_id: group_change,
         due_at: due_change.map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-        comment: decision.note.as_ref().map(|body| NewComment {
-            body: body.clone(),
+        comment: note.map(|body| NewComment {
+            body,
             public: false,
         }),
-        safe_update: ticket.updated_at.as_ref().map(|_| true),
-        updated_stamp: ticket.updated_at.clone(),
+        safe_update: before.updated_at.as_ref().map(|_| true),
+        updated_stamp: before.updated_at.clone(),
     })
+}
+
+/// Zendesk compares tags without regard to case.
+fn same_tags(a: &[String], b: &[String]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.eq_ignore_ascii_case(y))
 }
 
 #[cfg(test)]
@@ -138,5 +175,28 @@ mod tests {
         );
         assert_eq!(u.priority, Some(Priority::Normal));
         assert_eq!(u.comment, None);
+    }
+
+    #[test]
+    fn decisions_applied_in_turn_make_one_diff() {
+        let before = ticket();
+        let mut after = before.clone();
+        let first = Decision {
+            add_tags: vec!["refund".into()],
+            ..Decision::default()
+        };
+        let second = Decision {
+            priority: Some(Priority::High),
+            add_tags: vec!["REFUND".into(), "vip".into()],
+            ..Decision::default()
+        };
+        assert!(apply(&mut after, &first));
+        assert!(apply(&mut after, &second));
+        assert!(!apply(&mut after, &second), "applied twice changes nothing");
+        let u = diff(&before, &after, Some("[deskbot] both".into())).unwrap();
+        assert_eq!(u.tags, vec!["agent_added", "old", "refund", "vip"]);
+        assert_eq!(u.priority, Some(Priority::High));
+        assert_eq!(u.comment.unwrap().body, "[deskbot] both");
+        assert_eq!(diff(&before, &before.clone(), Some("n".into())), None);
     }
 }

@@ -109,6 +109,32 @@ pub struct Job {
     pub attempts: u32,
 }
 
+/// How a claimed job ended, as [`Store::settle`] records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settle {
+    /// Done, with its audit record (JSON).
+    Done {
+        /// Audit record.
+        outcome: String,
+    },
+    /// Gave up: listed as a dead letter.
+    Dead {
+        /// Audit record.
+        outcome: String,
+        /// Why.
+        error: String,
+    },
+    /// Waits until `until`; `counts` says whether this try counts toward the limit.
+    Defer {
+        /// When it is due again.
+        until: DateTime<Utc>,
+        /// Why.
+        error: String,
+        /// Counts toward `max_attempts`.
+        counts: bool,
+    },
+}
+
 /// Queue counts for /healthz and /metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Stats {
@@ -232,45 +258,71 @@ impl Store {
         .await
     }
 
-    /// Claims the next job that is due, oldest first, never overtaking an earlier job of the same ticket.
+    /// Claims the next due job, oldest first, never overtaking an earlier job of the same ticket,
+    /// together with the jobs of that ticket waiting right behind it (at most `max_jobs` in all), so
+    /// that they become one read and one update. Empty when nothing is due.
     pub async fn claim(
         &self,
         now: DateTime<Utc>,
         lease: Duration,
-    ) -> Result<Option<Job>, StoreError> {
+        max_jobs: usize,
+    ) -> Result<Vec<Job>, StoreError> {
         let now_ms = now.timestamp_millis();
         let until = now_ms + lease.as_millis() as i64;
         self.call(move |c| {
             let tx = c.transaction()?;
-            let row: Option<(i64, String, u32)> = tx
+            let head: Option<(i64, i64)> = tx
                 .query_row(
-                    "SELECT id, payload, attempts FROM events e
+                    "SELECT id, ticket_id FROM events e
                      WHERE state = 'pending' AND next_attempt_at <= ?1
                        AND (locked_until IS NULL OR locked_until <= ?1)
                        AND NOT EXISTS (SELECT 1 FROM events p
                                        WHERE p.state = 'pending' AND p.ticket_id = e.ticket_id AND p.id < e.id)
                      ORDER BY id LIMIT 1",
                     params![now_ms],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .optional()?;
-            let Some((id, payload, attempts)) = row else {
-                return Ok(None);
+            let Some((head_id, ticket_id)) = head else {
+                return Ok(Vec::new());
             };
-            tx.execute(
-                "UPDATE events SET locked_until = ?2 WHERE id = ?1",
-                params![id, until],
-            )?;
+            let mut rows = Vec::new();
+            {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT id, payload, attempts, next_attempt_at, locked_until FROM events
+                     WHERE state = 'pending' AND ticket_id = ?1 AND id >= ?2
+                     ORDER BY id LIMIT ?3",
+                )?;
+                let mut q = stmt.query(params![ticket_id, head_id, max_jobs.max(1) as i64])?;
+                while let Some(r) = q.next()? {
+                    let due = r.get::<_, i64>(3)? <= now_ms
+                        && r.get::<_, Option<i64>>(4)?.is_none_or(|l| l <= now_ms);
+                    // Stop at the first job that is not free: the ones after it must wait for it.
+                    if !due {
+                        break;
+                    }
+                    rows.push((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, u32>(2)?));
+                }
+                let mut lock =
+                    tx.prepare_cached("UPDATE events SET locked_until = ?2 WHERE id = ?1")?;
+                for (id, _, _) in &rows {
+                    lock.execute(params![id, until])?;
+                }
+            }
             tx.commit()?;
-            let event = serde_json::from_str(&payload).map_err(|e| StoreError::Corrupt {
-                id,
-                message: e.to_string(),
-            })?;
-            Ok(Some(Job {
-                id,
-                event,
-                attempts,
-            }))
+            rows.into_iter()
+                .map(|(id, payload, attempts)| {
+                    let event = serde_json::from_str(&payload).map_err(|e| StoreError::Corrupt {
+                        id,
+                        message: e.to_string(),
+                    })?;
+                    Ok(Job {
+                        id,
+                        event,
+                        attempts,
+                    })
+                })
+                .collect()
         })
         .await
     }
@@ -293,64 +345,50 @@ impl Store {
         .await
     }
 
-    /// Marks a job done, with its audit record.
-    pub async fn complete(
+    /// Records how each claimed job ended, all in one transaction.
+    pub async fn settle(
         &self,
-        id: i64,
-        outcome: String,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        self.finish(id, "done", outcome, None, now).await
-    }
-
-    /// Marks a job dead (no more retries).
-    pub async fn dead(
-        &self,
-        id: i64,
-        outcome: String,
-        error: String,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        self.finish(id, "dead", outcome, Some(error), now).await
-    }
-
-    async fn finish(
-        &self,
-        id: i64,
-        state: &'static str,
-        outcome: String,
-        error: Option<String>,
+        results: Vec<(i64, Settle)>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let at = now.timestamp_millis();
         self.call(move |c| {
-            c.execute(
-                "UPDATE events SET state = ?2, outcome = ?3, last_error = COALESCE(?4, last_error),
-                        finished_at = ?5, locked_until = NULL, attempts = attempts + (?4 IS NOT NULL)
-                 WHERE id = ?1",
-                params![id, state, outcome, error, at],
-            )?;
-            Ok(())
-        })
-        .await
-    }
-
-    /// Puts a job back to wait until `until`; `counts` says whether this try counts toward the limit.
-    pub async fn defer(
-        &self,
-        id: i64,
-        until: DateTime<Utc>,
-        error: String,
-        counts: bool,
-    ) -> Result<(), StoreError> {
-        let at = until.timestamp_millis();
-        self.call(move |c| {
-            c.execute(
-                "UPDATE events SET next_attempt_at = ?2, last_error = ?3, locked_until = NULL,
-                        attempts = attempts + ?4
-                 WHERE id = ?1",
-                params![id, at, error, i64::from(counts)],
-            )?;
+            let tx = c.transaction()?;
+            {
+                let mut finish = tx.prepare_cached(
+                    "UPDATE events SET state = ?2, outcome = ?3, last_error = COALESCE(?4, last_error),
+                            finished_at = ?5, locked_until = NULL, attempts = attempts + (?4 IS NOT NULL)
+                     WHERE id = ?1",
+                )?;
+                let mut defer = tx.prepare_cached(
+                    "UPDATE events SET next_attempt_at = ?2, last_error = ?3, locked_until = NULL,
+                            attempts = attempts + ?4
+                     WHERE id = ?1",
+                )?;
+                for (id, result) in results {
+                    match result {
+                        Settle::Done { outcome } => {
+                            finish.execute(params![id, "done", outcome, None::<String>, at])?;
+                        }
+                        Settle::Dead { outcome, error } => {
+                            finish.execute(params![id, "dead", outcome, Some(error), at])?;
+                        }
+                        Settle::Defer {
+                            until,
+                            error,
+                            counts,
+                        } => {
+                            defer.execute(params![
+                                id,
+                                until.timestamp_millis(),
+                                error,
+                                i64::from(counts)
+                            ])?;
+                        }
+                    }
+                }
+            }
+            tx.commit()?;
             Ok(())
         })
         .await
@@ -526,6 +564,27 @@ mod tests {
         }
     }
 
+    /// The ids `claim` hands out, one job per claim.
+    async fn claim_one(s: &Store, now: DateTime<Utc>, lease: Duration) -> Option<Job> {
+        let mut jobs = s.claim(now, lease, 1).await.unwrap();
+        assert!(jobs.len() <= 1);
+        jobs.pop()
+    }
+
+    fn defer(until: DateTime<Utc>, counts: bool) -> Settle {
+        Settle::Defer {
+            until,
+            error: "503".into(),
+            counts,
+        }
+    }
+
+    fn done() -> Settle {
+        Settle::Done {
+            outcome: "{}".into(),
+        }
+    }
+
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("q.db")).unwrap();
@@ -542,25 +601,60 @@ mod tests {
         assert_eq!(s.enqueue(event("a", 1)).await.unwrap(), Enqueued::Duplicate);
         let now = Utc::now();
 
-        let first = s.claim(now, lease).await.unwrap().unwrap();
+        let first = claim_one(&s, now, lease).await.unwrap();
         assert_eq!(first.id, 1);
         // Job 1 is leased: job 2 (same ticket) must wait, job 3 (other ticket) may go.
-        assert_eq!(s.claim(now, lease).await.unwrap().unwrap().id, 3);
-        assert!(s.claim(now, lease).await.unwrap().is_none());
+        assert_eq!(claim_one(&s, now, lease).await.unwrap().id, 3);
+        assert!(claim_one(&s, now, lease).await.is_none());
 
         // Deferring job 1 still holds job 2 back until job 1 is done.
         let later = now + chrono::Duration::seconds(30);
-        s.defer(1, later, "503".into(), true).await.unwrap();
-        assert!(s.claim(now, lease).await.unwrap().is_none());
+        s.settle(vec![(1, defer(later, true))], now).await.unwrap();
+        assert!(claim_one(&s, now, lease).await.is_none());
         // Job 2 is due by its own time but blocked behind job 1: the next wake-up is job 1's.
         assert_eq!(
             s.next_due().await.unwrap().map(|t| t.timestamp_millis()),
             Some(later.timestamp_millis())
         );
-        let again = s.claim(later, lease).await.unwrap().unwrap();
+        let again = claim_one(&s, later, lease).await.unwrap();
         assert_eq!((again.id, again.attempts), (1, 1));
-        s.complete(1, "{}".into(), later).await.unwrap();
-        assert_eq!(s.claim(later, lease).await.unwrap().unwrap().id, 2);
+        s.settle(vec![(1, done())], later).await.unwrap();
+        assert_eq!(claim_one(&s, later, lease).await.unwrap().id, 2);
+    }
+
+    #[tokio::test]
+    async fn a_claim_takes_the_jobs_waiting_behind_the_head_in_order() {
+        let (_dir, s) = store();
+        let lease = Duration::from_secs(60);
+        for (key, ticket) in [("a", 1), ("b", 2), ("c", 1), ("d", 1), ("e", 1)] {
+            s.enqueue(event(key, ticket)).await.unwrap();
+        }
+        let now = Utc::now();
+        let ids = |jobs: Vec<Job>| jobs.iter().map(|j| j.id).collect::<Vec<_>>();
+        assert_eq!(ids(s.claim(now, lease, 3).await.unwrap()), vec![1, 3, 4]);
+        assert_eq!(ids(s.claim(now, lease, 3).await.unwrap()), vec![2]);
+        // Job 5 waits behind the leased group of its ticket.
+        assert_eq!(
+            ids(s.claim(now, lease, 3).await.unwrap()),
+            Vec::<i64>::new()
+        );
+        // A group deferred and settled in one go comes back whole, with 5 after it.
+        let later = now + chrono::Duration::seconds(5);
+        s.settle(
+            vec![
+                (1, defer(later, false)),
+                (3, defer(later, false)),
+                (4, done()),
+            ],
+            now,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            ids(s.claim(now, lease, 9).await.unwrap()),
+            Vec::<i64>::new()
+        );
+        assert_eq!(ids(s.claim(later, lease, 9).await.unwrap()), vec![1, 3, 5]);
     }
 
     #[tokio::test]
@@ -568,28 +662,13 @@ mod tests {
         let (_dir, s) = store();
         s.enqueue(event("a", 1)).await.unwrap();
         let now = Utc::now();
-        assert!(s
-            .claim(now, Duration::from_secs(60))
-            .await
-            .unwrap()
-            .is_some());
-        assert!(s
-            .claim(now, Duration::from_secs(60))
-            .await
-            .unwrap()
-            .is_none());
+        let lease = Duration::from_secs(60);
+        assert!(claim_one(&s, now, lease).await.is_some());
+        assert!(claim_one(&s, now, lease).await.is_none());
         let after = now + chrono::Duration::seconds(61);
-        assert!(s
-            .claim(after, Duration::from_secs(60))
-            .await
-            .unwrap()
-            .is_some());
+        assert!(claim_one(&s, after, lease).await.is_some());
         assert_eq!(s.release_leases().await.unwrap(), 1);
-        assert!(s
-            .claim(now, Duration::from_secs(60))
-            .await
-            .unwrap()
-            .is_some());
+        assert!(claim_one(&s, now, lease).await.is_some());
     }
 
     #[tokio::test]
@@ -618,9 +697,11 @@ mod tests {
         let (_dir, s) = store();
         s.enqueue(event("a", 7)).await.unwrap();
         let now = Utc::now();
-        s.dead(1, "{}".into(), "Zendesk answered 422".into(), now)
-            .await
-            .unwrap();
+        let dead = Settle::Dead {
+            outcome: "{}".into(),
+            error: "Zendesk answered 422".into(),
+        };
+        s.settle(vec![(1, dead)], now).await.unwrap();
         let dead = s.dead_letters().await.unwrap();
         assert_eq!(dead.len(), 1);
         assert_eq!((dead[0].ticket_id, dead[0].attempts), (7, 1));
@@ -628,9 +709,8 @@ mod tests {
         assert_eq!(s.requeue(None, now).await.unwrap(), 1);
         assert_eq!(s.stats(now).await.unwrap().dead_letters, 0);
         assert_eq!(
-            s.claim(now, Duration::from_secs(1))
+            claim_one(&s, now, Duration::from_secs(1))
                 .await
-                .unwrap()
                 .unwrap()
                 .attempts,
             0

@@ -1,9 +1,11 @@
 //! The worker: takes jobs in order per ticket, reads the ticket, asks the policy, sends one update.
 //!
-//! [`Worker::step`] does one job and returns; [`Worker::run`] is only a loop that sleeps between
+//! [`Worker::step`] claims the next ticket's waiting jobs (one, or several events that queued up
+//! for the same ticket) and handles them as one: one read, each event decided in turn on the ticket
+//! as the ones before it left it, one update. [`Worker::run`] is only a loop that sleeps between
 //! steps. Every decision about retrying is written to the database before the step returns, so a
-//! crash at any point leaves the job either done or due again; redoing it is harmless because the
-//! update is a diff against the ticket as re-read (see `update::plan`).
+//! crash at any point leaves the jobs either done or due again; redoing them is harmless because
+//! the update is a diff against the ticket as re-read (see `update::diff`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -17,7 +19,7 @@ use crate::config::RetryConfig;
 use crate::metrics::Metrics;
 use crate::policy::{Decision, PolicyHandle, NOTE_MARKER};
 use crate::queue::retry;
-use crate::queue::store::{Job, Store, StoreError};
+use crate::queue::store::{Job, Settle, Store, StoreError};
 use crate::ticket::{Organization, Ticket};
 use crate::update;
 use crate::zendesk::model::TicketUpdate;
@@ -25,6 +27,8 @@ use crate::zendesk::{ErrorClass, ZendeskClient, ZendeskError};
 
 /// How long a claimed job is reserved; longer than any single job takes.
 const LEASE: Duration = Duration::from_secs(120);
+/// Most events of one ticket handled as one update.
+const MAX_GROUP: usize = 64;
 /// How long an organization read from Zendesk is reused.
 const ORG_TTL: Duration = Duration::from_secs(60);
 /// Re-reads after a 409 before the job is deferred like any other failure.
@@ -60,6 +64,13 @@ pub enum Outcome {
         /// What would have been sent.
         update: TicketUpdate,
     },
+    /// Decided together with later events of the same ticket: the update is recorded on job `into`.
+    Coalesced {
+        /// The job whose record holds the update.
+        into: i64,
+        /// What the policy decided for this event.
+        decision: Decision,
+    },
     /// The comment that caused the event is deskbot's own note.
     OwnNote,
     /// The ticket no longer exists (404).
@@ -87,6 +98,7 @@ impl Outcome {
             Outcome::Updated { .. } => "updated",
             Outcome::NoChange { .. } => "no_change",
             Outcome::DryRun { .. } => "dry_run",
+            Outcome::Coalesced { .. } => "coalesced",
             Outcome::OwnNote => "own_note",
             Outcome::TicketGone => "ticket_gone",
             Outcome::Deferred { .. } => "deferred",
@@ -98,13 +110,8 @@ impl Outcome {
 /// What one step did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
-    /// A job was handled.
-    Processed {
-        /// Job id.
-        id: i64,
-        /// How it ended.
-        outcome: Box<Outcome>,
-    },
+    /// Jobs were handled: each id with how it ended.
+    Processed(Vec<(i64, Outcome)>),
     /// Nothing was due; the next job is due at this time, if any.
     Idle {
         /// Next due time.
@@ -121,8 +128,16 @@ pub struct Worker {
     retry: RetryConfig,
     metrics: Metrics,
     orgs: HashMap<u64, (Instant, Organization)>,
-    /// After a 429 the whole account waits, not just the job that saw it.
+    /// After a 429, or while Zendesk is down, the whole account waits, not just the job that saw it.
     paused_until: Option<DateTime<Utc>>,
+    /// Calls in a row that found Zendesk unavailable: sets the length of the next pause.
+    outage: u32,
+}
+
+/// How a group of jobs ended: one outcome per job, or one for all (a failure).
+enum Group {
+    Each(Vec<Outcome>),
+    All(Box<Outcome>),
 }
 
 enum Failure {
@@ -132,6 +147,13 @@ enum Failure {
         after: Option<Duration>,
         counts: bool,
     },
+    /// Zendesk is down: pause everything, charge no job.
+    Unavailable {
+        error: ZendeskError,
+        after: Option<Duration>,
+    },
+    /// This ticket had all the updates Zendesk allows for now.
+    TicketBusy(Duration),
     Fatal(ZendeskError),
 }
 
@@ -154,91 +176,165 @@ impl Worker {
             metrics,
             orgs: HashMap::new(),
             paused_until: None,
+            outage: 0,
         }
     }
 
-    /// Handles the next due job, if any.
+    /// Handles the next due ticket's waiting jobs, if any.
     pub async fn step(&mut self, now: DateTime<Utc>) -> Result<Step, StoreError> {
         if let Some(until) = self.paused_until.filter(|u| *u > now) {
             return Ok(Step::Idle {
                 next_due: Some(until),
             });
         }
-        let Some(job) = self.store.claim(now, LEASE).await? else {
+        let jobs = self.store.claim(now, LEASE, MAX_GROUP).await?;
+        let Some(head) = jobs.first() else {
             return Ok(Step::Idle {
                 next_due: self.store.next_due().await?,
             });
         };
-        let span = tracing::info_span!("job", id = job.id, ticket_id = job.event.ticket_id, kind = %job.event.kind);
-        let outcome = self.handle(&job, now).instrument(span).await?;
-        self.metrics.processed(outcome.label());
-        Ok(Step::Processed {
-            id: job.id,
-            outcome: Box::new(outcome),
-        })
+        let span = tracing::info_span!(
+            "job",
+            id = head.id,
+            ticket_id = head.event.ticket_id,
+            events = jobs.len()
+        );
+        let outcomes = self.handle(&jobs, now).instrument(span).await?;
+        for (_, outcome) in &outcomes {
+            self.metrics.processed(outcome.label());
+        }
+        Ok(Step::Processed(outcomes))
     }
 
-    /// Processes a claimed job and records how it ended.
-    async fn handle(&mut self, job: &Job, now: DateTime<Utc>) -> Result<Outcome, StoreError> {
-        let outcome = self.process(job, now).await;
-        let record = serde_json::to_string(&outcome).unwrap_or_default();
-        match &outcome {
-            Outcome::Deferred {
-                until,
-                error,
-                counted,
-            } => {
-                self.store
-                    .defer(job.id, *until, error.clone(), *counted)
-                    .await?;
-                warn!(until = %until, error = %error, "job deferred");
-            }
-            Outcome::Dead { error } => {
-                self.store.dead(job.id, record, error.clone(), now).await?;
-                error!(error = %error, "job gave up: listed by `deskbot dead-letters`");
-            }
-            _ => {
-                self.store.complete(job.id, record, now).await?;
-                info!(outcome = outcome.label(), "job done");
+    /// Processes claimed jobs and records how each ended, in one transaction.
+    async fn handle(
+        &mut self,
+        jobs: &[Job],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(i64, Outcome)>, StoreError> {
+        let outcomes = self.process(jobs, now).await;
+        let mut settle = Vec::with_capacity(outcomes.len());
+        for (id, outcome) in &outcomes {
+            let record = serde_json::to_string(outcome).unwrap_or_default();
+            settle.push((
+                *id,
+                match outcome {
+                    Outcome::Deferred {
+                        until,
+                        error,
+                        counted,
+                    } => Settle::Defer {
+                        until: *until,
+                        error: error.clone(),
+                        counts: *counted,
+                    },
+                    Outcome::Dead { error } => Settle::Dead {
+                        outcome: record,
+                        error: error.clone(),
+                    },
+                    _ => Settle::Done { outcome: record },
+                },
+            ));
+        }
+        self.store.settle(settle, now).await?;
+        for (id, outcome) in &outcomes {
+            match outcome {
+                Outcome::Deferred { until, error, .. } => {
+                    warn!(job = id, until = %until, error = %error, "job deferred");
+                }
+                Outcome::Dead { error } => {
+                    error!(job = id, error = %error, "job gave up: listed by `deskbot dead-letters`");
+                }
+                _ => info!(job = id, outcome = outcome.label(), "job done"),
             }
         }
-        Ok(outcome)
+        Ok(outcomes)
     }
 
-    async fn process(&mut self, job: &Job, now: DateTime<Utc>) -> Outcome {
-        let ev = &job.event;
-        if ev
-            .comment
-            .as_ref()
-            .is_some_and(|c| c.body.trim_start().starts_with(NOTE_MARKER))
-        {
-            return Outcome::OwnNote;
-        }
+    /// Decides every job of one ticket in turn and sends at most one update for all of them.
+    async fn process(&mut self, jobs: &[Job], now: DateTime<Utc>) -> Vec<(i64, Outcome)> {
+        let (own, live): (Vec<&Job>, Vec<&Job>) = jobs.iter().partition(|j| {
+            j.event
+                .comment
+                .as_ref()
+                .is_some_and(|c| c.body.trim_start().starts_with(NOTE_MARKER))
+        });
+        let mut outcomes: Vec<(i64, Outcome)> =
+            own.iter().map(|j| (j.id, Outcome::OwnNote)).collect();
+        let Some(last) = live.last() else {
+            return outcomes;
+        };
+        let attempts = live.iter().map(|j| j.attempts).max().unwrap_or(0);
+        let ticket_id = last.event.ticket_id;
         let policy = self.policy.current();
         let mut conflicts = 0;
-        loop {
-            let ticket = match self.read_ticket(job).await {
+        let settled = loop {
+            let before = match self.read_ticket(last).await {
                 Ok(t) => t,
-                Err(f) => return self.failure(job, f, now),
+                Err(f) => break Group::All(Box::new(self.failure(attempts, f, now))),
             };
-            let decision = policy.decide(&ticket, now);
-            debug!(?decision, "decided");
-            let Some(plan) = update::plan(&ticket, &decision) else {
-                return Outcome::NoChange { decision };
-            };
-            let Some(client) = self.zendesk.as_ref().filter(|_| !self.dry_run) else {
-                info!(update = %serde_json::to_string(&plan).unwrap_or_default(), "dry run: would update the ticket");
-                return Outcome::DryRun {
-                    decision,
-                    update: plan,
-                };
-            };
-            match client.update_ticket(ev.ticket_id, &plan).await {
-                Ok(()) => {
-                    return Outcome::Updated {
+            let mut after = before.clone();
+            let mut decisions = Vec::with_capacity(live.len());
+            let mut notes = Vec::new();
+            for job in &live {
+                let ev = &job.event;
+                after.event = Some(ev.kind.clone());
+                after.latest_comment = ev.comment.as_ref().map(|c| c.body.clone());
+                after.comment_by_staff = ev.comment.as_ref().and_then(|c| c.by_staff);
+                let decision = policy.decide(&after, now);
+                debug!(job = job.id, ?decision, "decided");
+                if update::apply(&mut after, &decision) {
+                    notes.extend(decision.note.clone());
+                }
+                decisions.push(decision);
+            }
+            let note = (!notes.is_empty()).then(|| notes.join("\n\n"));
+            let last_decision = decisions.pop().unwrap_or_default();
+            let earlier = |decisions: Vec<Decision>| -> Vec<Outcome> {
+                decisions
+                    .into_iter()
+                    .map(|decision| Outcome::Coalesced {
+                        into: last.id,
                         decision,
+                    })
+                    .collect()
+            };
+            let Some(plan) = update::diff(&before, &after, note) else {
+                let mut all: Vec<Outcome> = decisions
+                    .into_iter()
+                    .map(|decision| Outcome::NoChange { decision })
+                    .collect();
+                all.push(Outcome::NoChange {
+                    decision: last_decision,
+                });
+                break Group::Each(all);
+            };
+            let Some(client) = self.zendesk.clone().filter(|_| !self.dry_run) else {
+                info!(update = %serde_json::to_string(&plan).unwrap_or_default(), "dry run: would update the ticket");
+                let mut all = earlier(decisions);
+                all.push(Outcome::DryRun {
+                    decision: last_decision,
+                    update: plan,
+                });
+                break Group::Each(all);
+            };
+            let wait = client.ticket_update_wait(ticket_id);
+            if !wait.is_zero() {
+                break Group::All(Box::new(self.failure(
+                    attempts,
+                    Failure::TicketBusy(wait),
+                    now,
+                )));
+            }
+            match client.update_ticket(ticket_id, &plan).await {
+                Ok(()) => {
+                    self.outage = 0;
+                    let mut all = earlier(decisions);
+                    all.push(Outcome::Updated {
+                        decision: last_decision,
                         update: plan,
-                    }
+                    });
+                    break Group::Each(all);
                 }
                 Err(e) if e.class() == ErrorClass::Conflict && conflicts < MAX_CONFLICTS => {
                     conflicts += 1;
@@ -247,9 +343,16 @@ impl Worker {
                         "ticket changed while deciding (409): reading it again"
                     );
                 }
-                Err(e) => return self.failure(job, classify(e), now),
+                Err(e) => break Group::All(Box::new(self.failure(attempts, classify(e), now))),
             }
-        }
+        };
+        let per_job = match settled {
+            Group::Each(v) => v,
+            Group::All(o) => vec![*o; live.len()],
+        };
+        outcomes.extend(live.iter().map(|j| j.id).zip(per_job));
+        outcomes.sort_by_key(|(id, _)| *id);
+        outcomes
     }
 
     /// The ticket as it is now: from Zendesk, or the event's snapshot when there is no client.
@@ -258,14 +361,20 @@ impl Worker {
         let Some(client) = self.zendesk.clone() else {
             return Ok(ev.snapshot.clone());
         };
-        let mut ticket = client.show_ticket(ev.ticket_id).await.map_err(classify)?;
+        let read = client.show_ticket(ev.ticket_id).await.map_err(classify);
+        let mut ticket = self.reached(read)?;
         if let Some(org_id) = ticket.organization_id {
             ticket.organization = self.organization(&client, org_id).await?;
         }
-        ticket.event = Some(ev.kind.clone());
-        ticket.latest_comment = ev.comment.as_ref().map(|c| c.body.clone());
-        ticket.comment_by_staff = ev.comment.as_ref().and_then(|c| c.by_staff);
         Ok(ticket)
+    }
+
+    /// Notes that Zendesk answered (ending an outage pause's growth), passing the result through.
+    fn reached<T>(&mut self, r: Result<T, Failure>) -> Result<T, Failure> {
+        if !matches!(r, Err(Failure::Unavailable { .. })) {
+            self.outage = 0;
+        }
+        r
     }
 
     async fn organization(
@@ -289,30 +398,43 @@ impl Worker {
         }
     }
 
-    fn failure(&mut self, job: &Job, failure: Failure, now: DateTime<Utc>) -> Outcome {
+    fn failure(&mut self, attempts: u32, failure: Failure, now: DateTime<Utc>) -> Outcome {
+        let at = |wait: Duration| {
+            now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX)
+        };
+        let jitter = fastrand::f64() * 2.0 - 1.0;
         match failure {
             Failure::Gone => Outcome::TicketGone,
             Failure::Fatal(e) => Outcome::Dead {
                 error: e.to_string(),
             },
+            Failure::TicketBusy(wait) => Outcome::Deferred {
+                until: at(wait),
+                error: "this ticket had all the updates Zendesk allows per ticket (30 in 10 minutes): waiting for the oldest to leave the window".into(),
+                counted: false,
+            },
+            Failure::Unavailable { error, after } => {
+                self.outage += 1;
+                let until = at(retry::delay(&self.retry, self.outage, after, jitter));
+                self.paused_until = Some(until);
+                Outcome::Deferred {
+                    until,
+                    error: error.to_string(),
+                    counted: false,
+                }
+            }
             Failure::Retry {
                 error,
                 after,
                 counts,
             } => {
-                let tries = job.attempts + u32::from(counts);
+                let tries = attempts + u32::from(counts);
                 if counts && tries >= self.retry.max_attempts {
                     return Outcome::Dead {
                         error: format!("{error} (after {tries} tries)"),
                     };
                 }
-                let wait = retry::delay(
-                    &self.retry,
-                    tries.max(1),
-                    after,
-                    fastrand::f64() * 2.0 - 1.0,
-                );
-                let until = now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
+                let until = at(retry::delay(&self.retry, tries.max(1), after, jitter));
                 if !counts {
                     self.paused_until = Some(until);
                 }
@@ -345,7 +467,7 @@ impl Worker {
                 }
             };
             let wait = match stepped {
-                Ok(Step::Processed { .. }) => continue,
+                Ok(Step::Processed(_)) => continue,
                 Ok(Step::Idle { next_due }) => next_due
                     .map(|t| (t - now).to_std().unwrap_or(Duration::ZERO))
                     .unwrap_or(IDLE_POLL)
@@ -379,6 +501,7 @@ fn classify(e: ZendeskError) -> Failure {
             after,
             counts: true,
         },
+        ErrorClass::Unavailable(after) => Failure::Unavailable { error: e, after },
         ErrorClass::Conflict => Failure::Retry {
             error: e,
             after: None,

@@ -17,8 +17,6 @@ use crate::ticket::{Organization, Ticket};
 use super::model::{OrganizationResponse, TicketResponse, TicketUpdate, TicketUpdateRequest};
 use super::ratelimit::{Kind, RateLimiter};
 
-/// Per-request timeout: long enough for a slow Zendesk, short enough that shutdown is prompt.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// How much of an error body is kept for logs and the dead-letter list.
 const ERROR_BODY_LIMIT: usize = 300;
 
@@ -62,8 +60,12 @@ pub enum ErrorClass {
     Conflict,
     /// 429: wait (for `Retry-After` if given); the whole account is throttled.
     RateLimited(Option<Duration>),
-    /// 5xx, network, undecodable: retry with backoff (at least `Retry-After` if given).
+    /// 500 and other 5xx, or an undecodable answer: retry with backoff (at least `Retry-After`
+    /// if given); these tries count toward the limit, since the request itself may be the cause.
     Transient(Option<Duration>),
+    /// Zendesk cannot be reached or says it is down (timeout, refused or dropped connection, 502,
+    /// 503, 504): every call would fail alike, so the whole worker waits and no job is charged.
+    Unavailable(Option<Duration>),
     /// 404: the ticket is gone; end the job quietly.
     NotFound,
     /// Any other 4xx: retrying cannot help.
@@ -99,12 +101,12 @@ impl ZendeskError {
                 409 => ErrorClass::Conflict,
                 429 => ErrorClass::RateLimited(*retry_after),
                 404 => ErrorClass::NotFound,
+                502..=504 => ErrorClass::Unavailable(*retry_after),
                 s if s >= 500 => ErrorClass::Transient(*retry_after),
                 _ => ErrorClass::Permanent,
             },
-            ZendeskError::Network { .. } | ZendeskError::Decode { .. } => {
-                ErrorClass::Transient(None)
-            }
+            ZendeskError::Network { .. } => ErrorClass::Unavailable(None),
+            ZendeskError::Decode { .. } => ErrorClass::Transient(None),
         }
     }
 }
@@ -142,7 +144,7 @@ impl ZendeskClient {
             Auth::Bearer(token) => format!("Bearer {}", token.expose()),
         };
         let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
+            .timeout(cfg.request_timeout)
             .connect_timeout(Duration::from_secs(5))
             .user_agent(concat!("deskbot/", env!("CARGO_PKG_VERSION")))
             .build()?;
@@ -163,7 +165,7 @@ impl ZendeskClient {
     pub async fn show_ticket(&self, id: u64) -> Result<Ticket, ZendeskError> {
         let endpoint = "show_ticket";
         let url = format!("{}/api/v2/tickets/{id}.json?include=users", self.base_url);
-        let body = self.send(endpoint, self.http.get(url)).await?;
+        let body = self.send(endpoint, Kind::Read, self.http.get(url)).await?;
         let parsed: TicketResponse = decode(endpoint, &body.body)?;
         Ok(parsed.into_ticket())
     }
@@ -172,7 +174,7 @@ impl ZendeskClient {
     pub async fn show_organization(&self, id: u64) -> Result<Organization, ZendeskError> {
         let endpoint = "show_organization";
         let url = format!("{}/api/v2/organizations/{id}.json", self.base_url);
-        let body = self.send(endpoint, self.http.get(url)).await?;
+        let body = self.send(endpoint, Kind::Read, self.http.get(url)).await?;
         let parsed: OrganizationResponse = decode(endpoint, &body.body)?;
         Ok(parsed.organization.into())
     }
@@ -184,9 +186,18 @@ impl ZendeskClient {
         let request = TicketUpdateRequest {
             ticket: update.clone(),
         };
-        self.send(endpoint, self.http.put(url).json(&request))
-            .await
-            .map(drop)
+        self.send(
+            endpoint,
+            Kind::Update(id),
+            self.http.put(url).json(&request),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// How long until `ticket` may be updated under Zendesk's per-ticket limit (zero: now).
+    pub fn ticket_update_wait(&self, ticket: u64) -> Duration {
+        self.limiter.ticket_wait(ticket)
     }
 
     /// An admin call: `method path` (below the base URL) with an optional JSON body. Returns the
@@ -204,7 +215,7 @@ impl ZendeskClient {
         if let Some(b) = body {
             request = request.json(b);
         }
-        let reply = self.send(endpoint, request).await?;
+        let reply = self.send(endpoint, Kind::Read, request).await?;
         let value = if reply.body.iter().all(u8::is_ascii_whitespace) {
             serde_json::Value::Null
         } else {
@@ -216,13 +227,9 @@ impl ZendeskClient {
     async fn send(
         &self,
         endpoint: &'static str,
+        kind: Kind,
         request: reqwest::RequestBuilder,
     ) -> Result<Reply, ZendeskError> {
-        let kind = if endpoint == "update_ticket" {
-            Kind::Update
-        } else {
-            Kind::Read
-        };
         self.limiter.acquire(kind).await;
         let started = Instant::now();
         let result = request
@@ -345,7 +352,8 @@ mod tests {
         assert_eq!(status(409).class(), ErrorClass::Conflict);
         assert_eq!(status(429).class(), ErrorClass::RateLimited(None));
         assert_eq!(status(404).class(), ErrorClass::NotFound);
-        assert_eq!(status(503).class(), ErrorClass::Transient(None));
+        assert_eq!(status(500).class(), ErrorClass::Transient(None));
+        assert_eq!(status(503).class(), ErrorClass::Unavailable(None));
         assert_eq!(status(422).class(), ErrorClass::Permanent);
         assert_eq!(status(401).class(), ErrorClass::Permanent);
     }

@@ -5,8 +5,12 @@
 //! exact sliding-window log: a request may go when fewer than `limit` went in the last window, so
 //! no window of that length ever holds more (a token bucket would allow a burst on top). Zendesk's
 //! own headers then correct it: when they say nothing is left, deskbot waits for their reset.
+//!
+//! Zendesk also allows only 30 updates per ticket in 10 minutes. That limit is not waited for here
+//! (one busy ticket must not hold up the others): the worker asks [`RateLimiter::ticket_wait`] first
+//! and puts that ticket's jobs back until then.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -18,9 +22,16 @@ use tokio::time::Instant;
 pub enum Kind {
     /// Any other call: the account limit only.
     Read,
-    /// A ticket update: the account limit and the ticket-update limit.
-    Update,
+    /// An update of this ticket: the account limit, the ticket-update limit and the per-ticket log.
+    Update(u64),
 }
+
+/// Updates one ticket may take per [`PER_TICKET_SPANS`] windows (Zendesk: 30 per 10 minutes).
+pub const PER_TICKET_LIMIT: usize = 30;
+/// The per-ticket window, in account windows (10 minutes when the window is a minute).
+pub const PER_TICKET_SPANS: u32 = 10;
+/// Above this many tickets in the per-ticket log, tickets with no update left in it are dropped.
+const PER_TICKET_PRUNE_AT: usize = 1024;
 
 #[derive(Debug)]
 struct Window {
@@ -41,20 +52,7 @@ impl Window {
 
     /// How long to wait before a request may go (zero: now).
     fn wait(&mut self, now: Instant, span: Duration) -> Duration {
-        while self
-            .sent
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= span)
-        {
-            self.sent.pop_front();
-        }
-        let by_log = if self.sent.len() < self.limit {
-            Duration::ZERO
-        } else {
-            self.sent.front().map_or(Duration::ZERO, |first| {
-                (*first + span).saturating_duration_since(now)
-            })
-        };
+        let by_log = log_wait(&mut self.sent, self.limit, now, span);
         let by_zendesk = self
             .blocked_until
             .map_or(Duration::ZERO, |u| u.saturating_duration_since(now));
@@ -62,11 +60,32 @@ impl Window {
     }
 }
 
+/// Drops entries older than `span` from a send log; returns how long until it has room for one more.
+fn log_wait(sent: &mut VecDeque<Instant>, limit: usize, now: Instant, span: Duration) -> Duration {
+    while sent.front().is_some_and(|t| now.duration_since(*t) >= span) {
+        sent.pop_front();
+    }
+    if sent.len() < limit {
+        return Duration::ZERO;
+    }
+    // The log never holds more than `limit`, so the oldest entry is the one that must leave.
+    sent.front().map_or(Duration::ZERO, |first| {
+        (*first + span).saturating_duration_since(now)
+    })
+}
+
+#[derive(Debug)]
+struct Windows {
+    account: Window,
+    updates: Window,
+    per_ticket: HashMap<u64, VecDeque<Instant>>,
+}
+
 /// Paces deskbot's calls to Zendesk.
 #[derive(Debug)]
 pub struct RateLimiter {
     span: Duration,
-    windows: Mutex<(Window, Window)>,
+    windows: Mutex<Windows>,
 }
 
 impl RateLimiter {
@@ -74,8 +93,25 @@ impl RateLimiter {
     pub fn new(per_minute: u32, updates_per_minute: u32, span: Duration) -> Self {
         RateLimiter {
             span,
-            windows: Mutex::new((Window::new(per_minute), Window::new(updates_per_minute))),
+            windows: Mutex::new(Windows {
+                account: Window::new(per_minute),
+                updates: Window::new(updates_per_minute),
+                per_ticket: HashMap::new(),
+            }),
         }
+    }
+
+    fn ticket_span(&self) -> Duration {
+        self.span.saturating_mul(PER_TICKET_SPANS)
+    }
+
+    /// How long until `ticket` may be updated again under the per-ticket limit (zero: now).
+    pub fn ticket_wait(&self, ticket: u64) -> Duration {
+        let span = self.ticket_span();
+        let mut w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        w.per_ticket.get_mut(&ticket).map_or(Duration::ZERO, |log| {
+            log_wait(log, PER_TICKET_LIMIT, Instant::now(), span)
+        })
     }
 
     /// Waits until a request of this kind may be sent, and counts it.
@@ -84,21 +120,35 @@ impl RateLimiter {
             let wait = {
                 let mut w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
                 let now = Instant::now();
-                let (account, updates) = &mut *w;
-                let mut wait = account.wait(now, self.span);
-                if kind == Kind::Update {
-                    wait = wait.max(updates.wait(now, self.span));
+                let mut wait = w.account.wait(now, self.span);
+                if let Kind::Update(_) = kind {
+                    wait = wait.max(w.updates.wait(now, self.span));
                 }
                 if wait.is_zero() {
-                    account.sent.push_back(now);
-                    if kind == Kind::Update {
-                        updates.sent.push_back(now);
+                    w.account.sent.push_back(now);
+                    if let Kind::Update(ticket) = kind {
+                        w.updates.sent.push_back(now);
+                        self.record_ticket_update(&mut w, ticket, now);
                     }
                     return;
                 }
                 wait
             };
             tokio::time::sleep(wait).await;
+        }
+    }
+
+    fn record_ticket_update(&self, w: &mut Windows, ticket: u64, now: Instant) {
+        let span = self.ticket_span();
+        if w.per_ticket.len() >= PER_TICKET_PRUNE_AT {
+            w.per_ticket
+                .retain(|_, log| log.back().is_some_and(|t| now.duration_since(*t) < span));
+        }
+        let log = w.per_ticket.entry(ticket).or_default();
+        log.push_back(now);
+        // An update sent anyway (the caller did not ask `ticket_wait`) must not grow the log unbounded.
+        while log.len() > PER_TICKET_LIMIT {
+            log.pop_front();
         }
     }
 
@@ -115,7 +165,7 @@ impl RateLimiter {
             let reset = header("ratelimit-reset")
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .map_or(self.span, Duration::from_secs);
-            w.0.blocked_until = Some(now + reset);
+            w.account.blocked_until = Some(now + reset);
         }
         // Ticket updates: `Zendesk-RateLimit-tickets-update: total=100; remaining=0; resets=41`.
         if let Some(v) = header("zendesk-ratelimit-tickets-update") {
@@ -129,7 +179,7 @@ impl RateLimiter {
             };
             if field("remaining") == Some(0) {
                 let reset = field("resets").map_or(self.span, Duration::from_secs);
-                w.1.blocked_until = Some(now + reset);
+                w.updates.blocked_until = Some(now + reset);
             }
         }
     }
@@ -164,16 +214,45 @@ mod tests {
     async fn updates_have_their_own_limit() {
         let rl = RateLimiter::new(100, 2, Duration::from_secs(60));
         let start = Instant::now();
-        rl.acquire(Kind::Update).await;
-        rl.acquire(Kind::Update).await;
+        rl.acquire(Kind::Update(1)).await;
+        rl.acquire(Kind::Update(1)).await;
         rl.acquire(Kind::Read).await;
         assert_eq!(
             start.elapsed(),
             Duration::ZERO,
             "reads are not held back by the update limit"
         );
-        rl.acquire(Kind::Update).await;
+        rl.acquire(Kind::Update(1)).await;
         assert_eq!(start.elapsed(), Duration::from_secs(60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_ticket_takes_thirty_updates_per_ten_windows() {
+        let rl = RateLimiter::new(1000, 1000, Duration::from_secs(60));
+        let start = Instant::now();
+        for i in 0..PER_TICKET_LIMIT {
+            assert_eq!(rl.ticket_wait(7), Duration::ZERO, "update {i}");
+            rl.acquire(Kind::Update(7)).await;
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+        assert_eq!(start.elapsed(), Duration::from_secs(30));
+        // The first of the thirty leaves the ten-minute window at 600 s.
+        assert_eq!(rl.ticket_wait(7), Duration::from_secs(570));
+        assert_eq!(rl.ticket_wait(8), Duration::ZERO, "other tickets are free");
+        tokio::time::advance(Duration::from_secs(570)).await;
+        assert_eq!(rl.ticket_wait(7), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_per_ticket_log_forgets_quiet_tickets() {
+        let rl = RateLimiter::new(100_000, 100_000, Duration::from_secs(1));
+        for t in 0..PER_TICKET_PRUNE_AT as u64 {
+            rl.acquire(Kind::Update(t)).await;
+        }
+        tokio::time::advance(Duration::from_secs(10)).await;
+        rl.acquire(Kind::Update(u64::MAX)).await;
+        let w = rl.windows.lock().unwrap();
+        assert_eq!(w.per_ticket.len(), 1);
     }
 
     #[tokio::test(start_paused = true)]
@@ -188,7 +267,7 @@ mod tests {
         let start = Instant::now();
         rl.acquire(Kind::Read).await;
         assert_eq!(start.elapsed(), Duration::ZERO);
-        rl.acquire(Kind::Update).await;
+        rl.acquire(Kind::Update(1)).await;
         assert_eq!(start.elapsed(), Duration::from_secs(7));
 
         let mut h = HeaderMap::new();

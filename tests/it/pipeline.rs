@@ -160,7 +160,7 @@ async fn rate_limited_waits_for_retry_after_then_succeeds() {
 async fn server_errors_back_off_then_succeed() {
     let app = spawn_app().await;
     seed(&app.zendesk, 105, "URGENT");
-    app.zendesk.fail_next(Method::GET, 5, 503, None);
+    app.zendesk.fail_next(Method::GET, 5, 500, None);
     assert_eq!(
         app.post_signed(event_body("5xx-1", "created", 105, "URGENT"))
             .await
@@ -168,7 +168,7 @@ async fn server_errors_back_off_then_succeed() {
         202
     );
     let z = app.zendesk.clone();
-    eventually(20, "PUT after five 503s", || z.applied_puts().len() == 1).await;
+    eventually(20, "PUT after five 500s", || z.applied_puts().len() == 1).await;
     // The first six ticket reads belong to the job; later ones come from the echoed events.
     let gets: Vec<_> = app
         .zendesk
@@ -179,7 +179,7 @@ async fn server_errors_back_off_then_succeed() {
         .collect();
     assert_eq!(
         gets.iter().map(|r| r.status).collect::<Vec<_>>(),
-        vec![503, 503, 503, 503, 503, 200]
+        vec![500, 500, 500, 500, 500, 200]
     );
     // Delays grow: the last gap (5th try: 20 ms × 2^4 capped at 200 ms, ±20 %) exceeds the first (20 ms ±20 %).
     let first = gets[1].at.duration_since(gets[0].at);
@@ -191,7 +191,35 @@ async fn server_errors_back_off_then_succeed() {
     // The delay runs from the worker's clock reading before the failed call, so the gap seen here
     // can be a few ms shorter than the 160 ms minimum; 100 ms still proves the growth.
     assert!(last >= Duration::from_millis(100), "last gap {last:?}");
+    // A 500 may be this request's fault: each one counts toward DESKBOT_MAX_ATTEMPTS.
     assert_eq!(count(&app.db, "SELECT attempts FROM events"), 5);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_outage_longer_than_the_retry_limit_loses_nothing() {
+    let app = spawn_app().await;
+    for t in [106, 107] {
+        seed(&app.zendesk, t, "URGENT");
+    }
+    // More 503s than DESKBOT_MAX_ATTEMPTS (8 in tests): Zendesk being down charges no job.
+    app.zendesk.fail_next(Method::GET, 12, 503, None);
+    for (key, t) in [("down-1", 106), ("down-2", 107)] {
+        let body = event_body(key, "created", t, "URGENT");
+        assert_eq!(app.post_signed(body).await.status(), 202);
+    }
+    let z = app.zendesk.clone();
+    eventually(30, "both tickets updated after the outage", || {
+        z.applied_puts().len() == 2
+    })
+    .await;
+    let statuses: Vec<u16> = z.requests().iter().map(|r| r.status).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 503).count(), 12);
+    assert_eq!(count(&app.db, "SELECT SUM(attempts) FROM events"), 0);
+    assert_eq!(
+        count(&app.db, "SELECT COUNT(*) FROM events WHERE state = 'dead'"),
+        0
+    );
     app.stop().await;
 }
 

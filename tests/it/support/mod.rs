@@ -69,6 +69,8 @@ pub struct Options {
     pub policy: &'static str,
     /// Zendesk requests (and updates) deskbot may send per second.
     pub requests_per_second: u32,
+    /// How long one Zendesk call may take.
+    pub request_timeout: Duration,
 }
 
 impl Default for Options {
@@ -80,6 +82,7 @@ impl Default for Options {
             with_zendesk: true,
             policy: POLICY,
             requests_per_second: 1000,
+            request_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -108,6 +111,7 @@ pub fn config(dir: &std::path::Path, zendesk: &FakeZendesk, opts: &Options) -> C
             requests_per_window: opts.requests_per_second,
             updates_per_window: opts.requests_per_second,
             rate_window: Duration::from_secs(1),
+            request_timeout: opts.request_timeout,
         }),
         dry_run: opts.dry_run,
         log_format: LogFormat::Pretty,
