@@ -5,6 +5,7 @@ mod bad_input;
 mod binary;
 mod contract;
 mod crash;
+mod drain;
 mod pipeline;
 mod robustness;
 mod signature;

@@ -69,8 +69,16 @@ pub struct Options {
     pub policy: &'static str,
     /// Zendesk requests (and updates) deskbot may send per second.
     pub requests_per_second: u32,
+    /// Ticket updates deskbot may send per second.
+    pub updates_per_second: u32,
+    /// The window of both limits ("second" above; Zendesk's is a minute, the per-ticket one ten).
+    pub rate_window: Duration,
     /// How long one Zendesk call may take.
     pub request_timeout: Duration,
+    /// Webhook bodies stored in the queue before the app starts (a backlog).
+    pub backlog: Vec<String>,
+    /// Tickets (REST API shape) the fake Zendesk holds before the app starts.
+    pub tickets: Vec<Value>,
 }
 
 impl Default for Options {
@@ -82,7 +90,11 @@ impl Default for Options {
             with_zendesk: true,
             policy: POLICY,
             requests_per_second: 1000,
+            updates_per_second: 1000,
+            rate_window: Duration::from_secs(1),
             request_timeout: Duration::from_secs(5),
+            backlog: Vec::new(),
+            tickets: Vec::new(),
         }
     }
 }
@@ -109,8 +121,8 @@ pub fn config(dir: &std::path::Path, zendesk: &FakeZendesk, opts: &Options) -> C
                 token: Secret::new("token"),
             }),
             requests_per_window: opts.requests_per_second,
-            updates_per_window: opts.requests_per_second,
-            rate_window: Duration::from_secs(1),
+            updates_per_window: opts.updates_per_second,
+            rate_window: opts.rate_window,
             request_timeout: opts.request_timeout,
         }),
         dry_run: opts.dry_run,
@@ -130,9 +142,15 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(opts: Options) -> TestApp {
     init_tracing();
     let zendesk = FakeZendesk::start().await;
+    for t in &opts.tickets {
+        zendesk.put_ticket(t.clone());
+    }
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &zendesk, &opts);
     let db = cfg.db.clone();
+    if !opts.backlog.is_empty() {
+        store_backlog(&db, &opts.backlog).await;
+    }
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
@@ -149,6 +167,31 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     app.zendesk.echo_to(&app.webhook_url(), SECRET);
     app.wait_ready().await;
     app
+}
+
+/// Queues `bodies` in the database at `db` through the library's store, as a stopped deskbot
+/// would have acknowledged them.
+async fn store_backlog(db: &std::path::Path, bodies: &[String]) {
+    use deskbot::queue::store::{Enqueued, NewEvent, Store};
+    use deskbot::webhook::payload::{parse, Parsed};
+    let store = Store::open(db).unwrap();
+    for body in bodies {
+        let Ok(Parsed::Ticket(event)) = parse(body.as_bytes()) else {
+            panic!("backlog body is not a ticket event: {body}");
+        };
+        let queued = store
+            .enqueue(NewEvent {
+                event: *event,
+                invocation_key: None,
+                received_at: Utc::now(),
+            })
+            .await
+            .unwrap();
+        assert!(
+            matches!(queued, Enqueued::Queued(_)),
+            "duplicate in backlog"
+        );
+    }
 }
 
 /// A fresh timestamp as Zendesk formats it.
