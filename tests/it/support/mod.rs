@@ -1,6 +1,7 @@
 //! Test helpers: spawn the real app on a random port against the fake Zendesk.
 
 pub mod fake_zendesk;
+pub mod fault_proxy;
 pub mod oas;
 
 use std::net::SocketAddr;
@@ -16,6 +17,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use fake_zendesk::FakeZendesk;
+pub use fault_proxy::{Fault, FaultProxy};
 
 /// The secret test apps are configured with.
 pub const SECRET: &str = "test-signing-secret";
@@ -54,6 +56,8 @@ pub struct TestApp {
     /// Kept so the temporary directory lives as long as the app.
     pub _dir: tempfile::TempDir,
     pub zendesk: FakeZendesk,
+    /// Between deskbot and the fake, when [`Options::fault_proxy`] is set.
+    pub proxy: Option<FaultProxy>,
     pub http: reqwest::Client,
     pub shutdown: CancellationToken,
     pub handle: JoinHandle<Result<(), deskbot::server::ServeError>>,
@@ -79,6 +83,8 @@ pub struct Options {
     pub backlog: Vec<String>,
     /// Tickets (REST API shape) the fake Zendesk holds before the app starts.
     pub tickets: Vec<Value>,
+    /// Reach the fake through a [`FaultProxy`] (in [`TestApp::proxy`]).
+    pub fault_proxy: bool,
 }
 
 impl Default for Options {
@@ -95,12 +101,13 @@ impl Default for Options {
             request_timeout: Duration::from_secs(5),
             backlog: Vec::new(),
             tickets: Vec::new(),
+            fault_proxy: false,
         }
     }
 }
 
 /// Builds the config of an app over `dir`, talking to `zendesk`.
-pub fn config(dir: &std::path::Path, zendesk: &FakeZendesk, opts: &Options) -> Config {
+pub fn config(dir: &std::path::Path, zendesk_url: &str, opts: &Options) -> Config {
     let rules = dir.join("policy.toml");
     if !rules.exists() {
         std::fs::write(&rules, opts.policy).unwrap();
@@ -115,7 +122,7 @@ pub fn config(dir: &std::path::Path, zendesk: &FakeZendesk, opts: &Options) -> C
         },
         signature_tolerance_secs: 300,
         zendesk: opts.with_zendesk.then(|| ZendeskConfig {
-            base_url: zendesk.url.clone(),
+            base_url: zendesk_url.to_string(),
             auth: Some(Auth::ApiToken {
                 email: "bot@example.com".into(),
                 token: Secret::new("token"),
@@ -146,7 +153,13 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
         zendesk.put_ticket(t.clone());
     }
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), &zendesk, &opts);
+    let proxy = if opts.fault_proxy {
+        Some(FaultProxy::start(&zendesk.url).await)
+    } else {
+        None
+    };
+    let url = proxy.as_ref().map_or(&zendesk.url, |p| &p.url);
+    let cfg = config(dir.path(), url, &opts);
     let db = cfg.db.clone();
     if !opts.backlog.is_empty() {
         store_backlog(&db, &opts.backlog).await;
@@ -160,6 +173,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
         db,
         _dir: dir,
         zendesk,
+        proxy,
         http: reqwest::Client::new(),
         shutdown,
         handle,
