@@ -7,7 +7,9 @@ use std::time::Duration;
 use axum::http::Method;
 use serde_json::{json, Value};
 
-use crate::support::{api_ticket, count, eventually, spawn_app_with, Options};
+use crate::support::{
+    api_ticket, comment_body, count, eventually, spawn_app_with, word_policy, Options,
+};
 
 const TICKETS: u64 = 200;
 const EVENTS_PER_TICKET: u64 = 10;
@@ -18,36 +20,6 @@ const UPDATES_PER_WINDOW: u32 = 100;
 /// would be ten updates.
 fn policy() -> &'static str {
     word_policy(EVENTS_PER_TICKET - 1)
-}
-
-fn word_policy(words: u64) -> &'static str {
-    let mut p = String::from(
-        "[policy]\nname = \"drain\"\n\n[[rule]]\nname = \"urgent-subject\"\n\
-         when = { subject = { has_word = \"urgent\" } }\npriority = \"urgent\"\n",
-    );
-    for w in 1..=words {
-        p.push_str(&format!(
-            "\n[[rule]]\nname = \"word-{w}\"\non = [\"comment_added\"]\n\
-             when = {{ comment = {{ has_word = \"w{w}\" }} }}\nadd_tags = [\"w{w}\"]\n"
-        ));
-    }
-    Box::leak(p.into_boxed_str())
-}
-
-fn comment_body(event_id: &str, ticket: u64, text: &str) -> String {
-    json!({
-        "type": "zen:event-type:ticket.comment_added",
-        "account_id": 1,
-        "id": event_id,
-        "time": "2026-11-23T17:00:00Z",
-        "zendesk_event_version": "2022-11-06",
-        "subject": format!("zen:ticket:{ticket}"),
-        "detail": {"id": ticket.to_string(), "subject": "URGENT: stuck", "priority": "NORMAL",
-                   "status": "OPEN", "tags": ["vip"]},
-        "event": {"comment": {"id": "1", "body": text, "is_public": true,
-                              "author": {"id": "7", "is_staff": false, "name": "Customer"}}}
-    })
-    .to_string()
 }
 
 fn ticket_of(path: &str) -> u64 {

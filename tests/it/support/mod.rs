@@ -233,6 +233,39 @@ pub fn event_body(event_id: &str, kind: &str, ticket: u64, subject: &str) -> Str
     .to_string()
 }
 
+/// A policy that makes subjects with "urgent" urgent, and adds tag `wN` for a comment with
+/// word `wN` (N in 1..=words): events that each change the ticket.
+pub fn word_policy(words: u64) -> &'static str {
+    let mut p = String::from(
+        "[policy]\nname = \"drain\"\n\n[[rule]]\nname = \"urgent-subject\"\n\
+         when = { subject = { has_word = \"urgent\" } }\npriority = \"urgent\"\n",
+    );
+    for w in 1..=words {
+        p.push_str(&format!(
+            "\n[[rule]]\nname = \"word-{w}\"\non = [\"comment_added\"]\n\
+             when = {{ comment = {{ has_word = \"w{w}\" }} }}\nadd_tags = [\"w{w}\"]\n"
+        ));
+    }
+    Box::leak(p.into_boxed_str())
+}
+
+/// A `ticket.comment_added` event body with a customer's comment `text`.
+pub fn comment_body(event_id: &str, ticket: u64, text: &str) -> String {
+    json!({
+        "type": "zen:event-type:ticket.comment_added",
+        "account_id": 1,
+        "id": event_id,
+        "time": "2026-11-23T17:00:00Z",
+        "zendesk_event_version": "2022-11-06",
+        "subject": format!("zen:ticket:{ticket}"),
+        "detail": {"id": ticket.to_string(), "subject": "URGENT: stuck", "priority": "NORMAL",
+                   "status": "OPEN", "tags": ["vip"]},
+        "event": {"comment": {"id": "1", "body": text, "is_public": true,
+                              "author": {"id": "7", "is_staff": false, "name": "Customer"}}}
+    })
+    .to_string()
+}
+
 /// A ticket in the REST API's shape.
 pub fn api_ticket(id: u64, subject: &str) -> Value {
     json!({
