@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, Notify};
 
@@ -258,69 +258,81 @@ impl Store {
         .await
     }
 
-    /// Claims the next due job, oldest first, never overtaking an earlier job of the same ticket,
-    /// together with the jobs of that ticket waiting right behind it (at most `max_jobs` in all), so
-    /// that they become one read and one update. Empty when nothing is due.
+    /// Claims the due jobs of up to `tickets` tickets, oldest first and never overtaking an earlier
+    /// job of the same ticket: one group per ticket, its head job and the jobs waiting right behind
+    /// it (at most `per_ticket`), so that they become one read and one update. Empty when nothing
+    /// is due. All are leased in one transaction.
     pub async fn claim(
         &self,
         now: DateTime<Utc>,
         lease: Duration,
-        max_jobs: usize,
-    ) -> Result<Vec<Job>, StoreError> {
+        tickets: usize,
+        per_ticket: usize,
+    ) -> Result<Vec<Vec<Job>>, StoreError> {
         let now_ms = now.timestamp_millis();
         let until = now_ms + lease.as_millis() as i64;
         self.call(move |c| {
             let tx = c.transaction()?;
-            let head: Option<(i64, i64)> = tx
-                .query_row(
+            let heads: Vec<(i64, i64)> = {
+                let mut stmt = tx.prepare_cached(
                     "SELECT id, ticket_id FROM events e
                      WHERE state = 'pending' AND next_attempt_at <= ?1
                        AND (locked_until IS NULL OR locked_until <= ?1)
                        AND NOT EXISTS (SELECT 1 FROM events p
                                        WHERE p.state = 'pending' AND p.ticket_id = e.ticket_id AND p.id < e.id)
-                     ORDER BY id LIMIT 1",
-                    params![now_ms],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
-            let Some((head_id, ticket_id)) = head else {
-                return Ok(Vec::new());
+                     ORDER BY id LIMIT ?2",
+                )?;
+                let rows = stmt.query_map(params![now_ms, tickets.max(1) as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
+                rows.collect::<Result<_, _>>()?
             };
-            let mut rows = Vec::new();
+            let mut groups = Vec::with_capacity(heads.len());
             {
-                let mut stmt = tx.prepare_cached(
+                let mut followers = tx.prepare_cached(
                     "SELECT id, payload, attempts, next_attempt_at, locked_until FROM events
                      WHERE state = 'pending' AND ticket_id = ?1 AND id >= ?2
                      ORDER BY id LIMIT ?3",
                 )?;
-                let mut q = stmt.query(params![ticket_id, head_id, max_jobs.max(1) as i64])?;
-                while let Some(r) = q.next()? {
-                    let due = r.get::<_, i64>(3)? <= now_ms
-                        && r.get::<_, Option<i64>>(4)?.is_none_or(|l| l <= now_ms);
-                    // Stop at the first job that is not free: the ones after it must wait for it.
-                    if !due {
-                        break;
-                    }
-                    rows.push((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, u32>(2)?));
-                }
                 let mut lock =
                     tx.prepare_cached("UPDATE events SET locked_until = ?2 WHERE id = ?1")?;
-                for (id, _, _) in &rows {
-                    lock.execute(params![id, until])?;
+                for (head_id, ticket_id) in heads {
+                    let mut rows = Vec::new();
+                    let mut q =
+                        followers.query(params![ticket_id, head_id, per_ticket.max(1) as i64])?;
+                    while let Some(r) = q.next()? {
+                        let free = r.get::<_, i64>(3)? <= now_ms
+                            && r.get::<_, Option<i64>>(4)?.is_none_or(|l| l <= now_ms);
+                        // Stop at the first job that is not free: the ones after it wait for it.
+                        if !free {
+                            break;
+                        }
+                        rows.push((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, u32>(2)?));
+                    }
+                    for (id, _, _) in &rows {
+                        lock.execute(params![id, until])?;
+                    }
+                    groups.push(rows);
                 }
             }
             tx.commit()?;
-            rows.into_iter()
-                .map(|(id, payload, attempts)| {
-                    let event = serde_json::from_str(&payload).map_err(|e| StoreError::Corrupt {
-                        id,
-                        message: e.to_string(),
-                    })?;
-                    Ok(Job {
-                        id,
-                        event,
-                        attempts,
-                    })
+            groups
+                .into_iter()
+                .map(|rows| {
+                    rows.into_iter()
+                        .map(|(id, payload, attempts)| {
+                            let event =
+                                serde_json::from_str(&payload).map_err(|e| StoreError::Corrupt {
+                                    id,
+                                    message: e.to_string(),
+                                })?;
+                            Ok(Job {
+                                id,
+                                event,
+                                attempts,
+                            })
+                        })
+                        .collect()
                 })
                 .collect()
         })
@@ -566,8 +578,10 @@ mod tests {
 
     /// The ids `claim` hands out, one job per claim.
     async fn claim_one(s: &Store, now: DateTime<Utc>, lease: Duration) -> Option<Job> {
-        let mut jobs = s.claim(now, lease, 1).await.unwrap();
-        assert!(jobs.len() <= 1);
+        let mut groups = s.claim(now, lease, 1, 1).await.unwrap();
+        assert!(groups.len() <= 1);
+        let mut jobs = groups.pop()?;
+        assert_eq!(jobs.len(), 1);
         jobs.pop()
     }
 
@@ -630,14 +644,20 @@ mod tests {
             s.enqueue(event(key, ticket)).await.unwrap();
         }
         let now = Utc::now();
-        let ids = |jobs: Vec<Job>| jobs.iter().map(|j| j.id).collect::<Vec<_>>();
-        assert_eq!(ids(s.claim(now, lease, 3).await.unwrap()), vec![1, 3, 4]);
-        assert_eq!(ids(s.claim(now, lease, 3).await.unwrap()), vec![2]);
-        // Job 5 waits behind the leased group of its ticket.
+        let ids = |groups: Vec<Vec<Job>>| -> Vec<Vec<i64>> {
+            groups
+                .iter()
+                .map(|g| g.iter().map(|j| j.id).collect())
+                .collect()
+        };
+        let none: Vec<Vec<i64>> = Vec::new();
         assert_eq!(
-            ids(s.claim(now, lease, 3).await.unwrap()),
-            Vec::<i64>::new()
+            ids(s.claim(now, lease, 1, 3).await.unwrap()),
+            vec![vec![1, 3, 4]]
         );
+        assert_eq!(ids(s.claim(now, lease, 1, 3).await.unwrap()), vec![vec![2]]);
+        // Job 5 waits behind the leased group of its ticket.
+        assert_eq!(ids(s.claim(now, lease, 9, 3).await.unwrap()), none);
         // A group deferred and settled in one go comes back whole, with 5 after it.
         let later = now + chrono::Duration::seconds(5);
         s.settle(
@@ -650,11 +670,26 @@ mod tests {
         )
         .await
         .unwrap();
+        assert_eq!(ids(s.claim(now, lease, 9, 9).await.unwrap()), none);
         assert_eq!(
-            ids(s.claim(now, lease, 9).await.unwrap()),
-            Vec::<i64>::new()
+            ids(s.claim(later, lease, 9, 9).await.unwrap()),
+            vec![vec![1, 3, 5]]
         );
-        assert_eq!(ids(s.claim(later, lease, 9).await.unwrap()), vec![1, 3, 5]);
+    }
+
+    #[tokio::test]
+    async fn a_claim_takes_one_group_per_ticket_oldest_first() {
+        let (_dir, s) = store();
+        for (key, ticket) in [("a", 1), ("b", 2), ("c", 1), ("d", 3), ("e", 4)] {
+            s.enqueue(event(key, ticket)).await.unwrap();
+        }
+        let now = Utc::now();
+        let groups = s.claim(now, Duration::from_secs(60), 3, 9).await.unwrap();
+        let ids: Vec<Vec<i64>> = groups
+            .iter()
+            .map(|g| g.iter().map(|j| j.id).collect())
+            .collect();
+        assert_eq!(ids, vec![vec![1, 3], vec![2], vec![4]]);
     }
 
     #[tokio::test]

@@ -8,9 +8,11 @@
 //! the update is a diff against the ticket as re-read (see `update::diff`).
 
 use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use futures_util::future::join_all;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn, Instrument};
@@ -29,6 +31,9 @@ use crate::zendesk::{ErrorClass, ZendeskClient, ZendeskError};
 const LEASE: Duration = Duration::from_secs(120);
 /// Most events of one ticket handled as one update.
 const MAX_GROUP: usize = 64;
+/// Tickets handled at once. Their Zendesk calls overlap (each still waits its turn in the rate
+/// limiter), so a backlog drains at the account's limit rather than at one round trip per ticket.
+const CONCURRENT_TICKETS: usize = 8;
 /// How long an organization read from Zendesk is reused.
 const ORG_TTL: Duration = Duration::from_secs(60);
 /// Re-reads after a 409 before the job is deferred like any other failure.
@@ -127,9 +132,14 @@ pub struct Worker {
     dry_run: bool,
     retry: RetryConfig,
     metrics: Metrics,
-    orgs: HashMap<u64, (Instant, Organization)>,
-    /// After a 429, or while Zendesk is down, the whole account waits, not just the job that saw it.
-    paused_until: Option<DateTime<Utc>>,
+    orgs: Mutex<HashMap<u64, (Instant, Organization)>>,
+    pause: Mutex<Pause>,
+}
+
+/// After a 429, or while Zendesk is down, the whole account waits, not just the job that saw it.
+#[derive(Default)]
+struct Pause {
+    until: Option<DateTime<Utc>>,
     /// Calls in a row that found Zendesk unavailable: sets the length of the next pause.
     outage: u32,
 }
@@ -174,45 +184,58 @@ impl Worker {
             zendesk,
             retry,
             metrics,
-            orgs: HashMap::new(),
-            paused_until: None,
-            outage: 0,
+            orgs: Mutex::new(HashMap::new()),
+            pause: Mutex::new(Pause::default()),
         }
     }
 
-    /// Handles the next due ticket's waiting jobs, if any.
-    pub async fn step(&mut self, now: DateTime<Utc>) -> Result<Step, StoreError> {
-        if let Some(until) = self.paused_until.filter(|u| *u > now) {
+    fn pause(&self) -> MutexGuard<'_, Pause> {
+        self.pause.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Handles the waiting jobs of the next due tickets (up to [`CONCURRENT_TICKETS`]), if any.
+    pub async fn step(&self, now: DateTime<Utc>) -> Result<Step, StoreError> {
+        if let Some(until) = self.pause().until.filter(|u| *u > now) {
             return Ok(Step::Idle {
                 next_due: Some(until),
             });
         }
-        let jobs = self.store.claim(now, LEASE, MAX_GROUP).await?;
-        let Some(head) = jobs.first() else {
+        let groups = self
+            .store
+            .claim(now, LEASE, CONCURRENT_TICKETS, MAX_GROUP)
+            .await?;
+        if groups.is_empty() {
             return Ok(Step::Idle {
                 next_due: self.store.next_due().await?,
             });
-        };
-        let span = tracing::info_span!(
-            "job",
-            id = head.id,
-            ticket_id = head.event.ticket_id,
-            events = jobs.len()
-        );
-        let outcomes = self.handle(&jobs, now).instrument(span).await?;
+        }
+        let outcomes = join_all(groups.iter().map(|jobs| {
+            let head = &jobs[0];
+            let span = tracing::info_span!(
+                "job",
+                id = head.id,
+                ticket_id = head.event.ticket_id,
+                events = jobs.len()
+            );
+            self.process(jobs, now).instrument(span)
+        }))
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+        let outcomes = self.record(outcomes, now).await?;
         for (_, outcome) in &outcomes {
             self.metrics.processed(outcome.label());
         }
         Ok(Step::Processed(outcomes))
     }
 
-    /// Processes claimed jobs and records how each ended, in one transaction.
-    async fn handle(
-        &mut self,
-        jobs: &[Job],
+    /// Records how each job ended, all in one transaction.
+    async fn record(
+        &self,
+        outcomes: Vec<(i64, Outcome)>,
         now: DateTime<Utc>,
     ) -> Result<Vec<(i64, Outcome)>, StoreError> {
-        let outcomes = self.process(jobs, now).await;
         let mut settle = Vec::with_capacity(outcomes.len());
         for (id, outcome) in &outcomes {
             let record = serde_json::to_string(outcome).unwrap_or_default();
@@ -252,7 +275,7 @@ impl Worker {
     }
 
     /// Decides every job of one ticket in turn and sends at most one update for all of them.
-    async fn process(&mut self, jobs: &[Job], now: DateTime<Utc>) -> Vec<(i64, Outcome)> {
+    async fn process(&self, jobs: &[Job], now: DateTime<Utc>) -> Vec<(i64, Outcome)> {
         let (own, live): (Vec<&Job>, Vec<&Job>) = jobs.iter().partition(|j| {
             j.event
                 .comment
@@ -328,7 +351,7 @@ impl Worker {
             }
             match client.update_ticket(ticket_id, &plan).await {
                 Ok(()) => {
-                    self.outage = 0;
+                    self.pause().outage = 0;
                     let mut all = earlier(decisions);
                     all.push(Outcome::Updated {
                         decision: last_decision,
@@ -356,7 +379,7 @@ impl Worker {
     }
 
     /// The ticket as it is now: from Zendesk, or the event's snapshot when there is no client.
-    async fn read_ticket(&mut self, job: &Job) -> Result<Ticket, Failure> {
+    async fn read_ticket(&self, job: &Job) -> Result<Ticket, Failure> {
         let ev = &job.event;
         let Some(client) = self.zendesk.clone() else {
             return Ok(ev.snapshot.clone());
@@ -370,26 +393,34 @@ impl Worker {
     }
 
     /// Notes that Zendesk answered (ending an outage pause's growth), passing the result through.
-    fn reached<T>(&mut self, r: Result<T, Failure>) -> Result<T, Failure> {
+    fn reached<T>(&self, r: Result<T, Failure>) -> Result<T, Failure> {
         if !matches!(r, Err(Failure::Unavailable { .. })) {
-            self.outage = 0;
+            self.pause().outage = 0;
         }
         r
     }
 
     async fn organization(
-        &mut self,
+        &self,
         client: &ZendeskClient,
         id: u64,
     ) -> Result<Option<Organization>, Failure> {
-        if let Some((at, org)) = self.orgs.get(&id) {
-            if at.elapsed() < ORG_TTL {
-                return Ok(Some(org.clone()));
-            }
+        let cached = self
+            .orgs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .filter(|(at, _)| at.elapsed() < ORG_TTL)
+            .map(|(_, org)| org.clone());
+        if cached.is_some() {
+            return Ok(cached);
         }
         match client.show_organization(id).await.map_err(classify) {
             Ok(org) => {
-                self.orgs.insert(id, (Instant::now(), org.clone()));
+                self.orgs
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(id, (Instant::now(), org.clone()));
                 Ok(Some(org))
             }
             // An organization deleted since the ticket was filed must not stop the ticket's job.
@@ -398,7 +429,7 @@ impl Worker {
         }
     }
 
-    fn failure(&mut self, attempts: u32, failure: Failure, now: DateTime<Utc>) -> Outcome {
+    fn failure(&self, attempts: u32, failure: Failure, now: DateTime<Utc>) -> Outcome {
         let at = |wait: Duration| {
             now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX)
         };
@@ -414,9 +445,10 @@ impl Worker {
                 counted: false,
             },
             Failure::Unavailable { error, after } => {
-                self.outage += 1;
-                let until = at(retry::delay(&self.retry, self.outage, after, jitter));
-                self.paused_until = Some(until);
+                let mut pause = self.pause();
+                pause.outage += 1;
+                let until = at(retry::delay(&self.retry, pause.outage, after, jitter));
+                pause.until = Some(pause.until.map_or(until, |u| u.max(until)));
                 Outcome::Deferred {
                     until,
                     error: error.to_string(),
@@ -436,7 +468,8 @@ impl Worker {
                 }
                 let until = at(retry::delay(&self.retry, tries.max(1), after, jitter));
                 if !counts {
-                    self.paused_until = Some(until);
+                    let mut pause = self.pause();
+                    pause.until = Some(pause.until.map_or(until, |u| u.max(until)));
                 }
                 Outcome::Deferred {
                     until,
@@ -448,7 +481,7 @@ impl Worker {
     }
 
     /// Runs steps until `shutdown` is cancelled; an in-flight job is finished first.
-    pub async fn run(mut self, shutdown: CancellationToken) {
+    pub async fn run(self, shutdown: CancellationToken) {
         match self.store.release_leases().await {
             Ok(0) => {}
             Ok(n) => info!(jobs = n, "resuming jobs interrupted by the last stop"),

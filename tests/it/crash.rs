@@ -45,9 +45,9 @@ async fn kill_9_during_traffic_loses_and_doubles_nothing() {
         .timeout(Duration::from_secs(2))
         .build()
         .unwrap();
-    // Each answer to a PUT is held 40 ms, so jobs back up and kills land between "Zendesk applied
-    // it" and "deskbot recorded it" as well as anywhere else.
-    z.slow_puts(Duration::from_millis(40));
+    // Each answer to a PUT is held 150 ms (longer than the worker takes to reach the next tickets),
+    // so kills land between "Zendesk applied it" and "deskbot recorded it" as well as elsewhere.
+    z.slow_puts(Duration::from_millis(150));
     let mut acknowledged = Vec::new();
     let mut ticket = 500u64;
     for round in 0..4 {
