@@ -104,7 +104,7 @@ pub struct ServeArgs {
     /// Longest retry delay, in seconds.
     #[arg(long, env = "DESKBOT_RETRY_MAX_SECS", default_value_t = 600)]
     pub retry_max_secs: u64,
-    /// Tries per job before it becomes a dead letter.
+    /// Failed tries per job before it becomes a dead letter (Zendesk outages and 429s do not count).
     #[arg(long, env = "DESKBOT_MAX_ATTEMPTS", default_value_t = 8)]
     pub max_attempts: u32,
     /// Zendesk connection.
