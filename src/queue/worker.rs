@@ -1,9 +1,9 @@
 //! The worker: takes jobs in order per ticket, reads the ticket, asks the policy, sends one update.
 //!
-//! [`Worker::step`] claims the next ticket's waiting jobs (one, or several events that queued up
-//! for the same ticket) and handles them as one: one read, each event decided in turn on the ticket
-//! as the ones before it left it, one update. [`Worker::run`] is only a loop that sleeps between
-//! steps. Every decision about retrying is written to the database before the step returns, so a
+//! [`Worker::step`] claims the waiting jobs of the next due tickets (up to [`CONCURRENT_TICKETS`],
+//! handled at once) and handles each ticket's jobs (one, or several events that queued up for it)
+//! as one: one read, each event decided in turn on the ticket as the ones before it left it, one
+//! update. [`Worker::run`] is only a loop that sleeps between steps. Every decision about retrying is written to the database before the step returns, so a
 //! crash at any point leaves the jobs either done or due again; redoing them is harmless because
 //! the update is a diff against the ticket as re-read (see `update::diff`).
 
