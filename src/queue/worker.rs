@@ -1,6 +1,6 @@
 //! The worker: takes jobs in order per ticket, reads the ticket, asks the policy, sends one update.
 //!
-//! [`Worker::step`] claims the waiting jobs of the next due tickets (up to [`CONCURRENT_TICKETS`],
+//! [`Worker::step`] claims the waiting jobs of the next due tickets (up to `CONCURRENT_TICKETS`,
 //! handled at once) and handles each ticket's jobs (one, or several events that queued up for it)
 //! as one: one read, each event decided in turn on the ticket as the ones before it left it, one
 //! update. [`Worker::run`] is only a loop that sleeps between steps. Every decision about retrying is written to the database before the step returns, so a
@@ -193,7 +193,7 @@ impl Worker {
         self.pause.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Handles the waiting jobs of the next due tickets (up to [`CONCURRENT_TICKETS`]), if any.
+    /// Handles the waiting jobs of the next due tickets (up to `CONCURRENT_TICKETS`), if any.
     pub async fn step(&self, now: DateTime<Utc>) -> Result<Step, StoreError> {
         if let Some(until) = self.pause().until.filter(|u| *u > now) {
             return Ok(Step::Idle {

@@ -1,11 +1,52 @@
-//! A full disk makes the webhook answer 503, which Zendesk retries, instead of a 202 for an event
-//! that was not stored; once space returns, the retries are stored, each once. (A database locked
-//! by another process is `unstorable_event_gets_503_with_retry_after` in `pipeline.rs`.)
+//! A database that cannot be written (full disk, files the filesystem refuses to write) makes the
+//! webhook answer 503, which Zendesk retries, instead of a 202 for an event that was not stored;
+//! once writes work again, the retries are stored, each once. (A database locked by another process
+//! is `unstorable_event_gets_503_with_retry_after` in `pipeline.rs`.)
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{event_body, now_stamp, SECRET};
+use crate::support::{event_body, now_stamp, spawn_app, SECRET};
+
+/// Sets (`+i`) or clears (`-i`) the immutable attribute: the filesystem then refuses every write to
+/// the file, even through descriptors deskbot already holds, and even for root.
+fn chattr(flag: &str, files: &[std::path::PathBuf]) -> bool {
+    Command::new("chattr")
+        .arg(flag)
+        .args(files)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[tokio::test]
+async fn a_database_the_filesystem_will_not_write_answers_503_until_it_will() {
+    let app = spawn_app().await;
+    let body = |id: &str| event_body(id, "created", 1, "x");
+    assert_eq!(app.post_signed(body("before")).await.status(), 202);
+    let files = vec![app.db.clone(), app.db.with_extension("db-wal")];
+    if !chattr("+i", &files) {
+        eprintln!("SKIPPED a_database_the_filesystem_will_not_write_answers_503_until_it_will: chattr +i is not available here (needs root and ext4, xfs or btrfs)");
+        app.stop().await;
+        return;
+    }
+    let mut refused = Vec::new();
+    for i in 0..3 {
+        let r = app.post_signed(body(&format!("refused-{i}"))).await;
+        refused.push((r.status().as_u16(), r.headers().contains_key("retry-after")));
+    }
+    assert!(
+        chattr("-i", &files),
+        "could not clear the immutable attribute"
+    );
+    assert_eq!(refused, vec![(503, true); 3]);
+    for i in 0..3 {
+        let r = app.post_signed(body(&format!("refused-{i}"))).await;
+        assert_eq!(r.status(), 202, "Zendesk's retry {i}");
+    }
+    assert_eq!(app.stored_events(), 4);
+    app.stop().await;
+}
 
 /// Runs `deskbot serve` in its own mount namespace with the database on a 4 MiB tmpfs, so the test
 /// can fill that disk without touching the machine's. `None` when mount namespaces are unavailable.
