@@ -1,15 +1,15 @@
 //! kill -9 of the real process, several times while events arrive: every acknowledged event still
 //! leads to exactly one update (none lost, none doubled), after restarts on the same database.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use axum::http::Method;
 use serde_json::json;
 
-use crate::support::{api_ticket, event_body, eventually, now_stamp, FakeZendesk, SECRET};
+use crate::support::{api_ticket, event_body, eventually, now_stamp, FakeZendesk, Reaped, SECRET};
 
-fn start(port: u16, db: &std::path::Path, rules: &std::path::Path, zendesk: &str) -> Child {
+fn start(port: u16, db: &std::path::Path, rules: &std::path::Path, zendesk: &str) -> Reaped {
     let mut c = crate::support::deskbot_command();
     // Zendesk's limits would make the drain take minutes; this test is about crashes.
     c.env("ZENDESK_RATE_LIMIT_PER_MINUTE", "1000000")
@@ -25,6 +25,7 @@ fn start(port: u16, db: &std::path::Path, rules: &std::path::Path, zendesk: &str
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
+        .map(Reaped)
         .unwrap()
 }
 

@@ -6,7 +6,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{event_body, now_stamp, spawn_app, SECRET};
+use crate::support::{event_body, now_stamp, spawn_app, Reaped, SECRET};
 
 /// Sets (`+i`) or clears (`-i`) the immutable attribute: the filesystem then refuses every write to
 /// the file, even through descriptors deskbot already holds, and even for root.
@@ -54,7 +54,7 @@ fn serve_on_small_disk(
     disk: &std::path::Path,
     rules: &std::path::Path,
     port: u16,
-) -> Option<std::process::Child> {
+) -> Option<Reaped> {
     let probe = Command::new("unshare")
         .args(["--mount", "--propagation", "private", "true"])
         .stderr(Stdio::null())
@@ -78,6 +78,7 @@ fn serve_on_small_disk(
         .stderr(Stdio::null())
         .spawn()
         .ok()
+        .map(Reaped)
 }
 
 /// Runs `sh -c script` inside the mount namespace of `pid`.
