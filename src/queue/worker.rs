@@ -3,9 +3,10 @@
 //! [`Worker::step`] claims the waiting jobs of the next due tickets (up to `CONCURRENT_TICKETS`,
 //! handled at once) and handles each ticket's jobs (one, or several events that queued up for it)
 //! as one: one read, each event decided in turn on the ticket as the ones before it left it, one
-//! update. [`Worker::run`] is only a loop that sleeps between steps. Every decision about retrying is written to the database before the step returns, so a
-//! crash at any point leaves the jobs either done or due again; redoing them is harmless because
-//! the update is a diff against the ticket as re-read (see `update::diff`).
+//! update. [`Worker::run`] is only a loop that sleeps between steps. Every decision about retrying
+//! is written to the database before the step returns, so a crash at any point leaves the jobs
+//! either done or due again; redoing them is harmless because the update is a diff against the
+//! ticket as re-read (see `update::diff`).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -144,10 +145,31 @@ struct Pause {
     outage: u32,
 }
 
+impl Pause {
+    /// Waits until `until` at least; an earlier pause of another ticket's call is not shortened.
+    fn extend(&mut self, until: DateTime<Utc>) {
+        self.until = Some(self.until.map_or(until, |u| u.max(until)));
+    }
+}
+
 /// How a group of jobs ended: one outcome per job, or one for all (a failure).
 enum Group {
     Each(Vec<Outcome>),
     All(Box<Outcome>),
+}
+
+impl Group {
+    /// One outcome per decision: `last` for the final event's, `earlier` for the ones before it.
+    fn each(
+        mut decisions: Vec<Decision>,
+        earlier: impl Fn(Decision) -> Outcome,
+        last: impl FnOnce(Decision) -> Outcome,
+    ) -> Group {
+        let final_decision = decisions.pop().unwrap_or_default();
+        let mut all: Vec<Outcome> = decisions.into_iter().map(earlier).collect();
+        all.push(last(final_decision));
+        Group::Each(all)
+    }
 }
 
 enum Failure {
@@ -238,7 +260,7 @@ impl Worker {
     ) -> Result<Vec<(i64, Outcome)>, StoreError> {
         let mut settle = Vec::with_capacity(outcomes.len());
         for (id, outcome) in &outcomes {
-            let record = serde_json::to_string(outcome).unwrap_or_default();
+            let record = || serde_json::to_string(outcome).unwrap_or_default();
             settle.push((
                 *id,
                 match outcome {
@@ -252,10 +274,10 @@ impl Worker {
                         counts: *counted,
                     },
                     Outcome::Dead { error } => Settle::Dead {
-                        outcome: record,
+                        outcome: record(),
                         error: error.clone(),
                     },
-                    _ => Settle::Done { outcome: record },
+                    _ => Settle::Done { outcome: record() },
                 },
             ));
         }
@@ -312,34 +334,20 @@ impl Worker {
                 decisions.push(decision);
             }
             let note = (!notes.is_empty()).then(|| notes.join("\n\n"));
-            let last_decision = decisions.pop().unwrap_or_default();
-            let earlier = |decisions: Vec<Decision>| -> Vec<Outcome> {
-                decisions
-                    .into_iter()
-                    .map(|decision| Outcome::Coalesced {
-                        into: last.id,
-                        decision,
-                    })
-                    .collect()
+            let coalesced = |decision| Outcome::Coalesced {
+                into: last.id,
+                decision,
             };
             let Some(plan) = update::diff(&before, &after, note) else {
-                let mut all: Vec<Outcome> = decisions
-                    .into_iter()
-                    .map(|decision| Outcome::NoChange { decision })
-                    .collect();
-                all.push(Outcome::NoChange {
-                    decision: last_decision,
-                });
-                break Group::Each(all);
+                let no_change = |decision| Outcome::NoChange { decision };
+                break Group::each(decisions, no_change, no_change);
             };
-            let Some(client) = self.zendesk.clone().filter(|_| !self.dry_run) else {
+            let Some(client) = self.zendesk.as_ref().filter(|_| !self.dry_run) else {
                 info!(update = %serde_json::to_string(&plan).unwrap_or_default(), "dry run: would update the ticket");
-                let mut all = earlier(decisions);
-                all.push(Outcome::DryRun {
-                    decision: last_decision,
+                break Group::each(decisions, coalesced, |decision| Outcome::DryRun {
+                    decision,
                     update: plan,
                 });
-                break Group::Each(all);
             };
             let wait = client.ticket_update_wait(ticket_id);
             if !wait.is_zero() {
@@ -352,12 +360,10 @@ impl Worker {
             match client.update_ticket(ticket_id, &plan).await {
                 Ok(()) => {
                     self.pause().outage = 0;
-                    let mut all = earlier(decisions);
-                    all.push(Outcome::Updated {
-                        decision: last_decision,
+                    break Group::each(decisions, coalesced, |decision| Outcome::Updated {
+                        decision,
                         update: plan,
                     });
-                    break Group::Each(all);
                 }
                 Err(e) if e.class() == ErrorClass::Conflict && conflicts < MAX_CONFLICTS => {
                     conflicts += 1;
@@ -381,13 +387,13 @@ impl Worker {
     /// The ticket as it is now: from Zendesk, or the event's snapshot when there is no client.
     async fn read_ticket(&self, job: &Job) -> Result<Ticket, Failure> {
         let ev = &job.event;
-        let Some(client) = self.zendesk.clone() else {
+        let Some(client) = self.zendesk.as_ref() else {
             return Ok(ev.snapshot.clone());
         };
         let read = client.show_ticket(ev.ticket_id).await.map_err(classify);
         let mut ticket = self.reached(read)?;
         if let Some(org_id) = ticket.organization_id {
-            ticket.organization = self.organization(&client, org_id).await?;
+            ticket.organization = self.organization(client, org_id).await?;
         }
         Ok(ticket)
     }
@@ -448,7 +454,7 @@ impl Worker {
                 let mut pause = self.pause();
                 pause.outage += 1;
                 let until = at(retry::delay(&self.retry, pause.outage, after, jitter));
-                pause.until = Some(pause.until.map_or(until, |u| u.max(until)));
+                pause.extend(until);
                 Outcome::Deferred {
                     until,
                     error: error.to_string(),
@@ -468,8 +474,7 @@ impl Worker {
                 }
                 let until = at(retry::delay(&self.retry, tries.max(1), after, jitter));
                 if !counts {
-                    let mut pause = self.pause();
-                    pause.until = Some(pause.until.map_or(until, |u| u.max(until)));
+                    self.pause().extend(until);
                 }
                 Outcome::Deferred {
                     until,
