@@ -4,19 +4,13 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::free_port;
+
 const SECRET: &str = "s3cr3t-never-logged";
 const TOKEN: &str = "zd-token-never-logged";
 
 fn deskbot() -> Command {
     crate::support::deskbot_command()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

@@ -1,66 +1,98 @@
 //! kill -9 of the real process, several times while events arrive: every acknowledged event still
 //! leads to exactly one update (none lost, none doubled), after restarts on the same database.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use axum::http::Method;
 use serde_json::json;
 
-use crate::support::{api_ticket, event_body, eventually, now_stamp, FakeZendesk, Reaped, SECRET};
+use crate::support::{
+    api_ticket, event_body, eventually, free_port, post_signed_to, ticket_of, wait_listening,
+    FakeZendesk, Reaped, SECRET,
+};
 
-fn start(port: u16, db: &std::path::Path, rules: &std::path::Path, zendesk: &str) -> Reaped {
-    let mut c = crate::support::deskbot_command();
-    // Zendesk's limits would make the drain take minutes; this test is about crashes.
-    c.env("ZENDESK_RATE_LIMIT_PER_MINUTE", "1000000")
-        .env("ZENDESK_TICKET_UPDATES_PER_MINUTE", "1000000");
-    c.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env("DESKBOT_DB", db)
-        .env("DESKBOT_RULES", rules)
-        .env("DESKBOT_WEBHOOK_SECRETS", SECRET)
-        .env("DESKBOT_RETRY_BASE_MS", "20")
-        .env("ZENDESK_URL", zendesk)
-        .env("ZENDESK_EMAIL", "bot@example.com")
-        .env("ZENDESK_API_TOKEN", "token")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map(Reaped)
-        .unwrap()
+/// A fake Zendesk, a policy and a database that successive `deskbot serve` processes share.
+struct Rig {
+    z: FakeZendesk,
+    /// Kept so the files live as long as the rig.
+    _dir: tempfile::TempDir,
+    rules: std::path::PathBuf,
+    db: std::path::PathBuf,
+    port: u16,
+    url: String,
+    http: reqwest::Client,
+}
+
+impl Rig {
+    async fn new(policy: &str) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = dir.path().join("p.toml");
+        std::fs::write(&rules, policy).unwrap();
+        let port = free_port();
+        Rig {
+            z: FakeZendesk::start().await,
+            db: dir.path().join("d.db"),
+            _dir: dir,
+            rules,
+            port,
+            url: format!("http://127.0.0.1:{port}/webhooks/zendesk"),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    /// Starts the real binary on the rig's port and database, and waits until it listens.
+    async fn start(&self) -> Reaped {
+        let mut c = crate::support::deskbot_command();
+        let child = c
+            .args(["serve", "--listen", &format!("127.0.0.1:{}", self.port)])
+            .env("DESKBOT_DB", &self.db)
+            .env("DESKBOT_RULES", &self.rules)
+            .env("DESKBOT_WEBHOOK_SECRETS", SECRET)
+            .env("DESKBOT_RETRY_BASE_MS", "20")
+            .env("ZENDESK_URL", &self.z.url)
+            .env("ZENDESK_EMAIL", "bot@example.com")
+            .env("ZENDESK_API_TOKEN", "token")
+            // Zendesk's limits would make the drain take minutes; these tests are about crashes.
+            .env("ZENDESK_RATE_LIMIT_PER_MINUTE", "1000000")
+            .env("ZENDESK_TICKET_UPDATES_PER_MINUTE", "1000000")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map(Reaped)
+            .unwrap();
+        wait_listening(self.port).await;
+        child
+    }
+
+    /// Bodies of the updates the fake applied, by ticket.
+    fn applied_by_ticket(&self) -> std::collections::HashMap<u64, Vec<serde_json::Value>> {
+        let mut by_ticket = std::collections::HashMap::<u64, Vec<_>>::new();
+        for r in self.z.requests() {
+            if r.method == Method::PUT && r.status == 200 {
+                by_ticket
+                    .entry(ticket_of(&r.path))
+                    .or_default()
+                    .push(r.body.unwrap_or_default());
+            }
+        }
+        by_ticket
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_traffic_loses_and_doubles_nothing() {
-    let z = FakeZendesk::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let rules = dir.path().join("p.toml");
-    std::fs::write(&rules, crate::support::POLICY).unwrap();
-    let db = dir.path().join("d.db");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("http://127.0.0.1:{port}/webhooks/zendesk");
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .unwrap();
+    let rig = Rig::new(crate::support::POLICY).await;
+    let z = &rig.z;
     // Each answer to a PUT is held 150 ms (longer than the worker takes to reach the next tickets),
     // so kills land between "Zendesk applied it" and "deskbot recorded it" as well as elsewhere.
     z.slow_puts(Duration::from_millis(150));
     let mut acknowledged = Vec::new();
     let mut ticket = 500u64;
     for round in 0..4 {
-        let mut child = start(port, &db, &rules, &z.url);
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "deskbot did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let mut child = rig.start().await;
         for _ in 0..15 {
             ticket += 1;
             z.put_ticket(api_ticket(ticket, "URGENT: orders stuck"));
@@ -70,15 +102,7 @@ async fn kill_9_during_traffic_loses_and_doubles_nothing() {
                 ticket,
                 "URGENT: orders stuck",
             );
-            let ts = now_stamp();
-            let sig = deskbot::webhook::signature::sign(SECRET, &ts, body.as_bytes());
-            let r = http
-                .post(&url)
-                .header("x-zendesk-webhook-signature", sig)
-                .header("x-zendesk-webhook-signature-timestamp", ts)
-                .body(body)
-                .send()
-                .await;
+            let r = post_signed_to(&rig.http, &rig.url, body).await;
             if r.is_ok_and(|r| r.status() == 202) {
                 acknowledged.push(ticket);
             }
@@ -91,28 +115,12 @@ async fn kill_9_during_traffic_loses_and_doubles_nothing() {
             child.kill().unwrap();
             child.wait().unwrap();
         } else {
-            let z2 = z.clone();
-            let expect = acknowledged.clone();
-            eventually(30, "every acknowledged ticket updated", move || {
-                let done: Vec<u64> = z2
-                    .requests()
-                    .iter()
-                    .filter(|r| r.method == Method::PUT && r.status == 200)
-                    .filter_map(|r| {
-                        r.path
-                            .trim_start_matches("/api/v2/tickets/")
-                            .trim_end_matches(".json")
-                            .parse()
-                            .ok()
-                    })
-                    .collect();
-                expect.iter().all(|t| done.contains(t))
+            eventually(30, "every acknowledged ticket updated", || {
+                let done = rig.applied_by_ticket();
+                acknowledged.iter().all(|t| done.contains_key(t))
             })
             .await;
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            child.wait().unwrap();
+            child.terminate();
         }
     }
     assert_eq!(
@@ -123,23 +131,16 @@ async fn kill_9_during_traffic_loses_and_doubles_nothing() {
     // The kills interrupted work: updates Zendesk applied but deskbot never recorded as done were
     // redone after a restart, and the redo found nothing left to change.
     let redone = crate::support::count(
-        &db,
+        &rig.db,
         "SELECT COUNT(*) FROM events WHERE outcome LIKE '%no_change%'",
     );
     assert!(
         redone >= 1,
         "no kill landed mid-job; the test proved nothing"
     );
+    let applied_by_ticket = rig.applied_by_ticket();
     for t in &acknowledged {
-        let applied: Vec<_> = z
-            .requests()
-            .into_iter()
-            .filter(|r| {
-                r.method == Method::PUT
-                    && r.status == 200
-                    && r.path == format!("/api/v2/tickets/{t}.json")
-            })
-            .collect();
+        let applied = &applied_by_ticket[t];
         assert_eq!(
             applied.len(),
             1,
@@ -157,15 +158,7 @@ async fn deliver(http: reqwest::Client, url: String, bodies: Vec<String>) -> usi
     for body in bodies {
         loop {
             tries += 1;
-            let ts = now_stamp();
-            let sig = deskbot::webhook::signature::sign(SECRET, &ts, body.as_bytes());
-            let r = http
-                .post(&url)
-                .header("x-zendesk-webhook-signature", sig)
-                .header("x-zendesk-webhook-signature-timestamp", ts)
-                .body(body.clone())
-                .send()
-                .await;
+            let r = post_signed_to(&http, &url, body.clone()).await;
             if r.is_ok_and(|r| r.status() == 202 || r.status() == 200) {
                 break;
             }
@@ -174,17 +167,6 @@ async fn deliver(http: reqwest::Client, url: String, bodies: Vec<String>) -> usi
         tokio::time::sleep(Duration::from_millis(3)).await;
     }
     tries
-}
-
-fn wait_listening(port: u16) {
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "deskbot did not start"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// `scripts/crash.sh` runs this: `CRASH_KILLS` kills (default 5) at random moments while four
@@ -198,21 +180,8 @@ async fn kill_9_at_random_points_under_sustained_load() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
-    let z = FakeZendesk::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let rules = dir.path().join("p.toml");
-    std::fs::write(&rules, crate::support::word_policy(WORDS)).unwrap();
-    let db = dir.path().join("d.db");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("http://127.0.0.1:{port}/webhooks/zendesk");
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .unwrap();
+    let rig = Rig::new(crate::support::word_policy(WORDS)).await;
+    let z = &rig.z;
     z.slow_puts(Duration::from_millis(2));
     // Enough tickets that the senders are still busy when the last kill lands.
     let tickets = 150 * (kills as u64 + 1);
@@ -237,53 +206,40 @@ async fn kill_9_at_random_points_under_sustained_load() {
                 ));
             }
         }
-        senders.push(tokio::spawn(deliver(http.clone(), url.clone(), bodies)));
+        senders.push(tokio::spawn(deliver(
+            rig.http.clone(),
+            rig.url.clone(),
+            bodies,
+        )));
     }
     let started = Instant::now();
-    let mut child = start(port, &db, &rules, &z.url);
-    wait_listening(port);
+    let mut child = rig.start().await;
     for _ in 0..kills {
         tokio::time::sleep(Duration::from_millis(fastrand::u64(200..1500))).await;
         child.kill().unwrap();
         child.wait().unwrap();
-        child = start(port, &db, &rules, &z.url);
-        wait_listening(port);
+        child = rig.start().await;
     }
     let mut tries = 0;
     for s in senders {
         tries += s.await.unwrap();
     }
     let sent_at = started.elapsed();
-    let z2 = z.clone();
     let mut expect_tags = vec![json!("vip")];
     expect_tags.extend((1..=WORDS).map(|w| json!(format!("w{w}"))));
     let expect_tags = json!(expect_tags);
-    eventually(120, "every ticket has every event's change", move || {
-        (1..=tickets).all(|t| z2.ticket(t)["tags"] == expect_tags)
+    eventually(120, "every ticket has every event's change", || {
+        (1..=tickets).all(|t| z.ticket(t)["tags"] == expect_tags)
     })
     .await;
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    child.wait().unwrap();
+    child.terminate();
 
     let events = (tickets * (WORDS + 1)) as i64;
     assert_eq!(
-        crate::support::count(&db, "SELECT COUNT(*) FROM events WHERE state = 'done'"),
+        crate::support::count(&rig.db, "SELECT COUNT(*) FROM events WHERE state = 'done'"),
         events
     );
-    let mut puts_per_ticket = std::collections::HashMap::<u64, Vec<serde_json::Value>>::new();
-    for r in z.requests() {
-        if r.method == Method::PUT && r.status == 200 {
-            let t: u64 = r
-                .path
-                .trim_start_matches("/api/v2/tickets/")
-                .trim_end_matches(".json")
-                .parse()
-                .unwrap();
-            puts_per_ticket.entry(t).or_default().push(r.body.unwrap());
-        }
-    }
+    let puts_per_ticket = rig.applied_by_ticket();
     let mut total_puts = 0;
     for t in 1..=tickets {
         let puts = &puts_per_ticket[&t];
@@ -305,7 +261,7 @@ async fn kill_9_at_random_points_under_sustained_load() {
         );
     }
     let redone = crate::support::count(
-        &db,
+        &rig.db,
         "SELECT COUNT(*) FROM events WHERE outcome LIKE '%no_change%'",
     );
     eprintln!(

@@ -4,9 +4,10 @@
 //! is `unstorable_event_gets_503_with_retry_after` in `pipeline.rs`.)
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use crate::support::{event_body, now_stamp, spawn_app, Reaped, SECRET};
+use crate::support::{
+    event_body, free_port, post_signed_to, spawn_app, wait_listening, Reaped, SECRET,
+};
 
 /// Sets (`+i`) or clears (`-i`) the immutable attribute: the filesystem then refuses every write to
 /// the file, even through descriptors deskbot already holds, and even for root.
@@ -98,11 +99,7 @@ async fn a_full_disk_answers_503_until_space_returns() {
     std::fs::create_dir(&disk).unwrap();
     let rules = outside.path().join("p.toml");
     std::fs::write(&rules, crate::support::POLICY).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let Some(mut child) = serve_on_small_disk(&disk, &rules, port) else {
         eprintln!("SKIPPED a_full_disk_answers_503_until_space_returns: this machine does not allow mount namespaces (unshare --mount)");
         return;
@@ -110,24 +107,8 @@ async fn a_full_disk_answers_503_until_space_returns() {
     let pid = child.id();
     let http = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}/webhooks/zendesk");
-    let post = |id: &str| {
-        let body = event_body(id, "created", 1, "x");
-        let ts = now_stamp();
-        let sig = deskbot::webhook::signature::sign(SECRET, &ts, body.as_bytes());
-        http.post(&url)
-            .header("x-zendesk-webhook-signature", sig)
-            .header("x-zendesk-webhook-signature-timestamp", ts)
-            .body(body)
-            .send()
-    };
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "deskbot did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let post = |id: &str| post_signed_to(&http, &url, event_body(id, "created", 1, "x"));
+    wait_listening(port).await;
     assert_eq!(post("before").await.unwrap().status(), 202);
 
     let d = disk.display();
@@ -148,10 +129,7 @@ async fn a_full_disk_answers_503_until_space_returns() {
     let copy = outside.path().join("copy");
     std::fs::create_dir(&copy).unwrap();
     in_namespace(pid, &format!("cp {d}/q.db* {}/", copy.display()));
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    child.wait().unwrap();
+    child.terminate();
     let stored = crate::support::count(
         &copy.join("q.db"),
         "SELECT COUNT(*) FROM events WHERE dedup_key LIKE '%full-%' OR dedup_key LIKE '%before%'",

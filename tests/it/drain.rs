@@ -8,7 +8,7 @@ use axum::http::Method;
 use serde_json::{json, Value};
 
 use crate::support::{
-    api_ticket, comment_body, count, eventually, spawn_app_with, word_policy, Options,
+    api_ticket, comment_body, count, eventually, spawn_app_with, ticket_of, word_policy, Options,
 };
 
 const TICKETS: u64 = 200;
@@ -20,14 +20,6 @@ const UPDATES_PER_WINDOW: u32 = 100;
 /// would be ten updates.
 fn policy() -> &'static str {
     word_policy(EVENTS_PER_TICKET - 1)
-}
-
-fn ticket_of(path: &str) -> u64 {
-    path.trim_start_matches("/api/v2/tickets/")
-        .split(['.', '?'])
-        .next()
-        .and_then(|id| id.parse().ok())
-        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

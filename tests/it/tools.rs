@@ -269,11 +269,7 @@ fn sighup_reloads_even_when_the_file_looks_unchanged() {
     let rules = dir.path().join("p.toml");
     std::fs::write(&rules, RELOAD_V1).unwrap();
     let mtime = std::fs::metadata(&rules).unwrap().modified().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::support::free_port();
     let mut child = deskbot_command()
         .args([
             "serve",

@@ -406,11 +406,69 @@ impl std::ops::DerefMut for Reaped {
     }
 }
 
+impl Reaped {
+    /// Sends SIGTERM, as an operator or Fly.io stopping the machine would, and waits for the exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        self.0.wait().unwrap()
+    }
+}
+
 impl Drop for Reaped {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// A local port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until a server accepts connections on `port` (at most 10 s).
+pub async fn wait_listening(port: u16) {
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "deskbot did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Posts `body` to `url` signed with [`SECRET`] now, as Zendesk delivers a webhook.
+pub async fn post_signed_to(
+    http: &reqwest::Client,
+    url: &str,
+    body: String,
+) -> reqwest::Result<reqwest::Response> {
+    let ts = now_stamp();
+    http.post(url)
+        .header(
+            "x-zendesk-webhook-signature",
+            sign(SECRET, &ts, body.as_bytes()),
+        )
+        .header("x-zendesk-webhook-signature-timestamp", ts)
+        .body(body)
+        .send()
+        .await
+}
+
+/// The ticket id in an API path such as `/api/v2/tickets/12.json?include=users` (0 if none).
+pub fn ticket_of(path: &str) -> u64 {
+    path.trim_start_matches("/api/v2/tickets/")
+        .split(['.', '?'])
+        .next()
+        .and_then(|id| id.parse().ok())
+        .unwrap_or(0)
 }
 
 pub fn count(db: &std::path::Path, sql: &str) -> i64 {
