@@ -462,6 +462,21 @@ pub async fn post_signed_to(
         .await
 }
 
+/// The most of `times` (in order) that fall within `window` of one of them, and which one starts
+/// that window.
+pub fn busiest_window(times: &[std::time::Instant], window: Duration) -> (usize, usize) {
+    (0..times.len())
+        .map(|i| {
+            let n = times[i..]
+                .iter()
+                .take_while(|t| t.duration_since(times[i]) < window)
+                .count();
+            (n, i)
+        })
+        .max()
+        .unwrap_or((0, 0))
+}
+
 /// The ticket id in an API path such as `/api/v2/tickets/12.json?include=users` (0 if none).
 pub fn ticket_of(path: &str) -> u64 {
     path.trim_start_matches("/api/v2/tickets/")
