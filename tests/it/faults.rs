@@ -56,11 +56,9 @@ async fn timeouts_and_dropped_connections_wait_for_zendesk_to_return() {
     proxy.set(Fault::Hang);
     let body = event_body("net-1", "created", 108, "URGENT");
     assert_eq!(app.post_signed(body).await.status(), 202);
-    let p = proxy.clone();
-    eventually(20, "three calls timed out", || p.hung() >= 3).await;
+    eventually(20, "three calls timed out", || proxy.hung() >= 3).await;
     proxy.set(Fault::Drop);
-    let p = proxy.clone();
-    eventually(20, "three connections dropped", || p.dropped() >= 3).await;
+    eventually(20, "three connections dropped", || proxy.dropped() >= 3).await;
     assert_eq!(app.zendesk.applied_puts().len(), 0);
     proxy.set(Fault::None);
     let z = app.zendesk.clone();
