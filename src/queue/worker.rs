@@ -445,8 +445,13 @@ impl Worker {
             Failure::Fatal(e) => Outcome::Dead {
                 error: e.to_string(),
             },
+            // `wait` was measured after the ticket was read, well after `now`, and the queue keeps
+            // whole milliseconds: counted from `now` the job would wake a little early and be put
+            // back once more, so count from the present and round up.
             Failure::TicketBusy(wait) => Outcome::Deferred {
-                until: at(wait),
+                until: Utc::now()
+                    + chrono::Duration::from_std(wait + Duration::from_millis(1))
+                        .unwrap_or(chrono::Duration::MAX),
                 error: "this ticket had all the updates Zendesk allows per ticket (30 in 10 minutes): waiting for the oldest to leave the window".into(),
                 counted: false,
             },
