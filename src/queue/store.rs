@@ -22,8 +22,9 @@ const MAX_BATCH: usize = 512;
 const CHANNEL_CAPACITY: usize = 4096;
 /// How long SQLite waits for a lock held by another process before failing (→ 503).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
-/// Schema version stored in `PRAGMA user_version`.
-const SCHEMA_VERSION: i32 = 1;
+/// Schema version stored in `PRAGMA user_version`. 2: the state indexes cover only the rows the
+/// queue looks for (pending, dead), not every finished job.
+const SCHEMA_VERSION: i32 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
@@ -42,11 +43,36 @@ CREATE TABLE IF NOT EXISTS events (
     outcome         TEXT,
     finished_at     INTEGER
 );
-CREATE INDEX IF NOT EXISTS events_by_state ON events (state, ticket_id, id);
--- The claim walks waiting jobs oldest first and stops at the first due one: without this index it
--- sorted every waiting job on each claim, which under load starved the webhook's inserts.
-CREATE INDEX IF NOT EXISTS events_by_state_id ON events (state, id);
+-- Partial indexes: a finished job leaves them, so they stay as small as the queue, and finishing a
+-- job removes one entry from each instead of moving it within two indexes of every job ever seen.
+-- The claim walks waiting jobs oldest first (pending_by_id) and checks for an earlier job of the
+-- same ticket (pending_by_ticket).
+CREATE INDEX IF NOT EXISTS pending_by_id ON events (id) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS pending_by_ticket ON events (ticket_id, id) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS dead_by_id ON events (id) WHERE state = 'dead';
+-- Schema 1's indexes over every row.
+DROP INDEX IF EXISTS events_by_state;
+DROP INDEX IF EXISTS events_by_state_id;
 ";
+
+/// The head job of each ticket that is due and free, oldest first.
+const CLAIM_HEADS: &str = "SELECT id, ticket_id FROM events e
+    WHERE state = 'pending' AND next_attempt_at <= ?1
+      AND (locked_until IS NULL OR locked_until <= ?1)
+      AND NOT EXISTS (SELECT 1 FROM events p
+                      WHERE p.state = 'pending' AND p.ticket_id = e.ticket_id AND p.id < e.id)
+    ORDER BY id LIMIT ?2";
+/// A ticket's waiting jobs from its head on.
+const CLAIM_FOLLOWERS: &str =
+    "SELECT id, payload, attempts, next_attempt_at, locked_until FROM events
+    WHERE state = 'pending' AND ticket_id = ?1 AND id >= ?2
+    ORDER BY id LIMIT ?3";
+/// When the first head job becomes due. Only the head job of each ticket can be claimed (same
+/// predicate as `CLAIM_HEADS`), so a job waiting behind a deferred one must not wake the worker early.
+const NEXT_DUE: &str = "SELECT MIN(MAX(next_attempt_at, COALESCE(locked_until, 0))) FROM events e
+    WHERE state = 'pending'
+      AND NOT EXISTS (SELECT 1 FROM events p
+                      WHERE p.state = 'pending' AND p.ticket_id = e.ticket_id AND p.id < e.id)";
 
 /// A database failure.
 #[derive(Debug, thiserror::Error)]
@@ -191,6 +217,14 @@ impl Store {
                 .map_err(|e| open_err(format!("cannot create {}: {e}", dir.display())))?;
         }
         let conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
+        let version: i32 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| open_err(e.to_string()))?;
+        if version > SCHEMA_VERSION {
+            return Err(open_err(format!(
+                "it was written by a newer deskbot (schema {version}; this build knows up to {SCHEMA_VERSION}): run that version, or start this one on a new file with DESKBOT_DB"
+            )));
+        }
         conn.busy_timeout(BUSY_TIMEOUT)
             .and_then(|_| conn.pragma_update(None, "journal_mode", "WAL"))
             .and_then(|_| conn.pragma_update(None, "synchronous", "FULL"))
@@ -274,14 +308,7 @@ impl Store {
         self.call(move |c| {
             let tx = c.transaction()?;
             let heads: Vec<(i64, i64)> = {
-                let mut stmt = tx.prepare_cached(
-                    "SELECT id, ticket_id FROM events e
-                     WHERE state = 'pending' AND next_attempt_at <= ?1
-                       AND (locked_until IS NULL OR locked_until <= ?1)
-                       AND NOT EXISTS (SELECT 1 FROM events p
-                                       WHERE p.state = 'pending' AND p.ticket_id = e.ticket_id AND p.id < e.id)
-                     ORDER BY id LIMIT ?2",
-                )?;
+                let mut stmt = tx.prepare_cached(CLAIM_HEADS)?;
                 let rows = stmt.query_map(params![now_ms, tickets.max(1) as i64], |r| {
                     Ok((r.get(0)?, r.get(1)?))
                 })?;
@@ -289,11 +316,7 @@ impl Store {
             };
             let mut groups = Vec::with_capacity(heads.len());
             {
-                let mut followers = tx.prepare_cached(
-                    "SELECT id, payload, attempts, next_attempt_at, locked_until FROM events
-                     WHERE state = 'pending' AND ticket_id = ?1 AND id >= ?2
-                     ORDER BY id LIMIT ?3",
-                )?;
+                let mut followers = tx.prepare_cached(CLAIM_FOLLOWERS)?;
                 let mut lock =
                     tx.prepare_cached("UPDATE events SET locked_until = ?2 WHERE id = ?1")?;
                 for (head_id, ticket_id) in heads {
@@ -307,7 +330,11 @@ impl Store {
                         if !free {
                             break;
                         }
-                        rows.push((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, u32>(2)?));
+                        rows.push((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, u32>(2)?,
+                        ));
                     }
                     for (id, _, _) in &rows {
                         lock.execute(params![id, until])?;
@@ -321,11 +348,12 @@ impl Store {
                 .map(|rows| {
                     rows.into_iter()
                         .map(|(id, payload, attempts)| {
-                            let event =
-                                serde_json::from_str(&payload).map_err(|e| StoreError::Corrupt {
+                            let event = serde_json::from_str(&payload).map_err(|e| {
+                                StoreError::Corrupt {
                                     id,
                                     message: e.to_string(),
-                                })?;
+                                }
+                            })?;
                             Ok(Job {
                                 id,
                                 event,
@@ -342,16 +370,7 @@ impl Store {
     /// When the next pending job becomes due, if any.
     pub async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         self.call(|c| {
-            let ms: Option<i64> = c.query_row(
-                // Only the head job of each ticket can be claimed (same predicate as `claim`), so
-                // a job waiting behind a deferred one must not make the worker wake up early.
-                "SELECT MIN(MAX(next_attempt_at, COALESCE(locked_until, 0))) FROM events e
-                 WHERE state = 'pending'
-                   AND NOT EXISTS (SELECT 1 FROM events p
-                                   WHERE p.state = 'pending' AND p.ticket_id = e.ticket_id AND p.id < e.id)",
-                [],
-                |r| r.get(0),
-            )?;
+            let ms: Option<i64> = c.query_row(NEXT_DUE, [], |r| r.get(0))?;
             Ok(ms.and_then(DateTime::from_timestamp_millis))
         })
         .await
@@ -725,6 +744,114 @@ mod tests {
         }
         assert_eq!((queued, dup), (150, 50));
         assert_eq!(s.stats(Utc::now()).await.unwrap().depth, 150);
+    }
+
+    /// Names of the indexes on `events` that SQLite did not create itself.
+    fn indexes(path: &Path) -> Vec<String> {
+        let c = Connection::open(path).unwrap();
+        let mut stmt = c
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL ORDER BY name")
+            .unwrap();
+        let names = stmt.query_map([], |r| r.get(0)).unwrap();
+        names.collect::<Result<_, _>>().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_schema_1_database_is_upgraded_and_keeps_its_jobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE events (
+                     id INTEGER PRIMARY KEY, dedup_key TEXT NOT NULL UNIQUE, invocation_key TEXT UNIQUE,
+                     ticket_id INTEGER NOT NULL, kind TEXT NOT NULL, payload TEXT NOT NULL,
+                     received_at INTEGER NOT NULL, state TEXT NOT NULL DEFAULT 'pending',
+                     attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at INTEGER NOT NULL,
+                     locked_until INTEGER, last_error TEXT, outcome TEXT, finished_at INTEGER);
+                 CREATE INDEX events_by_state ON events (state, ticket_id, id);
+                 CREATE INDEX events_by_state_id ON events (state, id);
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+            let payload = serde_json::to_string(&event("old", 9).event).unwrap();
+            c.execute(
+                "INSERT INTO events (dedup_key, ticket_id, kind, payload, received_at, next_attempt_at)
+                 VALUES ('old', 9, 'created', ?1, 0, 0)",
+                [payload],
+            )
+            .unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        assert_eq!(
+            indexes(&path),
+            ["dead_by_id", "pending_by_id", "pending_by_ticket"]
+        );
+        let version: i32 = Connection::open(&path)
+            .unwrap()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 2);
+        assert_eq!(
+            s.enqueue(event("old", 9)).await.unwrap(),
+            Enqueued::Duplicate
+        );
+        let job = claim_one(&s, Utc::now(), Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!((job.id, job.event.ticket_id), (1, 9));
+    }
+
+    #[test]
+    fn a_database_from_a_newer_deskbot_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v9.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("PRAGMA user_version = 9;")
+            .unwrap();
+        let err = Store::open(&path).err().unwrap().to_string();
+        assert!(
+            err.contains("written by a newer deskbot (schema 9; this build knows up to 2)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_queue_queries_read_only_the_waiting_jobs_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plan.db");
+        drop(Store::open(&path).unwrap());
+        let c = Connection::open(&path).unwrap();
+        let plan = |sql: &str, args: usize| -> Vec<String> {
+            let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let params = vec![1i64; args];
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(params), |r| r.get(3))
+                .unwrap();
+            rows.collect::<Result<_, _>>().unwrap()
+        };
+        // A walk of every job ever received would slow each claim as the audit log grows.
+        assert_eq!(
+            plan(CLAIM_HEADS, 2),
+            [
+                "SCAN e USING INDEX pending_by_id",
+                "CORRELATED SCALAR SUBQUERY 1",
+                "SEARCH p USING COVERING INDEX pending_by_ticket (ticket_id=? AND id<?)"
+            ]
+        );
+        assert_eq!(
+            plan(CLAIM_FOLLOWERS, 3),
+            ["SEARCH events USING INDEX pending_by_ticket (ticket_id=? AND id>?)"]
+        );
+        assert_eq!(
+            plan(NEXT_DUE, 0),
+            [
+                "SEARCH e USING INDEX pending_by_id",
+                "CORRELATED SCALAR SUBQUERY 1",
+                "SEARCH p USING COVERING INDEX pending_by_ticket (ticket_id=? AND id<?)"
+            ]
+        );
     }
 
     #[tokio::test]
