@@ -305,66 +305,29 @@ impl Store {
     ) -> Result<Vec<Vec<Job>>, StoreError> {
         let now_ms = now.timestamp_millis();
         let until = now_ms + lease.as_millis() as i64;
-        self.call(move |c| {
-            let tx = c.transaction()?;
-            let heads: Vec<(i64, i64)> = {
-                let mut stmt = tx.prepare_cached(CLAIM_HEADS)?;
-                let rows = stmt.query_map(params![now_ms, tickets.max(1) as i64], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })?;
-                rows.collect::<Result<_, _>>()?
-            };
-            let mut groups = Vec::with_capacity(heads.len());
-            {
-                let mut followers = tx.prepare_cached(CLAIM_FOLLOWERS)?;
-                let mut lock =
-                    tx.prepare_cached("UPDATE events SET locked_until = ?2 WHERE id = ?1")?;
-                for (head_id, ticket_id) in heads {
-                    let mut rows = Vec::new();
-                    let mut q =
-                        followers.query(params![ticket_id, head_id, per_ticket.max(1) as i64])?;
-                    while let Some(r) = q.next()? {
-                        let free = r.get::<_, i64>(3)? <= now_ms
-                            && r.get::<_, Option<i64>>(4)?.is_none_or(|l| l <= now_ms);
-                        // Stop at the first job that is not free: the ones after it wait for it.
-                        if !free {
-                            break;
-                        }
-                        rows.push((
-                            r.get::<_, i64>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, u32>(2)?,
-                        ));
-                    }
-                    for (id, _, _) in &rows {
-                        lock.execute(params![id, until])?;
-                    }
-                    groups.push(rows);
-                }
-            }
-            tx.commit()?;
-            groups
-                .into_iter()
-                .map(|rows| {
-                    rows.into_iter()
-                        .map(|(id, payload, attempts)| {
-                            let event = serde_json::from_str(&payload).map_err(|e| {
-                                StoreError::Corrupt {
-                                    id,
-                                    message: e.to_string(),
-                                }
-                            })?;
-                            Ok(Job {
+        let groups = self
+            .call(move |c| lease_groups(c, now_ms, until, tickets, per_ticket))
+            .await?;
+        // Parsed here, not on the database thread, which every webhook insert waits for.
+        groups
+            .into_iter()
+            .map(|rows| {
+                rows.into_iter()
+                    .map(|(id, payload, attempts)| {
+                        let event =
+                            serde_json::from_str(&payload).map_err(|e| StoreError::Corrupt {
                                 id,
-                                event,
-                                attempts,
-                            })
+                                message: e.to_string(),
+                            })?;
+                        Ok(Job {
+                            id,
+                            event,
+                            attempts,
                         })
-                        .collect()
-                })
-                .collect()
-        })
-        .await
+                    })
+                    .collect()
+            })
+            .collect()
     }
 
     /// When the next pending job becomes due, if any.
@@ -495,6 +458,51 @@ impl Store {
         })
         .await
     }
+}
+
+/// A ticket's leased jobs as stored: id, payload, attempts.
+type LeasedRows = Vec<(i64, String, u32)>;
+
+/// The database-thread half of [`Store::claim`]: picks the groups and leases them until `until`.
+fn lease_groups(
+    c: &mut Connection,
+    now_ms: i64,
+    until: i64,
+    tickets: usize,
+    per_ticket: usize,
+) -> Result<Vec<LeasedRows>, StoreError> {
+    let tx = c.transaction()?;
+    let heads: Vec<(i64, i64)> = {
+        let mut stmt = tx.prepare_cached(CLAIM_HEADS)?;
+        let rows = stmt.query_map(params![now_ms, tickets.max(1) as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let mut groups = Vec::with_capacity(heads.len());
+    {
+        let mut followers = tx.prepare_cached(CLAIM_FOLLOWERS)?;
+        let mut lock = tx.prepare_cached("UPDATE events SET locked_until = ?2 WHERE id = ?1")?;
+        for (head_id, ticket_id) in heads {
+            let mut rows = Vec::new();
+            let mut q = followers.query(params![ticket_id, head_id, per_ticket.max(1) as i64])?;
+            while let Some(r) = q.next()? {
+                let free = r.get::<_, i64>(3)? <= now_ms
+                    && r.get::<_, Option<i64>>(4)?.is_none_or(|l| l <= now_ms);
+                // Stop at the first job that is not free: the ones after it wait for it.
+                if !free {
+                    break;
+                }
+                rows.push((r.get(0)?, r.get(1)?, r.get(2)?));
+            }
+            for (id, _, _) in &rows {
+                lock.execute(params![id, until])?;
+            }
+            groups.push(rows);
+        }
+    }
+    tx.commit()?;
+    Ok(groups)
 }
 
 fn db_thread(mut conn: Connection, mut rx: mpsc::Receiver<Msg>) {

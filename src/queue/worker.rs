@@ -215,6 +215,10 @@ impl Worker {
         self.pause.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn orgs(&self) -> MutexGuard<'_, HashMap<u64, (Instant, Organization)>> {
+        self.orgs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Handles the waiting jobs of the next due tickets (up to `CONCURRENT_TICKETS`), if any.
     pub async fn step(&self, now: DateTime<Utc>) -> Result<Step, StoreError> {
         if let Some(until) = self.pause().until.filter(|u| *u > now) {
@@ -412,9 +416,7 @@ impl Worker {
         id: u64,
     ) -> Result<Option<Organization>, Failure> {
         let cached = self
-            .orgs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .orgs()
             .get(&id)
             .filter(|(at, _)| at.elapsed() < ORG_TTL)
             .map(|(_, org)| org.clone());
@@ -423,10 +425,7 @@ impl Worker {
         }
         match client.show_organization(id).await.map_err(classify) {
             Ok(org) => {
-                self.orgs
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(id, (Instant::now(), org.clone()));
+                self.orgs().insert(id, (Instant::now(), org.clone()));
                 Ok(Some(org))
             }
             // An organization deleted since the ticket was filed must not stop the ticket's job.
