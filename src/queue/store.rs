@@ -882,7 +882,11 @@ mod tests {
         }
         for sql in [CLAIM_HEADS, CLAIM_FOLLOWERS] {
             let stmt = c.prepare_cached(sql).unwrap();
-            assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0, "{sql}");
+            assert_eq!(
+                stmt.get_status(rusqlite::StatementStatus::RePrepare),
+                0,
+                "{sql}"
+            );
         }
     }
 
