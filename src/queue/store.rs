@@ -615,6 +615,14 @@ mod tests {
         jobs.pop()
     }
 
+    /// The ids of claimed groups, group by group.
+    fn ids(groups: &[Vec<Job>]) -> Vec<Vec<i64>> {
+        groups
+            .iter()
+            .map(|g| g.iter().map(|j| j.id).collect())
+            .collect()
+    }
+
     fn defer(until: DateTime<Utc>, counts: bool) -> Settle {
         Settle::Defer {
             until,
@@ -674,20 +682,17 @@ mod tests {
             s.enqueue(event(key, ticket)).await.unwrap();
         }
         let now = Utc::now();
-        let ids = |groups: Vec<Vec<Job>>| -> Vec<Vec<i64>> {
-            groups
-                .iter()
-                .map(|g| g.iter().map(|j| j.id).collect())
-                .collect()
-        };
         let none: Vec<Vec<i64>> = Vec::new();
         assert_eq!(
-            ids(s.claim(now, lease, 1, 3).await.unwrap()),
+            ids(&s.claim(now, lease, 1, 3).await.unwrap()),
             vec![vec![1, 3, 4]]
         );
-        assert_eq!(ids(s.claim(now, lease, 1, 3).await.unwrap()), vec![vec![2]]);
+        assert_eq!(
+            ids(&s.claim(now, lease, 1, 3).await.unwrap()),
+            vec![vec![2]]
+        );
         // Job 5 waits behind the leased group of its ticket.
-        assert_eq!(ids(s.claim(now, lease, 9, 3).await.unwrap()), none);
+        assert_eq!(ids(&s.claim(now, lease, 9, 3).await.unwrap()), none);
         // A group deferred and settled in one go comes back whole, with 5 after it.
         let later = now + chrono::Duration::seconds(5);
         s.settle(
@@ -700,9 +705,9 @@ mod tests {
         )
         .await
         .unwrap();
-        assert_eq!(ids(s.claim(now, lease, 9, 9).await.unwrap()), none);
+        assert_eq!(ids(&s.claim(now, lease, 9, 9).await.unwrap()), none);
         assert_eq!(
-            ids(s.claim(later, lease, 9, 9).await.unwrap()),
+            ids(&s.claim(later, lease, 9, 9).await.unwrap()),
             vec![vec![1, 3, 5]]
         );
     }
@@ -715,11 +720,7 @@ mod tests {
         }
         let now = Utc::now();
         let groups = s.claim(now, Duration::from_secs(60), 3, 9).await.unwrap();
-        let ids: Vec<Vec<i64>> = groups
-            .iter()
-            .map(|g| g.iter().map(|j| j.id).collect())
-            .collect();
-        assert_eq!(ids, vec![vec![1, 3], vec![2], vec![4]]);
+        assert_eq!(ids(&groups), vec![vec![1, 3], vec![2], vec![4]]);
     }
 
     #[tokio::test]
@@ -755,6 +756,15 @@ mod tests {
         }
         assert_eq!((queued, dup), (150, 50));
         assert_eq!(s.stats(Utc::now()).await.unwrap().depth, 150);
+    }
+
+    /// A plain connection to a new file that `Store::open` has given the current schema.
+    fn current_schema() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.db");
+        drop(Store::open(&path).unwrap());
+        let c = Connection::open(&path).unwrap();
+        (dir, c)
     }
 
     /// Names of the indexes on `events` that SQLite did not create itself.
@@ -830,10 +840,7 @@ mod tests {
 
     #[test]
     fn the_queue_queries_read_only_the_waiting_jobs_index() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("plan.db");
-        drop(Store::open(&path).unwrap());
-        let c = Connection::open(&path).unwrap();
+        let (_dir, c) = current_schema();
         let plan = |sql: &str, args: usize| -> Vec<String> {
             let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
             let params = vec![1i64; args];
@@ -867,10 +874,7 @@ mod tests {
 
     #[test]
     fn claims_reuse_their_prepared_statements() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("prepare.db");
-        drop(Store::open(&path).unwrap());
-        let mut c = Connection::open(&path).unwrap();
+        let (_dir, mut c) = current_schema();
         c.execute_batch(
             "INSERT INTO events (dedup_key, ticket_id, kind, payload, received_at, next_attempt_at)
              VALUES ('a', 1, 'k', '{}', 0, 0), ('b', 2, 'k', '{}', 0, 0), ('c', 1, 'k', '{}', 0, 0)",
