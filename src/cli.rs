@@ -61,6 +61,8 @@ pub enum Command {
     /// Create (or update) the Zendesk webhook and trigger that send tickets to deskbot.
     Register {
         /// deskbot's public webhook URL, e.g. https://<app>.fly.dev/webhooks/zendesk.
+        // The doc comment is the `--help` text, shown as written: Markdown would show in the terminal.
+        #[allow(rustdoc::invalid_html_tags)]
         #[arg(long)]
         url: String,
         /// What to subscribe to: ticket events (recommended), a trigger, or both.

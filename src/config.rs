@@ -45,6 +45,8 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Args)]
 pub struct ZendeskArgs {
     /// Zendesk base URL, e.g. https://acme.zendesk.com (tests point it at a local fake).
+    // The doc comment is the `--help` text, shown as written: Markdown would show in the terminal.
+    #[allow(rustdoc::bare_urls)]
     #[arg(long, env = "ZENDESK_URL")]
     pub zendesk_url: Option<String>,
     /// Zendesk subdomain, used when ZENDESK_URL is not set.
