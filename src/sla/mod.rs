@@ -16,6 +16,8 @@
 //! first_response = { flagship = "1 week", boutique = "2 weeks", default = "2 weeks" }
 //! ```
 
+pub mod clock;
+
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
