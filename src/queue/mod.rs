@@ -1,5 +1,6 @@
 //! The durable queue (SQLite) and the worker that drains it.
 
+pub mod clocks;
 pub mod retry;
 pub mod store;
 pub mod worker;

@@ -23,8 +23,8 @@ const CHANNEL_CAPACITY: usize = 4096;
 /// How long SQLite waits for a lock held by another process before failing (→ 503).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 /// Schema version stored in `PRAGMA user_version`. 2: the state indexes cover only the rows the
-/// queue looks for (pending, dead), not every finished job.
-const SCHEMA_VERSION: i32 = 2;
+/// queue looks for (pending, dead), not every finished job. 3: SLA clocks and timers.
+const SCHEMA_VERSION: i32 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
@@ -50,6 +50,38 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS pending_by_id ON events (id) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS pending_by_ticket ON events (ticket_id, id) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS dead_by_id ON events (id) WHERE state = 'dead';
+-- SLA clocks (schema 3): a ticket's clocks as the pure core keeps them (JSON: starts, pauses,
+-- fulfilment, fired timers), one summary row per metric instance for listing and counting, and
+-- the wake-ups still to come. Written together, in one transaction, after each event.
+CREATE TABLE IF NOT EXISTS sla_tickets (
+    ticket_id   INTEGER PRIMARY KEY,
+    clocks      TEXT NOT NULL,
+    updated_at  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sla_clocks (
+    ticket_id     INTEGER NOT NULL,
+    metric        TEXT NOT NULL,
+    instance      INTEGER NOT NULL,
+    state         TEXT NOT NULL,
+    started_at    INTEGER NOT NULL,
+    target        TEXT,
+    consumed_secs INTEGER NOT NULL,
+    at_risk_at    INTEGER,
+    due_at        INTEGER,
+    fulfilled_at  INTEGER,
+    zone          TEXT NOT NULL,
+    PRIMARY KEY (ticket_id, metric, instance)
+);
+CREATE INDEX IF NOT EXISTS open_clocks_by_due ON sla_clocks (due_at) WHERE fulfilled_at IS NULL;
+CREATE TABLE IF NOT EXISTS sla_timers (
+    ticket_id  INTEGER NOT NULL,
+    metric     TEXT NOT NULL,
+    instance   INTEGER NOT NULL,
+    kind       TEXT NOT NULL,
+    due_at     INTEGER NOT NULL,
+    PRIMARY KEY (ticket_id, metric, instance, kind)
+);
+CREATE INDEX IF NOT EXISTS timers_by_due ON sla_timers (due_at);
 -- Schema 1's indexes over every row.
 DROP INDEX IF EXISTS events_by_state;
 DROP INDEX IF EXISTS events_by_state_id;
@@ -263,13 +295,18 @@ impl Store {
         Ok(result)
     }
 
+    /// Wakes the worker: a job was queued other than through [`Store::enqueue`].
+    pub(crate) fn wake(&self) {
+        self.notify.notify_one();
+    }
+
     /// Waits until a new job is queued (or returns at once if one was queued since the last call).
     pub async fn notified(&self) {
         self.notify.notified().await;
     }
 
     /// Runs `f` on the database thread.
-    async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    pub(crate) async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
@@ -334,11 +371,18 @@ impl Store {
             .collect()
     }
 
-    /// When the next pending job becomes due, if any.
+    /// When the next pending job, or the next SLA timer, becomes due, if any.
     pub async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         self.call(|c| {
-            let ms: Option<i64> = c.query_row(NEXT_DUE, [], |r| r.get(0))?;
-            Ok(ms.and_then(DateTime::from_timestamp_millis))
+            let job: Option<i64> = c.query_row(NEXT_DUE, [], |r| r.get(0))?;
+            let timer: Option<i64> = c
+                .prepare_cached("SELECT MIN(due_at) FROM sla_timers")?
+                .query_row([], |r| r.get(0))?;
+            let first = match (job, timer) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            Ok(first.and_then(DateTime::from_timestamp_millis))
         })
         .await
     }
@@ -600,6 +644,8 @@ mod tests {
                 occurred_at: None,
                 snapshot: Ticket::default(),
                 comment: None,
+                current: None,
+                timer: None,
             },
             invocation_key: None,
             received_at: Utc::now(),

@@ -507,7 +507,7 @@ pub enum Effect {
 }
 
 /// A wake-up a running clock needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Timer {
     /// When.
     pub at: DateTime<Utc>,
@@ -517,6 +517,33 @@ pub struct Timer {
     pub instance: u32,
     /// Which.
     pub kind: TimerKind,
+}
+
+/// One metric instance as `deskbot sla` lists it and /metrics counts it, computed at one instant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    /// Ticket.
+    pub ticket_id: u64,
+    /// Metric.
+    pub metric: Metric,
+    /// Instance.
+    pub instance: u32,
+    /// State: `active`, `paused` or `fulfilled` when computed; `breached` once the due instant passed.
+    pub state: State,
+    /// Started.
+    pub started_at: DateTime<Utc>,
+    /// Target, as written.
+    pub target: Option<String>,
+    /// Time consumed so far (business seconds, or wall seconds for a calendar target).
+    pub consumed_secs: i64,
+    /// When the at-risk timer fires (or fired).
+    pub at_risk_at: Option<DateTime<Utc>>,
+    /// Current due instant.
+    pub due_at: Option<DateTime<Utc>>,
+    /// When fulfilled.
+    pub fulfilled_at: Option<DateTime<Utc>>,
+    /// The calendar's zone, to show times as people there read them.
+    pub zone: String,
 }
 
 /// All clocks of one ticket, with what they need to remember between events.
@@ -751,6 +778,26 @@ impl TicketClocks {
                 out
             }
         }
+    }
+
+    /// Every clock summarised at `now`.
+    pub fn summaries(&self, cal: &Calendar, rules: &Rules, now: DateTime<Utc>) -> Vec<Summary> {
+        self.clocks
+            .iter()
+            .map(|c| Summary {
+                ticket_id: self.ticket_id,
+                metric: c.metric,
+                instance: c.instance,
+                state: c.state(cal, now),
+                started_at: c.started_at,
+                target: c.target.map(|t| t.to_string()),
+                consumed_secs: c.consumed(cal, now).num_seconds(),
+                at_risk_at: rules.warn.and_then(|w| c.at_risk(cal, w)),
+                due_at: c.due(cal),
+                fulfilled_at: c.fulfilled_at,
+                zone: cal.timezone().name().to_string(),
+            })
+            .collect()
     }
 
     /// The wake-ups still to come: at risk (when the policy warns) and breach of every running

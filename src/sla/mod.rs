@@ -14,7 +14,12 @@
 //!
 //! [sla.high]
 //! first_response = { flagship = "1 week", boutique = "2 weeks", default = "2 weeks" }
+//! next_response = "4 business hours"
 //! ```
+//!
+//! The clocks that keep running after creation (see [`clock`] and docs/sla.md) take two more keys:
+//! `pause_on = ["pending", "hold"]` (statuses that pause resolution; `["pending"]` by default) and
+//! `warn_before = "30 business minutes"` or `"25%"` (when the at-risk timer fires; none by default).
 
 pub mod clock;
 
@@ -25,6 +30,7 @@ use toml::Value;
 
 use crate::calendar::{Calendar, Span};
 use crate::ticket::Ticket;
+use clock::{Metric, Rules, Targets, Warn};
 
 /// Where a ticket's plan tier is read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,17 +58,44 @@ pub enum Target {
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Level {
     first_response: Option<Target>,
+    next_response: Option<Target>,
     resolution: Option<Target>,
 }
 
+impl Level {
+    fn get(&self, m: Metric) -> &Option<Target> {
+        match m {
+            Metric::FirstResponse => &self.first_response,
+            Metric::NextResponse => &self.next_response,
+            Metric::Resolution => &self.resolution,
+        }
+    }
+}
+
 /// The SLA section of a policy.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Sla {
     /// By level name: a Zendesk priority or one of the policy's `[levels]`.
     levels: BTreeMap<String, Level>,
     plan: Option<PlanSource>,
     /// Add a line with the due times to the private note.
     pub note: bool,
+    /// Statuses that pause resolution.
+    pause_on: Vec<String>,
+    /// When the at-risk timer fires.
+    warn: Option<Warn>,
+}
+
+impl Default for Sla {
+    fn default() -> Self {
+        Sla {
+            levels: BTreeMap::new(),
+            plan: None,
+            note: false,
+            pause_on: vec!["pending".into()],
+            warn: None,
+        }
+    }
 }
 
 /// Due instants for one ticket.
@@ -121,6 +154,28 @@ impl Sla {
         for (key, val) in t {
             match key.as_str() {
                 "note" => sla.note = val.as_bool().ok_or("sla.note: expected true or false")?,
+                "pause_on" => {
+                    let list = val.as_array().ok_or(
+                        "sla.pause_on: expected a list of statuses, e.g. [\"pending\", \"hold\"]",
+                    )?;
+                    sla.pause_on.clear();
+                    for s in list {
+                        let s = s.as_str().map(str::to_ascii_lowercase);
+                        match s.as_deref() {
+                            Some(st @ ("pending" | "hold")) => sla.pause_on.push(st.to_string()),
+                            Some(other) => return Err(format!(
+                                "sla.pause_on: {other:?} cannot pause a clock: use \"pending\" and/or \"hold\" (solved and closed stop the clocks; new and open run them)"
+                            )),
+                            None => return Err("sla.pause_on: expected status names as strings".into()),
+                        }
+                    }
+                }
+                "warn_before" => {
+                    let w = val.as_str().ok_or(
+                        "sla.warn_before: expected a duration (\"30 business minutes\") or a percentage of the target (\"25%\")",
+                    )?;
+                    sla.warn = Some(w.parse().map_err(|e| format!("sla.warn_before: {e}"))?);
+                }
                 "plan" => {
                     let p = val.as_table().ok_or(
                         "sla.plan: expected { organization_field = \"plan\" } or { tag_prefix = \"plan_\" }",
@@ -134,13 +189,13 @@ impl Sla {
                 level => {
                     if !levels.iter().any(|l| l == level) {
                         return Err(format!(
-                            "sla.{level}: unknown level; expected {} (or plan, note)",
+                            "sla.{level}: unknown level; expected {} (or plan, note, pause_on, warn_before)",
                             levels.join(", ")
                         ));
                     }
                     let lt = val.as_table().ok_or_else(|| {
                         format!(
-                            "sla.{level}: expected a table with first_response and/or resolution"
+                            "sla.{level}: expected a table with first_response, next_response and/or resolution"
                         )
                     })?;
                     let mut l = Level::default();
@@ -148,10 +203,11 @@ impl Sla {
                         let at = format!("sla.{level}.{k}");
                         match k.as_str() {
                             "first_response" => l.first_response = Some(target(v, &at)?),
+                            "next_response" => l.next_response = Some(target(v, &at)?),
                             "resolution" => l.resolution = Some(target(v, &at)?),
                             _ => {
                                 return Err(format!(
-                                    "{at}: unknown key; expected first_response or resolution"
+                                    "{at}: unknown key; expected first_response, next_response or resolution"
                                 ))
                             }
                         }
@@ -162,7 +218,7 @@ impl Sla {
         }
         if sla.plan.is_none() {
             let by_plan = sla.levels.iter().find(|(_, l)| {
-                [&l.first_response, &l.resolution]
+                [&l.first_response, &l.next_response, &l.resolution]
                     .iter()
                     .any(|t| matches!(t, Some(Target::ByPlan { .. })))
             });
@@ -196,35 +252,47 @@ impl Sla {
         }
     }
 
-    /// Due instants for a ticket at the first of `levels` (level names, most specific first) that has targets.
-    pub fn due(&self, cal: &Calendar, ticket: &Ticket, levels: &[&str]) -> Due {
+    /// How the clocks run: the metrics some level has a target for, pauses and the warning.
+    pub fn rules(&self) -> Rules {
+        Rules {
+            metrics: Metric::ALL
+                .into_iter()
+                .filter(|m| self.levels.values().any(|l| l.get(*m).is_some()))
+                .collect(),
+            pause_on: self.pause_on.clone(),
+            warn: self.warn,
+        }
+    }
+
+    /// The targets for a ticket at the first of `levels` that has any, on its plan.
+    pub fn targets(&self, ticket: &Ticket, levels: &[&str]) -> Targets {
         let plan = self.plan_of(ticket);
         let Some(level) = levels.iter().find_map(|l| self.levels.get(*l)) else {
-            return Due {
-                plan,
-                ..Due::default()
-            };
+            return Targets::default();
         };
-        let Some(created) = ticket.created_at else {
-            return Due {
-                plan,
-                ..Due::default()
-            };
+        let pick = |m| match level.get(m).as_ref()? {
+            Target::Fixed(s) => Some(*s),
+            Target::ByPlan { plans, default } => plan
+                .as_ref()
+                .and_then(|p| plans.get(p))
+                .or(default.as_ref())
+                .copied(),
         };
-        let resolve = |t: &Option<Target>| -> Option<DateTime<Utc>> {
-            let span = match t.as_ref()? {
-                Target::Fixed(s) => *s,
-                Target::ByPlan { plans, default } => *plan
-                    .as_ref()
-                    .and_then(|p| plans.get(p))
-                    .or(default.as_ref())?,
-            };
-            Some(cal.add(created, span))
-        };
+        Targets {
+            first_response: pick(Metric::FirstResponse),
+            next_response: pick(Metric::NextResponse),
+            resolution: pick(Metric::Resolution),
+        }
+    }
+
+    /// Due instants for a ticket at the first of `levels` (level names, most specific first) that has targets.
+    pub fn due(&self, cal: &Calendar, ticket: &Ticket, levels: &[&str]) -> Due {
+        let targets = self.targets(ticket, levels);
+        let at = |span: Option<Span>| Some(cal.add(ticket.created_at?, span?));
         Due {
-            first_response: resolve(&level.first_response),
-            resolution: resolve(&level.resolution),
-            plan: plan.clone(),
+            first_response: at(targets.first_response),
+            resolution: at(targets.resolution),
+            plan: self.plan_of(ticket),
         }
     }
 }
@@ -338,10 +406,34 @@ first_response = { flagship = "1 week", emporium = "1 week", boutique = "2 weeks
     }
 
     #[test]
+    fn clock_settings() {
+        let s = sla("[sla]\npause_on = [\"pending\", \"Hold\"]\nwarn_before = \"30 business minutes\"\n[sla.urgent]\nnext_response = \"2 business hours\"\nresolution = \"1 business day\"\n").unwrap();
+        let r = s.rules();
+        assert_eq!(r.metrics, vec![Metric::NextResponse, Metric::Resolution]);
+        assert_eq!(r.pause_on, vec!["pending".to_string(), "hold".to_string()]);
+        assert_eq!(
+            r.warn,
+            Some(Warn::Before("30 business minutes".parse().unwrap()))
+        );
+        let t = s.targets(&ticket(None), &["urgent"]);
+        assert_eq!(t.next_response, Some("2 business hours".parse().unwrap()));
+        assert_eq!(t.first_response, None);
+        assert_eq!(Sla::default().rules().pause_on, vec!["pending".to_string()]);
+        assert_eq!(
+            sla("[sla]\npause_on = [\"solved\"]\n").unwrap_err(),
+            "sla.pause_on: \"solved\" cannot pause a clock: use \"pending\" and/or \"hold\" (solved and closed stop the clocks; new and open run them)"
+        );
+        assert_eq!(
+            sla("[sla]\nwarn_before = \"120%\"\n").unwrap_err(),
+            "sla.warn_before: \"120%\": a percentage of the target is a whole number from 1% to 99%"
+        );
+    }
+
+    #[test]
     fn errors_name_the_key() {
         assert_eq!(
             sla("[sla.critical]\nfirst_response = \"1 business day\"\n").unwrap_err(),
-            "sla.critical: unknown level; expected low, normal, high, urgent (or plan, note)"
+            "sla.critical: unknown level; expected low, normal, high, urgent (or plan, note, pause_on, warn_before)"
         );
         assert!(sla("[sla.urgent]\nfirst_respons = \"1 business day\"\n")
             .unwrap_err()

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::sla::clock::Timer;
 use crate::ticket::{parse_time, EventKind, Priority, Ticket};
 
 const EVENT_TYPE_PREFIX: &str = "zen:event-type:";
@@ -38,6 +39,8 @@ pub enum Source {
     Event,
     /// A trigger or automation webhook with deskbot's recommended body.
     Trigger,
+    /// deskbot's own SLA timer.
+    Timer,
 }
 
 /// The comment carried by a `ticket.comment_added` event.
@@ -69,6 +72,41 @@ pub struct TicketEvent {
     pub snapshot: Ticket,
     /// The comment of a `comment_added` event.
     pub comment: Option<Comment>,
+    /// `event.current` of a `*_changed` event (e.g. the new status), lower case.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<String>,
+    /// Set when this job is a due SLA timer rather than a webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timer: Option<Timer>,
+}
+
+impl TicketEvent {
+    /// The job a due SLA timer becomes. Its key names the timer and its instant, so a timer
+    /// moved by a pause or a priority change is a new job; that a timer acts at most once is
+    /// kept by the clock itself (see `sla::clock::Clock::fired`).
+    pub fn timer(ticket_id: u64, timer: Timer) -> TicketEvent {
+        TicketEvent {
+            dedup_key: format!(
+                "sla:{ticket_id}:{}:{}:{}:{}",
+                timer.metric,
+                timer.instance,
+                timer.kind.as_str(),
+                timer.at.timestamp_millis()
+            ),
+            source: Source::Timer,
+            ticket_id,
+            kind: EventKind::new(timer.kind.event()),
+            occurred_at: Some(timer.at),
+            snapshot: Ticket {
+                id: ticket_id,
+                event: Some(EventKind::new(timer.kind.event())),
+                ..Ticket::default()
+            },
+            comment: None,
+            current: None,
+            timer: Some(timer),
+        }
+    }
 }
 
 /// The result of parsing a well-formed body.
@@ -197,6 +235,12 @@ fn parse_event(obj: &Map<String, Value>) -> Result<Parsed, PayloadError> {
         occurred_at: time_of(obj.get("time")),
         snapshot,
         comment,
+        current: obj
+            .get("event")
+            .and_then(|e| e.get("current"))
+            .and_then(Value::as_str)
+            .map(|s| s.trim().to_ascii_lowercase()),
+        timer: None,
     })))
 }
 
@@ -236,6 +280,8 @@ fn parse_trigger(obj: &Map<String, Value>, raw: &[u8]) -> Result<Parsed, Payload
         occurred_at: updated_at.as_deref().and_then(parse_time),
         snapshot,
         comment: None,
+        current: None,
+        timer: None,
     })))
 }
 
