@@ -171,6 +171,24 @@ pub struct Ticket {
     /// A task ticket's due time.
     #[serde(default)]
     pub due_at: Option<DateTime<Utc>>,
+    /// The SLA timer being handled, for `sla.at_risk` / `sla.breached` events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sla: Option<SlaAlert>,
+}
+
+/// An SLA timer as escalation rules see it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlaAlert {
+    /// `first_response`, `next_response` or `resolution`.
+    pub metric: String,
+    /// `at_risk` or `breached`.
+    pub kind: String,
+    /// The target, as written (`3 business hours`).
+    pub target: Option<String>,
+    /// The due instant.
+    pub due: Option<DateTime<Utc>>,
+    /// How far past the due instant the timer acted (zero or more; for breaches).
+    pub missed_by_secs: i64,
 }
 
 /// Parses Zendesk's timestamps: RFC 3339, or the minute-precision form placeholders render (`2013-12-12T05:35Z`).

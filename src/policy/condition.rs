@@ -138,6 +138,8 @@ pub enum Field {
     BusinessHours,
     /// Creation time.
     CreatedAt,
+    /// The SLA metric of an `sla.at_risk` / `sla.breached` event.
+    SlaMetric,
 }
 
 const SIMPLE_FIELDS: &[(&str, Field)] = &[
@@ -161,6 +163,7 @@ const SIMPLE_FIELDS: &[(&str, Field)] = &[
     ("comment_by", Field::CommentBy),
     ("business_hours", Field::BusinessHours),
     ("created_at", Field::CreatedAt),
+    ("sla_metric", Field::SlaMetric),
 ];
 
 /// Field names a rule author may write, for suggestions and the schema.
@@ -644,6 +647,7 @@ impl<'a> Eval<'a> {
                 _ => None,
             }),
             Field::CreatedAt => one(t.created_at.map(|c| c.to_rfc3339())),
+            Field::SlaMetric => one(t.sla.as_ref().map(|a| a.metric.clone())),
         }
     }
 

@@ -4,9 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::condition::{describe, Condition, Eval};
-use super::{
-    Decision, DueKind, FieldKind, LevelRef, Piece, Policy, Rule, Template, Var, NOTE_MARKER,
-};
+use super::{Decision, DueKind, LevelRef, Piece, Policy, Rule, Template, Var, NOTE_MARKER};
 use crate::sla::Due;
 use crate::ticket::{Priority, Ticket};
 
@@ -61,7 +59,7 @@ impl Policy {
         }
     }
 
-    fn level_of(&self, p: Priority) -> Option<&str> {
+    pub(super) fn level_of(&self, p: Priority) -> Option<&str> {
         self.levels
             .iter()
             .find(|l| l.priority == p)
@@ -275,18 +273,12 @@ impl Policy {
         let due = sla.due(cal, ticket, &keys);
         d.first_response_due = due.first_response;
         d.resolution_due = due.resolution;
-        let write = |t: DateTime<Utc>, kind: FieldKind| match kind {
-            FieldKind::Date => serde_json::Value::String(cal.local_day(t)),
-            FieldKind::Text => {
-                serde_json::Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-            }
-        };
         for (mapping, instant) in [
             (self.fields.first_response_due, due.first_response),
             (self.fields.resolution_due, due.resolution),
         ] {
             if let (Some((id, kind)), Some(t)) = (mapping, instant) {
-                d.fields.insert(id, write(t, kind));
+                d.fields.insert(id, self.due_value(t, kind));
             }
         }
         if ticket.ticket_type.as_deref() == Some("task") {
@@ -328,6 +320,7 @@ impl Policy {
             (Some(t), None) => t.to_rfc3339(),
             (None, _) => "no target".to_string(),
         };
+        let sla = ticket.sla.as_ref();
         let mut out = String::new();
         for piece in &t.0 {
             match piece {
@@ -351,9 +344,25 @@ impl Policy {
                     Var::FirstResponseDue => when(due.first_response),
                     Var::ResolutionDue => when(due.resolution),
                     Var::Rule => rule.to_string(),
+                    Var::Metric => sla.map(|a| a.metric.replace('_', " ")).unwrap_or_default(),
+                    Var::Target => sla.and_then(|a| a.target.clone()).unwrap_or_default(),
+                    Var::Due => when(sla.and_then(|a| a.due)),
+                    Var::MissedBy => sla
+                        .map(|a| human_minutes(a.missed_by_secs))
+                        .unwrap_or_default(),
                 }),
             }
         }
         out
+    }
+}
+
+/// `1 h 05 min`, `45 min`, `0 min`: how long, to the minute (rounded down), as a note says it.
+fn human_minutes(secs: i64) -> String {
+    let m = secs.max(0) / 60;
+    match (m / 60, m % 60) {
+        (0, m) => format!("{m} min"),
+        (h, 0) => format!("{h} h"),
+        (h, m) => format!("{h} h {m:02} min"),
     }
 }

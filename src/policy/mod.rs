@@ -7,6 +7,7 @@
 //! The language is documented in docs/rules.md and, for editors, by `deskbot schema`.
 
 pub mod cases;
+pub mod clocks;
 pub mod compile;
 pub mod condition;
 pub mod diagnostic;
@@ -68,6 +69,8 @@ pub const KNOWN_EVENTS: &[&str] = &[
     "sla_policy_changed",
     "task_due_at_changed",
     "undeleted",
+    "sla.at_risk",
+    "sla.breached",
 ];
 
 /// What the policy wants done to a ticket.
@@ -181,6 +184,10 @@ enum Var {
     FirstResponseDue,
     ResolutionDue,
     Rule,
+    Metric,
+    Target,
+    Due,
+    MissedBy,
 }
 
 impl Var {
@@ -195,6 +202,10 @@ impl Var {
         ("first_response_due", Var::FirstResponseDue),
         ("resolution_due", Var::ResolutionDue),
         ("rule", Var::Rule),
+        ("sla.metric", Var::Metric),
+        ("sla.target", Var::Target),
+        ("sla.due", Var::Due),
+        ("sla.missed_by", Var::MissedBy),
     ];
 }
 
@@ -453,6 +464,16 @@ impl PolicySet {
         self.select(ticket)
             .map(|p| p.decide(ticket, now))
             .unwrap_or_default()
+    }
+
+    /// True when some rule of some policy reacts to `kind`: only then does an event of that kind
+    /// need the ticket read from Zendesk to be decided.
+    pub fn reacts_to(&self, kind: &EventKind) -> bool {
+        self.policies.iter().any(|p| {
+            p.rules
+                .iter()
+                .any(|r| r.on.as_ref().is_none_or(|on| on.contains(kind)))
+        })
     }
 
     /// Names of the policies, for logs and /healthz.

@@ -50,9 +50,11 @@ pub fn schema() -> Value {
     let target = json!({"oneOf": [{"$ref": "#/definitions/duration"}, {"type": "object", "additionalProperties": {"$ref": "#/definitions/duration"}}]});
     let sla = json!({"type": "object",
         "properties": {"plan": {"type": "object", "properties": {"organization_field": {"type": "string"}, "tag_prefix": {"type": "string"}}, "additionalProperties": false},
-                       "note": {"type": "boolean"}},
+                       "note": {"type": "boolean"},
+                       "pause_on": {"type": "array", "items": {"enum": ["pending", "hold"]}},
+                       "warn_before": {"type": "string", "description": "e.g. \"30 business minutes\" or \"25%\" of the target"}},
         "additionalProperties": {"type": "object", "additionalProperties": false,
-                                 "properties": {"first_response": target, "resolution": target}}});
+                                 "properties": {"first_response": target, "next_response": target, "resolution": target}}});
     let field_ref = json!({"oneOf": [{"type": "integer"}, {"type": "string"},
         {"type": "object", "additionalProperties": false, "required": ["id"],
          "properties": {"id": {"type": ["integer", "string"]}, "type": {"enum": ["date", "text"]}}}]});

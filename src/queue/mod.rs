@@ -3,4 +3,5 @@
 pub mod clocks;
 pub mod retry;
 pub mod store;
+pub mod tracking;
 pub mod worker;

@@ -852,13 +852,19 @@ mod tests {
         let s = Store::open(&path).unwrap();
         assert_eq!(
             indexes(&path),
-            ["dead_by_id", "pending_by_id", "pending_by_ticket"]
+            [
+                "dead_by_id",
+                "open_clocks_by_due",
+                "pending_by_id",
+                "pending_by_ticket",
+                "timers_by_due"
+            ]
         );
         let version: i32 = Connection::open(&path)
             .unwrap()
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 2);
+        assert_eq!(version, 3);
         assert_eq!(
             s.enqueue(event("old", 9)).await.unwrap(),
             Enqueued::Duplicate
@@ -879,7 +885,7 @@ mod tests {
             .unwrap();
         let err = Store::open(&path).err().unwrap().to_string();
         assert!(
-            err.contains("written by a newer deskbot (schema 9; this build knows up to 2)"),
+            err.contains("written by a newer deskbot (schema 9; this build knows up to 3)"),
             "{err}"
         );
     }

@@ -20,11 +20,14 @@ use tracing::{debug, error, info, warn, Instrument};
 
 use crate::config::RetryConfig;
 use crate::metrics::Metrics;
-use crate::policy::{Decision, PolicyHandle, NOTE_MARKER};
+use crate::policy::{Decision, Policy, PolicyHandle, PolicySet, NOTE_MARKER};
 use crate::queue::retry;
 use crate::queue::store::{Job, Settle, Store, StoreError};
-use crate::ticket::{Organization, Ticket};
+use crate::queue::tracking;
+use crate::sla::clock::{Effect, Metric, TicketClocks, Timer};
+use crate::ticket::{EventKind, Organization, SlaAlert, Ticket};
 use crate::update;
+use crate::webhook::payload::Source;
 use crate::zendesk::model::TicketUpdate;
 use crate::zendesk::{ErrorClass, ZendeskClient, ZendeskError};
 
@@ -79,6 +82,16 @@ pub enum Outcome {
     },
     /// The comment that caused the event is deskbot's own note.
     OwnNote,
+    /// The event moved only SLA clocks (no rule reacts to it, no field changes): nothing read or sent.
+    ClockOnly {
+        /// What it did to the clocks.
+        effects: Vec<Effect>,
+    },
+    /// An SLA timer that no longer had cause to act when its time came.
+    TimerMoot {
+        /// Why (fulfilled, paused, moved, already acted).
+        reason: String,
+    },
     /// The ticket no longer exists (404).
     TicketGone,
     /// Will be tried again.
@@ -106,6 +119,8 @@ impl Outcome {
             Outcome::DryRun { .. } => "dry_run",
             Outcome::Coalesced { .. } => "coalesced",
             Outcome::OwnNote => "own_note",
+            Outcome::ClockOnly { .. } => "clock_only",
+            Outcome::TimerMoot { .. } => "timer_moot",
             Outcome::TicketGone => "ticket_gone",
             Outcome::Deferred { .. } => "deferred",
             Outcome::Dead { .. } => "dead",
@@ -159,15 +174,32 @@ enum Group {
 }
 
 impl Group {
-    /// One outcome per decision: `last` for the final event's, `earlier` for the ones before it.
+    /// One outcome per job. `Err` holds an outcome fixed in advance (a timer with no cause to
+    /// act). The last decision's outcome comes from `last`, the others' from `earlier`; when an
+    /// update was sent (`sent`) and no job decided anything, the final job records it.
     fn each(
-        mut decisions: Vec<Decision>,
+        decisions: Vec<Result<Decision, Outcome>>,
         earlier: impl Fn(Decision) -> Outcome,
         last: impl FnOnce(Decision) -> Outcome,
+        sent: bool,
     ) -> Group {
-        let final_decision = decisions.pop().unwrap_or_default();
-        let mut all: Vec<Outcome> = decisions.into_iter().map(earlier).collect();
-        all.push(last(final_decision));
+        let n = decisions.len();
+        let holder = decisions
+            .iter()
+            .rposition(Result::is_ok)
+            .or((sent && n > 0).then(|| n - 1));
+        let mut last = Some(last);
+        let all = decisions
+            .into_iter()
+            .enumerate()
+            .map(|(i, d)| match last.take_if(|_| Some(i) == holder) {
+                Some(f) => f(d.unwrap_or_default()),
+                None => match d {
+                    Ok(d) => earlier(d),
+                    Err(o) => o,
+                },
+            })
+            .collect();
         Group::Each(all)
     }
 }
@@ -226,6 +258,8 @@ impl Worker {
                 next_due: Some(until),
             });
         }
+        // Due SLA timers join their tickets' queues here, behind events already waiting.
+        self.store.promote_timers(now).await?;
         let groups = self
             .store
             .claim(now, LEASE, CONCURRENT_TICKETS, MAX_GROUP)
@@ -315,77 +349,318 @@ impl Worker {
         };
         let attempts = live.iter().map(|j| j.attempts).max().unwrap_or(0);
         let ticket_id = last.event.ticket_id;
-        let policy = self.policy.current();
+        let set = self.policy.current();
+        let per_job = match self.store.clocks(ticket_id).await {
+            Ok(stored) => match self.clock_only(&set, &live, stored.as_ref(), now).await {
+                Some(done) => done,
+                None => {
+                    self.decide_and_update(&set, &live, stored, attempts, now)
+                        .await
+                }
+            },
+            Err(e) => vec![self.store_failure(e, now); live.len()],
+        };
+        outcomes.extend(live.iter().map(|j| j.id).zip(per_job));
+        outcomes.sort_by_key(|(id, _)| *id);
+        outcomes
+    }
+
+    /// A database failure while handling a ticket: the jobs wait and are tried again.
+    fn store_failure(&self, e: StoreError, now: DateTime<Utc>) -> Outcome {
+        Outcome::Deferred {
+            until: now + chrono::Duration::seconds(1),
+            error: e.to_string(),
+            counted: false,
+        }
+    }
+
+    /// When the jobs only move SLA clocks (no rule reacts to them, no due field or tag changes,
+    /// no timer), applies them from the payloads and returns their outcomes: no Zendesk call.
+    async fn clock_only(
+        &self,
+        set: &PolicySet,
+        live: &[&Job],
+        stored: Option<&TicketClocks>,
+        now: DateTime<Utc>,
+    ) -> Option<Vec<Outcome>> {
+        let must_read = live.iter().any(|j| {
+            let ev = &j.event;
+            ev.timer.is_some()
+                || ev.source == Source::Trigger
+                || ev.kind.as_str() == EventKind::CREATED
+                || set.reacts_to(&ev.kind)
+        });
+        if must_read {
+            return None;
+        }
+        let policy = set.select(&live.last()?.event.snapshot)?;
+        let mut clocks = stored.cloned();
+        let effects: Vec<Vec<Effect>> = live
+            .iter()
+            .map(|j| tracking::apply_event(policy, &mut clocks, &j.event, now))
+            .collect();
+        let fields = |c: Option<&TicketClocks>| c.map(|c| policy.clock_fields(c));
+        let tags = |c: Option<&TicketClocks>| c.map(tracking::cleared_tags);
+        if fields(stored) != fields(clocks.as_ref()) || tags(stored) != tags(clocks.as_ref()) {
+            return None;
+        }
+        if clocks.as_ref() != stored {
+            if let Err(e) = self.save_clocks(policy, clocks.as_ref(), now).await {
+                return Some(vec![self.store_failure(e, now); live.len()]);
+            }
+        }
+        log_effects(effects.iter().flatten());
+        Some(
+            effects
+                .into_iter()
+                .map(|effects| Outcome::ClockOnly { effects })
+                .collect(),
+        )
+    }
+
+    async fn save_clocks(
+        &self,
+        policy: &Policy,
+        clocks: Option<&TicketClocks>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let (Some(tc), Some((cal, rules))) = (clocks, policy.clock_rules()) else {
+            return Ok(());
+        };
+        let summaries = tc.summaries(cal, &rules, now);
+        let timers = tc.timers(cal, &rules);
+        self.store.save_clocks(tc, summaries, timers, now).await
+    }
+
+    /// Reads the ticket, decides each job in turn (webhook events through the rules, due timers
+    /// through the escalation rules once they prove to still have cause), moves the clocks, and
+    /// sends at most one update.
+    async fn decide_and_update(
+        &self,
+        set: &PolicySet,
+        live: &[&Job],
+        stored: Option<TicketClocks>,
+        attempts: u32,
+        now: DateTime<Utc>,
+    ) -> Vec<Outcome> {
+        let Some(last) = live.last() else {
+            return Vec::new();
+        };
+        let ticket_id = last.event.ticket_id;
         let mut conflicts = 0;
         let settled = loop {
-            let before = match self.read_ticket(last).await {
+            let mut before = match self.read_ticket(last).await {
                 Ok(t) => t,
+                Err(Failure::Gone) => {
+                    if let Err(e) = self.store.forget_clocks(ticket_id).await {
+                        break Group::All(Box::new(self.store_failure(e, now)));
+                    }
+                    break Group::All(Box::new(Outcome::TicketGone));
+                }
                 Err(f) => break Group::All(Box::new(self.failure(attempts, f, now))),
             };
+            let mut clocks = stored.clone();
+            if self.zendesk.is_none() {
+                // Dry run decides on the payload; a timer's job carries only the ticket id.
+                if let Some(tc) = &clocks {
+                    before.priority = before.priority.or(tc.priority);
+                    before.status = before.status.clone().or(tc.status.clone());
+                    before.created_at = before.created_at.or(Some(tc.created_at));
+                }
+            }
+            let policy = set.select(&before);
             let mut after = before.clone();
             let mut decisions = Vec::with_capacity(live.len());
             let mut notes = Vec::new();
-            for job in &live {
+            let mut fired = Vec::new();
+            let mut effects = Vec::new();
+            let mut failed = None;
+            for job in live {
                 let ev = &job.event;
+                if let Some(timer) = ev.timer {
+                    let alert = match policy {
+                        Some(p) => {
+                            match self.timer_cause(p, &mut clocks, &timer, &before, now).await {
+                                Ok(Ok(alert)) => alert,
+                                Ok(Err(reason)) => {
+                                    info!(metric = %timer.metric, kind = timer.kind.as_str(), %reason, "SLA timer has no cause to act");
+                                    decisions.push(Err(Outcome::TimerMoot { reason }));
+                                    continue;
+                                }
+                                Err(f) => {
+                                    failed = Some(f);
+                                    break;
+                                }
+                            }
+                        }
+                        None => {
+                            decisions.push(Err(Outcome::TimerMoot {
+                                reason: "no policy's scope covers the ticket".into(),
+                            }));
+                            continue;
+                        }
+                    };
+                    let late = tracking::lateness(&timer, now);
+                    if late > chrono::Duration::minutes(1) {
+                        warn!(metric = %timer.metric, kind = timer.kind.as_str(), late_by_secs = late.num_seconds(), "SLA timer acts late (deskbot was stopped or busy at its time)");
+                    } else {
+                        info!(metric = %timer.metric, kind = timer.kind.as_str(), "SLA timer acts");
+                    }
+                    after.event = Some(ev.kind.clone());
+                    after.latest_comment = None;
+                    after.comment_by_staff = None;
+                    after.sla = Some(alert);
+                    let decision = set.decide(&after, now);
+                    after.sla = None;
+                    if update::apply(&mut after, &decision) {
+                        notes.extend(decision.note.clone());
+                    }
+                    fired.push(timer);
+                    decisions.push(Ok(decision));
+                    continue;
+                }
                 after.event = Some(ev.kind.clone());
                 after.latest_comment = ev.comment.as_ref().map(|c| c.body.clone());
                 after.comment_by_staff = ev.comment.as_ref().and_then(|c| c.by_staff);
-                let decision = policy.decide(&after, now);
+                let decision = set.decide(&after, now);
                 debug!(job = job.id, ?decision, "decided");
                 if update::apply(&mut after, &decision) {
                     notes.extend(decision.note.clone());
                 }
-                decisions.push(decision);
+                if let Some(p) = policy {
+                    // The ticket as read is the authority on its creation, before the payload.
+                    effects.extend(tracking::ensure_started(p, &mut clocks, &after));
+                    effects.extend(tracking::apply_event(p, &mut clocks, ev, now));
+                    if let Some(tc) = clocks.as_mut() {
+                        let plan = p.plan_of(&after).or(tc.plan.clone());
+                        effects.extend(tracking::retarget(p, tc, after.priority, plan));
+                    }
+                }
+                decisions.push(Ok(decision));
+            }
+            if let Some(f) = failed {
+                break Group::All(Box::new(self.failure(attempts, f, now)));
+            }
+            if let (Some(p), Some(tc)) = (policy, clocks.as_mut()) {
+                for t in &fired {
+                    tc.mark_fired(t.metric, t.instance, t.kind);
+                }
+                for (id, value) in p.clock_fields(tc) {
+                    after.custom_fields.insert(id, value);
+                }
+                let cleared = tracking::cleared_tags(tc);
+                after
+                    .tags
+                    .retain(|t| !cleared.iter().any(|c| c.eq_ignore_ascii_case(t)));
             }
             let note = (!notes.is_empty()).then(|| notes.join("\n\n"));
             let coalesced = |decision| Outcome::Coalesced {
                 into: last.id,
                 decision,
             };
-            let Some(plan) = update::diff(&before, &after, note) else {
-                let no_change = |decision| Outcome::NoChange { decision };
-                break Group::each(decisions, no_change, no_change);
+            let plan = update::diff(&before, &after, note);
+            let sent = match &plan {
+                None => None,
+                Some(plan) => match self.send(ticket_id, plan).await {
+                    Ok(sent) => Some(sent),
+                    Err(SendError::Conflict(_)) if conflicts < MAX_CONFLICTS => {
+                        conflicts += 1;
+                        info!(
+                            conflicts,
+                            "ticket changed while deciding (409): reading it again"
+                        );
+                        continue;
+                    }
+                    Err(SendError::Conflict(e)) => {
+                        break Group::All(Box::new(self.failure(attempts, classify(e), now)))
+                    }
+                    Err(SendError::Failed(f)) => {
+                        break Group::All(Box::new(self.failure(attempts, f, now)))
+                    }
+                },
             };
-            let Some(client) = self.zendesk.as_ref().filter(|_| !self.dry_run) else {
-                info!(update = %serde_json::to_string(&plan).unwrap_or_default(), "dry run: would update the ticket");
-                break Group::each(decisions, coalesced, |decision| Outcome::DryRun {
-                    decision,
-                    update: plan,
-                });
+            if let Some(p) = policy {
+                if clocks != stored {
+                    if let Err(e) = self.save_clocks(p, clocks.as_ref(), now).await {
+                        break Group::All(Box::new(self.store_failure(e, now)));
+                    }
+                }
+            }
+            log_effects(effects.iter());
+            break match (plan, sent) {
+                (Some(update), Some(Sent::DryRun)) => Group::each(
+                    decisions,
+                    coalesced,
+                    |decision| Outcome::DryRun { decision, update },
+                    true,
+                ),
+                (Some(update), Some(Sent::Updated)) => Group::each(
+                    decisions,
+                    coalesced,
+                    |decision| Outcome::Updated { decision, update },
+                    true,
+                ),
+                _ => {
+                    let no_change = |decision| Outcome::NoChange { decision };
+                    Group::each(decisions, no_change, no_change, false)
+                }
             };
-            let wait = client.ticket_update_wait(ticket_id);
-            if !wait.is_zero() {
-                break Group::All(Box::new(self.failure(
-                    attempts,
-                    Failure::TicketBusy(wait),
-                    now,
-                )));
-            }
-            match client.update_ticket(ticket_id, &plan).await {
-                Ok(()) => {
-                    self.pause().outage = 0;
-                    break Group::each(decisions, coalesced, |decision| Outcome::Updated {
-                        decision,
-                        update: plan,
-                    });
-                }
-                Err(e) if e.class() == ErrorClass::Conflict && conflicts < MAX_CONFLICTS => {
-                    conflicts += 1;
-                    info!(
-                        conflicts,
-                        "ticket changed while deciding (409): reading it again"
-                    );
-                }
-                Err(e) => break Group::All(Box::new(self.failure(attempts, classify(e), now))),
-            }
         };
-        let per_job = match settled {
+        match settled {
             Group::Each(v) => v,
             Group::All(o) => vec![*o; live.len()],
+        }
+    }
+
+    /// Sends one update (or logs it in dry run).
+    async fn send(&self, ticket_id: u64, plan: &TicketUpdate) -> Result<Sent, SendError> {
+        let Some(client) = self.zendesk.as_ref().filter(|_| !self.dry_run) else {
+            info!(update = %serde_json::to_string(plan).unwrap_or_default(), "dry run: would update the ticket");
+            return Ok(Sent::DryRun);
         };
-        outcomes.extend(live.iter().map(|j| j.id).zip(per_job));
-        outcomes.sort_by_key(|(id, _)| *id);
-        outcomes
+        let wait = client.ticket_update_wait(ticket_id);
+        if !wait.is_zero() {
+            return Err(SendError::Failed(Failure::TicketBusy(wait)));
+        }
+        match client.update_ticket(ticket_id, plan).await {
+            Ok(()) => {
+                self.pause().outage = 0;
+                Ok(Sent::Updated)
+            }
+            Err(e) if e.class() == ErrorClass::Conflict => Err(SendError::Conflict(e)),
+            Err(e) => Err(SendError::Failed(classify(e))),
+        }
+    }
+
+    /// Whether a due timer still has cause to act: first from the clocks, then from what Zendesk
+    /// says now (a reply deskbot has not yet seen as an event, a solved or pending ticket), which
+    /// it folds into the clocks. `Ok(Err(reason))` when it has none.
+    async fn timer_cause(
+        &self,
+        policy: &Policy,
+        clocks: &mut Option<TicketClocks>,
+        timer: &Timer,
+        ticket: &Ticket,
+        now: DateTime<Utc>,
+    ) -> Result<Result<SlaAlert, String>, Failure> {
+        if let Err(reason) = tracking::check_timer(policy, clocks.as_ref(), timer, now) {
+            return Ok(Err(reason));
+        }
+        let Some(tc) = clocks.as_mut() else {
+            return Ok(Err("the ticket has no SLA clocks".into()));
+        };
+        let comments = match (self.zendesk.as_ref(), timer.metric) {
+            (Some(client), Metric::FirstResponse | Metric::NextResponse) => {
+                let read = client.latest_comments(ticket.id).await.map_err(classify);
+                self.reached(read)?
+            }
+            _ => Vec::new(),
+        };
+        let caught = tracking::catch_up(policy, tc, timer, ticket, &comments);
+        if !caught.is_empty() {
+            log_effects(caught.iter());
+        }
+        Ok(tracking::check_timer(policy, clocks.as_ref(), timer, now))
     }
 
     /// The ticket as it is now: from Zendesk, or the event's snapshot when there is no client.
@@ -526,6 +801,27 @@ impl Worker {
             }
         }
         info!("worker stopped");
+    }
+}
+
+/// How an update went out.
+enum Sent {
+    DryRun,
+    Updated,
+}
+
+enum SendError {
+    /// 409: the ticket changed since it was read.
+    Conflict(ZendeskError),
+    Failed(Failure),
+}
+
+fn log_effects<'a>(effects: impl Iterator<Item = &'a Effect>) {
+    for e in effects {
+        match e {
+            Effect::Ignored { reason } => info!(%reason, "SLA clocks: event not applied"),
+            other => info!(effect = %serde_json::to_string(other).unwrap_or_default(), "SLA clock"),
+        }
     }
 }
 

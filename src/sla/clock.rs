@@ -13,6 +13,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::calendar::{Calendar, Span, Unit};
+use crate::ticket::Priority;
 
 /// An agent comment this close to the ticket's creation is the opening comment of a ticket an
 /// agent created on the customer's behalf, not a reply (Zendesk sends both in one action).
@@ -560,8 +561,11 @@ pub struct TicketClocks {
     /// Whether an agent has replied publicly (a customer comment then starts next_response).
     #[serde(default)]
     pub agent_replied: bool,
-    /// The level the targets come from.
-    pub level: Option<String>,
+    /// The priority the targets come from.
+    pub priority: Option<Priority>,
+    /// The plan tier the targets come from, when the policy reads one.
+    #[serde(default)]
+    pub plan: Option<String>,
     /// Every metric instance, oldest first.
     pub clocks: Vec<Clock>,
 }
@@ -581,7 +585,8 @@ impl TicketClocks {
             status: None,
             status_at: None,
             agent_replied: false,
-            level: None,
+            priority: None,
+            plan: None,
             clocks: Vec::new(),
         };
         let mut effects = Vec::new();

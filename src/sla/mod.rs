@@ -266,14 +266,17 @@ impl Sla {
 
     /// The targets for a ticket at the first of `levels` that has any, on its plan.
     pub fn targets(&self, ticket: &Ticket, levels: &[&str]) -> Targets {
-        let plan = self.plan_of(ticket);
+        self.targets_on(self.plan_of(ticket).as_deref(), levels)
+    }
+
+    /// The targets at the first of `levels` that has any, on `plan` (normalized).
+    pub fn targets_on(&self, plan: Option<&str>, levels: &[&str]) -> Targets {
         let Some(level) = levels.iter().find_map(|l| self.levels.get(*l)) else {
             return Targets::default();
         };
         let pick = |m| match level.get(m).as_ref()? {
             Target::Fixed(s) => Some(*s),
             Target::ByPlan { plans, default } => plan
-                .as_ref()
                 .and_then(|p| plans.get(p))
                 .or(default.as_ref())
                 .copied(),

@@ -14,7 +14,10 @@ use crate::config::{Auth, ZendeskConfig};
 use crate::metrics::Metrics;
 use crate::ticket::{Organization, Ticket};
 
-use super::model::{OrganizationResponse, TicketResponse, TicketUpdate, TicketUpdateRequest};
+use super::model::{
+    CommentsResponse, OrganizationResponse, SeenComment, TicketResponse, TicketUpdate,
+    TicketUpdateRequest,
+};
 use super::ratelimit::{Kind, RateLimiter};
 
 /// How much of an error body is kept for logs and the dead-letter list.
@@ -168,6 +171,19 @@ impl ZendeskClient {
         let body = self.send(endpoint, Kind::Read, self.http.get(url)).await?;
         let parsed: TicketResponse = decode(endpoint, &body.body)?;
         Ok(parsed.into_ticket())
+    }
+
+    /// `GET /api/v2/tickets/{id}/comments.json?sort_order=desc&include=users`: the latest page of
+    /// comments (newest first), each with whether an agent wrote it.
+    pub async fn latest_comments(&self, id: u64) -> Result<Vec<SeenComment>, ZendeskError> {
+        let endpoint = "list_comments";
+        let url = format!(
+            "{}/api/v2/tickets/{id}/comments.json?sort_order=desc&include=users",
+            self.base_url
+        );
+        let body = self.send(endpoint, Kind::Read, self.http.get(url)).await?;
+        let parsed: CommentsResponse = decode(endpoint, &body.body)?;
+        Ok(parsed.seen())
     }
 
     /// `GET /api/v2/organizations/{id}.json`.

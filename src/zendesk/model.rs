@@ -3,6 +3,7 @@
 //! Responses are read leniently (every field optional), because a missing field must not stop a job;
 //! requests are written strictly, and a test validates them against Zendesk's OpenAPI file.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -77,6 +78,66 @@ pub struct ApiUser {
     /// Primary e-mail.
     #[serde(default)]
     pub email: Option<String>,
+    /// `end-user`, `agent` or `admin`.
+    #[serde(default)]
+    pub role: Option<String>,
+}
+
+/// `GET /api/v2/tickets/{id}/comments.json?include=users`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CommentsResponse {
+    /// Comments on this page.
+    #[serde(default)]
+    pub comments: Vec<ApiComment>,
+    /// Side-loaded authors.
+    #[serde(default)]
+    pub users: Vec<ApiUser>,
+}
+
+/// One comment, as far as SLA clocks care.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ApiComment {
+    /// Author.
+    #[serde(default)]
+    pub author_id: Option<u64>,
+    /// Visible to the customer.
+    #[serde(default)]
+    pub public: bool,
+    /// When it was added.
+    #[serde(default)]
+    pub created_at: Option<String>,
+}
+
+/// A comment read back from Zendesk: when, public or not, and whether an agent wrote it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeenComment {
+    /// When it was added.
+    pub at: DateTime<Utc>,
+    /// Visible to the customer.
+    pub public: bool,
+    /// Written by an agent or admin (`None`: the author is unknown).
+    pub by_agent: Option<bool>,
+}
+
+impl CommentsResponse {
+    /// The comments with their authors' roles resolved; ones without a readable time are skipped.
+    pub fn seen(&self) -> Vec<SeenComment> {
+        self.comments
+            .iter()
+            .filter_map(|c| {
+                let at = c.created_at.as_deref().and_then(parse_time)?;
+                let role = c
+                    .author_id
+                    .and_then(|a| self.users.iter().find(|u| u.id == a))
+                    .and_then(|u| u.role.as_deref());
+                Some(SeenComment {
+                    at,
+                    public: c.public,
+                    by_agent: role.map(|r| r != "end-user"),
+                })
+            })
+            .collect()
+    }
 }
 
 /// `GET /api/v2/organizations/{id}.json`.
@@ -163,6 +224,7 @@ impl TicketResponse {
             created_at: t.created_at.as_deref().and_then(parse_time),
             updated_at: t.updated_at,
             due_at: t.due_at.as_deref().and_then(parse_time),
+            sla: None,
         }
     }
 }
