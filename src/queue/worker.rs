@@ -399,9 +399,14 @@ impl Worker {
             .iter()
             .map(|j| tracking::apply_event(policy, &mut clocks, &j.event, now))
             .collect();
-        let fields = |c: Option<&TicketClocks>| c.map(|c| policy.clock_fields(c));
-        let tags = |c: Option<&TicketClocks>| c.map(tracking::cleared_tags);
-        if fields(stored) != fields(clocks.as_ref()) || tags(stored) != tags(clocks.as_ref()) {
+        // Only a value to write, or a tag to clear, that was not there before needs the ticket.
+        let fields =
+            |c: Option<&TicketClocks>| c.map(|c| policy.clock_fields(c)).unwrap_or_default();
+        let tags = |c: Option<&TicketClocks>| c.map(tracking::cleared_tags).unwrap_or_default();
+        let (was, now_fields) = (fields(stored), fields(clocks.as_ref()));
+        let (had, now_tags) = (tags(stored), tags(clocks.as_ref()));
+        if now_fields.iter().any(|f| !was.contains(f)) || now_tags.iter().any(|t| !had.contains(t))
+        {
             return None;
         }
         if clocks.as_ref() != stored {

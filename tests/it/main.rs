@@ -11,5 +11,6 @@ mod faults;
 mod pipeline;
 mod robustness;
 mod signature;
+mod sla;
 mod support;
 mod tools;

@@ -58,6 +58,8 @@ struct FakeState {
     tickets: HashMap<u64, Value>,
     users: HashMap<u64, Value>,
     orgs: HashMap<u64, Value>,
+    /// Comments per ticket, oldest first (API shape: author_id, public, created_at, body).
+    comments: HashMap<u64, Vec<Value>>,
     requests: Vec<Recorded>,
     script: VecDeque<Scripted>,
     echo: Option<Echo>,
@@ -104,6 +106,7 @@ impl FakeZendesk {
                 "/api/v2/tickets/{file}",
                 get(show_ticket).put(update_ticket),
             )
+            .route("/api/v2/tickets/{id}/comments.json", get(list_comments))
             .route("/api/v2/organizations/{file}", get(show_org))
             .route("/api/v2/users/me", get(admin_api))
             .route("/api/v2/webhooks", get(admin_api).post(admin_api))
@@ -139,6 +142,20 @@ impl FakeZendesk {
     pub fn put_user(&self, user: Value) {
         let id = user["id"].as_u64().unwrap();
         self.lock().users.insert(id, user);
+    }
+
+    /// Adds a comment to a ticket without any event reaching deskbot.
+    pub fn put_comment(&self, ticket: u64, comment: Value) {
+        self.lock()
+            .comments
+            .entry(ticket)
+            .or_default()
+            .push(comment);
+    }
+
+    /// Removes a ticket (later reads answer 404).
+    pub fn delete_ticket(&self, id: u64) {
+        self.lock().tickets.remove(&id);
     }
 
     pub fn put_org(&self, org: Value) {
@@ -303,6 +320,40 @@ async fn show_ticket(
         .collect();
     record(&mut st, Method::GET, path, &headers, None, 200);
     axum::Json(json!({ "ticket": ticket, "users": users })).into_response()
+}
+
+/// Comments newest first (deskbot asks `sort_order=desc`), with their authors side-loaded.
+async fn list_comments(
+    State(state): State<Arc<Mutex<FakeState>>>,
+    Path(id): Path<u64>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let path = uri.to_string();
+    let mut st = state.lock().unwrap();
+    if let Some(s) = scripted(&mut st, &Method::GET) {
+        record(&mut st, Method::GET, path, &headers, None, s.status);
+        return error_response(&s);
+    }
+    if !st.tickets.contains_key(&id) {
+        record(&mut st, Method::GET, path, &headers, None, 404);
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"error": "RecordNotFound"})),
+        )
+            .into_response();
+    }
+    let mut comments = st.comments.get(&id).cloned().unwrap_or_default();
+    if uri.query().is_some_and(|q| q.contains("sort_order=desc")) {
+        comments.reverse();
+    }
+    let users: Vec<Value> = comments
+        .iter()
+        .filter_map(|c| c["author_id"].as_u64())
+        .filter_map(|a| st.users.get(&a).cloned())
+        .collect();
+    record(&mut st, Method::GET, path, &headers, None, 200);
+    axum::Json(json!({ "comments": comments, "users": users })).into_response()
 }
 
 async fn show_org(
