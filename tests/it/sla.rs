@@ -210,8 +210,7 @@ impl Rig {
             .await
             .unwrap()
             .into_iter()
-            .filter(|s| s.metric == metric)
-            .next_back()
+            .rfind(|s| s.metric == metric)
             .map(|s| s.state)
     }
 }
