@@ -33,6 +33,11 @@ struct Call {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClockState {
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Endpoint {
     endpoint: String,
 }
@@ -48,6 +53,8 @@ struct Inner {
     queue_depth: Gauge,
     oldest_job_age: Gauge,
     dead_letters: Gauge,
+    sla_clocks: Family<ClockState, Gauge>,
+    sla_timers_due: Gauge,
 }
 
 /// Shared handle to deskbot's metrics; cheap to clone.
@@ -81,6 +88,18 @@ impl Metrics {
         let queue_depth = Gauge::default();
         let oldest_job_age = Gauge::default();
         let dead_letters = Gauge::default();
+        let sla_clocks = Family::<ClockState, Gauge>::default();
+        let sla_timers_due = Gauge::default();
+        registry.register(
+            "sla_clocks",
+            "Open SLA clocks by state (running, paused, at_risk, breached; at_risk is part of running)",
+            sla_clocks.clone(),
+        );
+        registry.register(
+            "sla_timers_due",
+            "SLA timers due and not yet handed to the worker",
+            sla_timers_due.clone(),
+        );
         registry.register(
             "webhooks_received",
             "Webhook events accepted into the queue, by payload kind",
@@ -137,6 +156,8 @@ impl Metrics {
             queue_depth,
             oldest_job_age,
             dead_letters,
+            sla_clocks,
+            sla_timers_due,
         }))
     }
 
@@ -190,6 +211,19 @@ impl Metrics {
     /// A webhook request was answered after `seconds`.
     pub fn webhook_latency(&self, seconds: f64) {
         self.0.webhook_latency.observe(seconds);
+    }
+
+    /// Sets the SLA clock gauges, read from the store just before rendering.
+    pub fn set_clocks(&self, by_state: &[(&str, i64)], timers_due: i64) {
+        for &(state, n) in by_state {
+            self.0
+                .sla_clocks
+                .get_or_create(&ClockState {
+                    state: state.into(),
+                })
+                .set(n);
+        }
+        self.0.sla_timers_due.set(timers_due);
     }
 
     /// Sets the queue gauges, read from the store just before rendering.

@@ -173,12 +173,18 @@ async fn healthz(State(st): State<OpsState>) -> Response {
         "rules": set.rule_count(),
         "error": st.policy.last_error(),
     });
-    match st.store.stats(Utc::now()).await {
-        Ok(stats) => Json(json!({
+    let now = Utc::now();
+    let counted = match st.store.stats(now).await {
+        Ok(stats) => st.store.clock_counts(now).await.map(|c| (stats, c)),
+        Err(e) => Err(e),
+    };
+    match counted {
+        Ok((stats, clocks)) => Json(json!({
             "status": "ok",
             "dry_run": st.dry_run,
             "policy": policy,
             "queue": stats,
+            "sla": clocks,
         }))
         .into_response(),
         Err(e) => (
@@ -199,6 +205,15 @@ async fn metrics(State(st): State<OpsState>) -> Response {
     if let Ok(s) = st.store.stats(Utc::now()).await {
         st.metrics
             .set_queue(s.depth, s.oldest_age_secs, s.dead_letters);
+    }
+    if let Ok(c) = st.store.clock_counts(Utc::now()).await {
+        let by_state = [
+            ("running", c.running),
+            ("paused", c.paused),
+            ("at_risk", c.at_risk),
+            ("breached", c.breached),
+        ];
+        st.metrics.set_clocks(&by_state, c.timers_due);
     }
     (
         [(

@@ -517,6 +517,18 @@ async fn sla_due_dates_are_written_once_from_created_at() {
     .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(app.zendesk.all_puts().len(), 1);
+    // Both clocks ran out days ago: they show as breached (the policy escalates nothing).
+    let (_, health) = app.get_json("/healthz").await;
+    assert_eq!(
+        health["sla"],
+        json!({"running": 0, "paused": 0, "at_risk": 0, "breached": 2, "timers_due": 0})
+    );
+    let metrics = app.get_text("/metrics").await;
+    assert!(
+        metrics.contains("deskbot_sla_clocks{state=\"breached\"} 2"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("deskbot_sla_timers_due 0"), "{metrics}");
     app.stop().await;
 }
 

@@ -535,3 +535,40 @@ async fn a_priority_change_retargets_from_creation_and_moves_the_fields() {
     assert!(rig.run("2026-11-30T19:30:00Z").await.is_empty());
     assert_eq!(rig.next_due().await, Some(t("2026-12-01T16:30:00Z")));
 }
+
+#[tokio::test]
+async fn the_sla_command_lists_open_clocks_soonest_breach_first() {
+    let mut rig = Rig::new().await;
+    rig.created().await;
+    let db = rig.db.to_str().unwrap().to_string();
+    let out = crate::support::deskbot_command()
+        .args(["sla", "--db", &db])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[1].contains("first_response") && lines[1].contains("Mon 30 Nov, 12:00 PST"),
+        "{text}"
+    );
+    assert!(
+        lines[2].contains("resolution") && lines[2].contains("Wed 2 Dec, 09:00 PST"),
+        "{text}"
+    );
+    // Breached or active depends on the real clock (the ticket is from 30 Nov 2026).
+    assert!(text.contains("2 clock(s): "), "{text}");
+    let one = crate::support::deskbot_command()
+        .args(["sla", "--db", &db, "--ticket", "999", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&one.stdout).trim(), "[]");
+    let missing = crate::support::deskbot_command()
+        .args(["sla", "--db", "/nonexistent/deskbot.db"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("no database at /nonexistent/deskbot.db")
+    );
+}

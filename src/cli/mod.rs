@@ -1,5 +1,7 @@
-//! Command-line interface: `serve`, `check`, `test`, `explain`, `schema`, `dead-letters`.
+//! Command-line interface: `serve`, `check`, `test`, `explain`, `schema`, `dead-letters`, `sla`.
 //! Errors become one message for humans here, at the edge.
+
+mod sla;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -114,6 +116,18 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List open SLA clocks, soonest breach first (or every clock of one ticket).
+    Sla {
+        /// SQLite file of the queue.
+        #[arg(long, env = "DESKBOT_DB", default_value = "deskbot.db")]
+        db: PathBuf,
+        /// One ticket's clocks, fulfilled ones included.
+        #[arg(long)]
+        ticket: Option<u64>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs the parsed command; errors are printed for humans here, at the edge.
@@ -165,6 +179,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             .map(|s| println!("{s}"))
             .map_err(anyhow::Error::from),
         Command::DeadLetters { db, requeue, json } => dead_letters(db, requeue, json).await,
+        Command::Sla { db, ticket, json } => sla::run(&db, ticket, json).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
