@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::policy::{FieldKind, PolicySet};
 use crate::queue::store::Store;
+use crate::queue::tracking::CLOCK_EVENTS;
 use crate::zendesk::ZendeskClient;
 
 /// How a check ended.
@@ -19,6 +20,8 @@ pub enum Status {
     Fail,
     /// Not checked (the reason says why).
     Skip,
+    /// Works, but something deskbot could do is off (the detail says how to fix it).
+    Warn,
 }
 
 /// One check's result.
@@ -38,6 +41,7 @@ impl std::fmt::Display for Check {
             Status::Ok => "ok  ",
             Status::Fail => "FAIL",
             Status::Skip => "skip",
+            Status::Warn => "warn",
         };
         write!(f, "{s}  {}: {}", self.name, self.detail)
     }
@@ -161,7 +165,10 @@ pub async fn run(zendesk: Option<&ZendeskClient>, t: &Target<'_>) -> Vec<Check> 
     if let Some(set) = &policies {
         out.extend(field_checks(z, set).await);
     }
-    out.push(webhook_check(z, t.url).await);
+    let clocks = policies
+        .as_ref()
+        .is_some_and(|set| set.policies().iter().any(|p| p.clock_rules().is_some()));
+    out.extend(webhook_checks(z, t.url, clocks).await);
     out
 }
 
@@ -221,43 +228,65 @@ async fn field_checks(z: &ZendeskClient, set: &PolicySet) -> Vec<Check> {
     out
 }
 
-async fn webhook_check(z: &ZendeskClient, url: Option<&str>) -> Check {
+/// The webhook that sends to `url`, and (when the policies run SLA clocks) whether it subscribes
+/// to every event the clocks need.
+async fn webhook_checks(z: &ZendeskClient, url: Option<&str>, clocks: bool) -> Vec<Check> {
     let Some(url) = url else {
-        return check(
+        return vec![check(
             Status::Skip,
             "webhook",
             "pass --url https://<host>/webhooks/zendesk to check that a webhook points here",
-        );
+        )];
     };
-    match z
+    let found = match z
         .call("list_webhooks", Method::GET, "/api/v2/webhooks", None)
         .await
     {
-        Ok((v, _)) => {
-            let ours: Vec<&Value> = v["webhooks"]
-                .as_array()
-                .map(|ws| ws.iter().filter(|w| w["endpoint"] == url).collect())
-                .unwrap_or_default();
-            match ours.iter().find(|w| w["status"] == "active") {
-                Some(w) => check(
-                    Status::Ok,
-                    "webhook",
-                    format!("{} (id {}) sends to {url}", w["name"], w["id"]),
+        Ok((v, _)) => v,
+        Err(e) => return vec![check(Status::Fail, "webhook", e.advice())],
+    };
+    let ours: Vec<&Value> = found["webhooks"]
+        .as_array()
+        .map(|ws| ws.iter().filter(|w| w["endpoint"] == url).collect())
+        .unwrap_or_default();
+    let Some(active) = ours.iter().find(|w| w["status"] == "active") else {
+        let why = if ours.is_empty() {
+            format!("no webhook sends to {url}: run `deskbot register --url {url}`")
+        } else {
+            format!("the webhook for {url} is inactive: activate it in Admin Center > Webhooks")
+        };
+        return vec![check(Status::Fail, "webhook", why)];
+    };
+    let mut out = vec![check(
+        Status::Ok,
+        "webhook",
+        format!("{} (id {}) sends to {url}", active["name"], active["id"]),
+    )];
+    if clocks {
+        let subscribed: Vec<&str> = ours
+            .iter()
+            .filter(|w| w["status"] == "active")
+            .filter_map(|w| w["subscriptions"].as_array())
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let missing: Vec<String> = CLOCK_EVENTS
+            .iter()
+            .map(|e| format!("zen:event-type:ticket.{e}"))
+            .filter(|e| !subscribed.contains(&e.as_str()))
+            .collect();
+        out.push(if missing.is_empty() {
+            check(Status::Ok, "SLA events", "the webhook sends every event the clocks need")
+        } else {
+            check(
+                Status::Warn,
+                "SLA events",
+                format!(
+                    "the webhook does not send {}: SLA clocks will miss replies, pauses or priority changes; run `deskbot register --url {url}`",
+                    missing.join(", ")
                 ),
-                None if !ours.is_empty() => check(
-                    Status::Fail,
-                    "webhook",
-                    format!(
-                        "the webhook for {url} is inactive: activate it in Admin Center > Webhooks"
-                    ),
-                ),
-                None => check(
-                    Status::Fail,
-                    "webhook",
-                    format!("no webhook sends to {url}: run `deskbot register --url {url}`"),
-                ),
-            }
-        }
-        Err(e) => check(Status::Fail, "webhook", e.advice()),
+            )
+        });
     }
+    out
 }

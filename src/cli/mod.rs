@@ -73,8 +73,12 @@ pub enum Command {
         /// Name prefix of the webhook(s), trigger and trigger category.
         #[arg(long, default_value = "deskbot")]
         name: String,
-        /// Ticket events the events webhook subscribes to.
-        #[arg(long, value_delimiter = ',', default_value = "created,comment_added")]
+        /// Ticket events the events webhook subscribes to (SLA clocks need all four defaults).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "created,comment_added,status_changed,priority_changed"
+        )]
         events: Vec<String>,
         /// Print the requests instead of sending them.
         #[arg(long)]

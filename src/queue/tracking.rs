@@ -10,6 +10,14 @@ use crate::ticket::{EventKind, Priority, SlaAlert, Ticket};
 use crate::webhook::payload::TicketEvent;
 use crate::zendesk::model::SeenComment;
 
+/// The ticket events the clocks need: `deskbot register` subscribes them, `deskbot doctor` checks.
+pub const CLOCK_EVENTS: &[&str] = &[
+    "created",
+    "comment_added",
+    "status_changed",
+    "priority_changed",
+];
+
 /// Tags that mark a metric at risk start with this and end with the metric's name
 /// (`sla_at_risk_first_response`); deskbot removes such a tag when the metric is fulfilled.
 pub const AT_RISK_TAG: &str = "sla_at_risk_";

@@ -52,7 +52,9 @@ async fn register_creates_once_and_a_second_run_changes_nothing() {
         hook["subscriptions"],
         json!([
             "zen:event-type:ticket.created",
-            "zen:event-type:ticket.comment_added"
+            "zen:event-type:ticket.comment_added",
+            "zen:event-type:ticket.status_changed",
+            "zen:event-type:ticket.priority_changed"
         ])
     );
     assert_eq!(hook["endpoint"], URL);
@@ -239,7 +241,9 @@ async fn doctor_passes_a_good_setup_and_names_each_problem() {
         a.ticket_fields.insert(360001, json!({"id": 360001, "type": "date"}));
         a.ticket_fields.insert(360002, json!({"id": 360002, "type": "checkbox"}));
         a.organization_fields.push(json!({"key": "plan", "type": "dropdown"}));
-        a.webhooks.push(json!({"id": "01W", "name": "deskbot: ticket events", "endpoint": URL, "status": "active"}));
+        a.webhooks.push(json!({"id": "01W", "name": "deskbot: ticket events", "endpoint": URL, "status": "active",
+                               "subscriptions": ["zen:event-type:ticket.created", "zen:event-type:ticket.comment_added",
+                                                 "zen:event-type:ticket.status_changed", "zen:event-type:ticket.priority_changed"]}));
     });
     let args = [
         "doctor",
@@ -263,10 +267,18 @@ async fn doctor_passes_a_good_setup_and_names_each_problem() {
         "ok    field 360002:",
         "ok    organization field \"plan\":",
         "ok    webhook:",
+        "ok    SLA events: the webhook sends every event the clocks need",
     ] {
         assert!(text.contains(line), "missing {line:?} in\n{text}");
     }
-    assert!(text.trim_end().ends_with("9 checks, 0 failed"), "{text}");
+    assert!(text.trim_end().ends_with("10 checks, 0 failed"), "{text}");
+
+    // A webhook set up before the clocks existed: a warning, not a failure.
+    z.admin(|a| a.webhooks[0]["subscriptions"] = json!(["zen:event-type:ticket.created"]));
+    let o = run(&z, &args).await;
+    let text = out(&o);
+    assert!(o.status.success(), "{text}");
+    assert!(text.contains("warn  SLA events: the webhook does not send zen:event-type:ticket.comment_added, zen:event-type:ticket.status_changed, zen:event-type:ticket.priority_changed: SLA clocks will miss replies, pauses or priority changes; run `deskbot register --url https://deskbot.example/webhooks/zendesk`"), "{text}");
 
     z.admin(|a| {
         a.ticket_fields
