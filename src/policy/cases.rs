@@ -14,10 +14,11 @@ use toml::{Table, Value};
 
 use super::condition::unknown;
 use super::diagnostic::Located;
+use super::sequence::Scenario;
 use super::Policy;
 use crate::ticket::{parse_time, EventKind, Organization, Priority, Ticket};
 
-const TEST_KEYS: &[&str] = &["name", "ticket", "expect"];
+const TEST_KEYS: &[&str] = &["name", "ticket", "expect", "events", "sla"];
 const TICKET_KEYS: &[&str] = &[
     "id",
     "subject",
@@ -62,6 +63,8 @@ pub struct TestCase {
     pub path: Vec<String>,
     ticket: Ticket,
     expect: Expect,
+    /// An SLA event sequence with its expectations.
+    scenario: Option<Scenario>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -248,13 +251,19 @@ impl TestCase {
             ..Ticket::default()
         };
         let ep: Vec<String> = path.iter().cloned().chain(["expect".to_string()]).collect();
-        let ex = t.get("expect").and_then(Value::as_table).ok_or_else(|| {
-            err(
-                path,
-                "",
-                "a test needs expect = { priority = \"...\", ... }",
-            )
-        })?;
+        let scenario = Scenario::parse(t, path)?;
+        let empty = Table::new();
+        let ex = match t.get("expect") {
+            Some(v) => v.as_table().ok_or_else(|| err(path, "expect", "expected a table"))?,
+            None if scenario.is_some() => &empty,
+            None => {
+                return Err(err(
+                    path,
+                    "",
+                    "a test needs expect = { priority = \"...\", ... } (or an SLA scenario: events = [...], sla = { ... })",
+                ))
+            }
+        };
         keys(ex, EXPECT_KEYS, &ep, "expectation")?;
         let expect = Expect {
             priority: text(ex, "priority", &ep)?
@@ -302,6 +311,7 @@ impl TestCase {
             path: path.to_vec(),
             ticket,
             expect,
+            scenario,
         })
     }
 
@@ -407,6 +417,9 @@ impl TestCase {
             if d.group_id != Some(g) {
                 diffs.push(format!("group_id: expected {g}, got {:?}", d.group_id));
             }
+        }
+        if let Some(sc) = &self.scenario {
+            diffs.extend(sc.run(policy, &self.ticket, &d));
         }
         if diffs.is_empty() {
             Ok(())

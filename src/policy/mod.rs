@@ -13,6 +13,7 @@ pub mod condition;
 pub mod diagnostic;
 pub mod eval;
 pub mod schema;
+pub mod sequence;
 pub mod text;
 
 use std::collections::BTreeMap;

@@ -58,6 +58,18 @@ pub fn schema() -> Value {
     let field_ref = json!({"oneOf": [{"type": "integer"}, {"type": "string"},
         {"type": "object", "additionalProperties": false, "required": ["id"],
          "properties": {"id": {"type": ["integer", "string"]}, "type": {"enum": ["date", "text"]}}}]});
+    let state = json!({"enum": ["active", "paused", "fulfilled", "breached"]});
+    let scenario = json!({"type": "object", "additionalProperties": false, "properties": {
+        "until": {"type": "string"}, "first_response": state, "next_response": state, "resolution": state,
+        "first_response_due": {"type": "string"}, "next_response_due": {"type": "string"}, "resolution_due": {"type": "string"},
+        "fired": {"type": "array", "items": {"type": "string"}}, "tags": {"type": "array", "items": {"type": "string"}},
+        "absent_tags": {"type": "array", "items": {"type": "string"}}, "note_contains": {"type": ["string", "array"]}}});
+    let step = json!({"type": "object", "additionalProperties": false, "required": ["at"], "properties": {
+        "at": {"type": "string"}, "comment_by": {"enum": ["agent", "end-user"]}, "public": {"type": "boolean"},
+        "status": {"enum": ["new", "open", "pending", "hold", "solved", "closed"]}, "priority": {"enum": ["low", "normal", "high", "urgent"]}}});
+    let test = json!({"type": "array", "items": {"type": "object", "additionalProperties": false, "required": ["ticket"], "properties": {
+        "name": {"type": "string"}, "ticket": {"type": "object"}, "expect": {"type": "object"},
+        "events": {"type": "array", "items": step}, "sla": scenario}}});
     let mut events: Vec<&str> = KNOWN_EVENTS.to_vec();
     events.push("*");
     json!({
@@ -101,8 +113,7 @@ pub fn schema() -> Value {
                 "note": {"type": "string"},
                 "sla": {"type": "string"},
                 "stop": {"type": "boolean"}}}},
-            "test": {"type": "array", "items": {"type": "object", "additionalProperties": false, "required": ["ticket", "expect"], "properties": {
-                "name": {"type": "string"}, "ticket": {"type": "object"}, "expect": {"type": "object"}}}}
+            "test": test
         }
     })
 }

@@ -5,7 +5,9 @@
 use chrono::{DateTime, Duration, Utc};
 
 use crate::policy::Policy;
-use crate::sla::clock::{Change, Effect, Metric, TicketClocks, Timer, TimerKind};
+use crate::sla::clock::{
+    cleared_at_risk_tags, Change, Effect, Metric, TicketClocks, Timer, TimerKind,
+};
 use crate::ticket::{EventKind, Priority, SlaAlert, Ticket};
 use crate::webhook::payload::TicketEvent;
 use crate::zendesk::model::SeenComment;
@@ -17,10 +19,6 @@ pub const CLOCK_EVENTS: &[&str] = &[
     "status_changed",
     "priority_changed",
 ];
-
-/// Tags that mark a metric at risk start with this and end with the metric's name
-/// (`sla_at_risk_first_response`); deskbot removes such a tag when the metric is fulfilled.
-pub const AT_RISK_TAG: &str = "sla_at_risk_";
 
 /// The clock change an event's payload carries, if any.
 fn change_of(ev: &TicketEvent, now: DateTime<Utc>) -> Option<Change> {
@@ -225,19 +223,9 @@ pub fn catch_up(
     effects
 }
 
-/// Tags to remove because their metric is no longer at risk: the at-risk tag of every metric
-/// whose at-risk timer acted and that has since been fulfilled.
+/// Tags to remove because their metric is no longer at risk.
 pub fn cleared_tags(tc: &TicketClocks) -> Vec<String> {
-    let mut tags: Vec<String> = Metric::ALL
-        .into_iter()
-        .filter(|m| {
-            tc.latest(*m)
-                .is_some_and(|c| !c.is_open() && c.fired.contains(&TimerKind::AtRisk))
-        })
-        .map(|m| format!("{AT_RISK_TAG}{m}"))
-        .collect();
-    tags.dedup();
-    tags
+    cleared_at_risk_tags(tc)
 }
 
 /// How late a timer acts (zero when on time).

@@ -19,6 +19,10 @@ use crate::ticket::Priority;
 /// agent created on the customer's behalf, not a reply (Zendesk sends both in one action).
 const OPENING_COMMENT: i64 = 2;
 
+/// Tags that mark a metric at risk start with this and end with the metric's name
+/// (`sla_at_risk_first_response`); deskbot removes such a tag when the metric is fulfilled.
+pub const AT_RISK_TAG: &str = "sla_at_risk_";
+
 /// The metrics deskbot tracks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -829,6 +833,19 @@ impl TicketClocks {
         out.sort();
         out
     }
+}
+
+/// Tags to remove because their metric is no longer at risk: the at-risk tag of every metric
+/// whose at-risk timer acted and whose latest clock has since been fulfilled.
+pub fn cleared_at_risk_tags(tc: &TicketClocks) -> Vec<String> {
+    Metric::ALL
+        .into_iter()
+        .filter(|m| {
+            tc.latest(*m)
+                .is_some_and(|c| !c.is_open() && c.fired.contains(&TimerKind::AtRisk))
+        })
+        .map(|m| format!("{AT_RISK_TAG}{m}"))
+        .collect()
 }
 
 #[cfg(test)]
