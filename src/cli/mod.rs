@@ -386,6 +386,8 @@ fn explain(
     };
     let e = policy.evaluate(&ticket, now, true);
     let d = &e.decision;
+    let timeline = sla_timeline(&bytes, policy, &ticket, d)
+        .map_err(|err| anyhow::anyhow!("{}: {err}", file.display()))?;
     let rfc = |t: Option<chrono::DateTime<chrono::Utc>>| {
         t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
     };
@@ -410,6 +412,7 @@ fn explain(
             "matched_rules": d.matched_rules,
             "evidence": evidence,
             "near_misses": e.near_misses,
+            "sla_timeline": timeline,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
@@ -475,7 +478,33 @@ fn explain(
     if let Some(n) = &d.note {
         println!("note:\n    {}", n.replace('\n', "\n    "));
     }
+    if let (Some(c), false) = (cal, timeline.is_empty()) {
+        println!("SLA clocks ({}):", c.timezone().name());
+        for m in &timeline {
+            let metric = format!("{} #{}", m.metric, m.instance);
+            println!("  {:<24} {:<18} {}", c.describe(m.at), metric, m.what);
+        }
+    }
     Ok(())
+}
+
+/// Each SLA clock's timeline for `explain`: from creation, through the file's `"events"` (the
+/// same keys as a `[[test]]`'s), to the instants still to come. Empty when the policy runs none.
+fn sla_timeline(
+    bytes: &[u8],
+    policy: &crate::policy::Policy,
+    ticket: &Ticket,
+    d: &crate::policy::Decision,
+) -> Result<Vec<crate::policy::sequence::Moment>, String> {
+    if policy.clock_rules().is_none() {
+        return Ok(Vec::new());
+    }
+    let value: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
+    let scenario = match value.get("events") {
+        Some(events) => crate::policy::sequence::Scenario::from_json(events)?,
+        None => Default::default(),
+    };
+    scenario.timeline(policy, ticket, d)
 }
 
 fn client(zendesk: &ZendeskArgs) -> anyhow::Result<Option<crate::zendesk::ZendeskClient>> {

@@ -25,7 +25,11 @@ use toml::{Table, Value};
 use super::condition::unknown;
 use super::diagnostic::Located;
 use super::{Decision, Policy};
-use crate::sla::clock::{cleared_at_risk_tags, Change, Metric, TicketClocks, TimerKind, STATUSES};
+use serde::Serialize;
+
+use crate::sla::clock::{
+    cleared_at_risk_tags, Change, Effect, Metric, TicketClocks, TimerKind, STATUSES,
+};
 use crate::ticket::{parse_time, EventKind, Priority, SlaAlert, Ticket};
 
 const EVENT_KEYS: &[&str] = &["at", "comment_by", "public", "status", "priority"];
@@ -245,13 +249,76 @@ impl Scenario {
         Ok(Some(sc))
     }
 
+    /// Reads the `events` list of an `explain` file (the same keys as in a `[[test]]`).
+    pub fn from_json(events: &serde_json::Value) -> Result<Scenario, String> {
+        let v = toml::Value::try_from(events).map_err(|e| format!("\"events\": {e}"))?;
+        let mut t = Table::new();
+        t.insert("events".into(), v);
+        Scenario::parse(&t, &[])
+            .map(Option::unwrap_or_default)
+            .map_err(|e| format!("{}: {}", e.path.join("."), e.message))
+    }
+
     /// Plays the sequence on `ticket` as `decision` left it; every difference from the expectations.
     pub fn run(&self, policy: &Policy, ticket: &Ticket, decision: &Decision) -> Vec<String> {
+        match self.play(policy, ticket, decision) {
+            Ok(p) => self.compare(&p, policy),
+            Err(e) => vec![e],
+        }
+    }
+
+    /// Each clock's life, in time order: what happened up to the end of the sequence (or
+    /// `until`), then the at-risk and due instants still to come.
+    pub fn timeline(
+        &self,
+        policy: &Policy,
+        ticket: &Ticket,
+        decision: &Decision,
+    ) -> Result<Vec<Moment>, String> {
+        let played = self.play(policy, ticket, decision)?;
+        let mut out = played.moments;
+        if let Some((cal, rules)) = policy.clock_rules() {
+            for c in played.clocks.clocks.iter().filter(|c| c.is_open()) {
+                let mut upcoming = |at: Option<DateTime<Utc>>, what: &str| {
+                    if let Some(at) = at.filter(|a| *a > played.end) {
+                        out.push(Moment {
+                            at,
+                            metric: c.metric,
+                            instance: c.instance,
+                            what: what.to_string(),
+                        });
+                    }
+                };
+                upcoming(
+                    rules.warn.and_then(|w| c.at_risk(cal, w)),
+                    "at risk (to come)",
+                );
+                upcoming(c.due(cal), "due");
+                if c.is_paused() {
+                    out.push(Moment {
+                        at: played.end,
+                        metric: c.metric,
+                        instance: c.instance,
+                        what: "paused: no due time while the ticket waits".into(),
+                    });
+                }
+            }
+        }
+        out.sort_by_key(|m| m.at);
+        Ok(out)
+    }
+
+    fn play(
+        &self,
+        policy: &Policy,
+        ticket: &Ticket,
+        decision: &Decision,
+    ) -> Result<Played, String> {
         let Some((cal, rules)) = policy.clock_rules() else {
-            return vec!["the policy runs no SLA clocks: add [sla] targets and a calendar".into()];
+            return Err("the policy runs no SLA clocks: add [sla] targets and a calendar".into());
         };
         let Some(created) = ticket.created_at else {
-            return vec!["an SLA scenario needs the ticket's created_at".into()];
+            return Err("an SLA scenario needs the ticket's created_at".into());
         };
         let mut t = ticket.clone();
         apply(&mut t, decision);
@@ -268,6 +335,19 @@ impl Scenario {
             &policy.clock_targets(&tc),
             &rules,
         );
+        let mut moments: Vec<Moment> = tc
+            .clocks
+            .iter()
+            .map(|c| Moment {
+                at: created,
+                metric: c.metric,
+                instance: c.instance,
+                what: format!(
+                    "started ({})",
+                    c.target.map_or("no target".into(), |x| x.to_string())
+                ),
+            })
+            .collect();
         let mut fired = Vec::new();
         let mut notes = Vec::new();
         let end = self
@@ -294,17 +374,32 @@ impl Scenario {
                 notes.extend(d.note);
                 tc.mark_fired(timer.metric, timer.instance, timer.kind);
                 fired.push((timer.kind, timer.metric, timer.at));
+                let by = if d.matched_rules.is_empty() {
+                    "no rule escalates".to_string()
+                } else {
+                    format!("escalated by {}", d.matched_rules.join(", "))
+                };
+                let what = match timer.kind {
+                    TimerKind::AtRisk => "at risk",
+                    TimerKind::Breached => "breached",
+                };
+                moments.push(Moment {
+                    at: timer.at,
+                    metric: timer.metric,
+                    instance: timer.instance,
+                    what: format!("{what}: {by}"),
+                });
             }
             let targets = policy.clock_targets(&tc);
-            match step {
-                None => {}
+            let effects = match step {
+                None => Vec::new(),
                 Some(Step::Comment { by_agent, public }) => {
                     let change = Change::Comment {
                         at,
                         public: *public,
                         by_agent: Some(*by_agent),
                     };
-                    tc.apply(&change, &targets, &rules);
+                    tc.apply(&change, &targets, &rules)
                 }
                 Some(Step::Status(s)) => {
                     t.status = Some(s.clone());
@@ -315,29 +410,33 @@ impl Scenario {
                         },
                         &targets,
                         &rules,
-                    );
+                    )
                 }
                 Some(Step::Priority(p)) => {
                     t.priority = Some(*p);
                     tc.priority = Some(*p);
-                    tc.apply(&Change::Retarget, &policy.clock_targets(&tc), &rules);
+                    tc.apply(&Change::Retarget, &policy.clock_targets(&tc), &rules)
                 }
-            }
+            };
+            moments.extend(effects.iter().filter_map(|e| moment(e, at, &tc)));
             let cleared = cleared_at_risk_tags(&tc);
             t.tags.retain(|x| !cleared.contains(x));
         }
-        self.compare(&tc, cal, end, &fired, &t, &notes)
+        Ok(Played {
+            clocks: tc,
+            ticket: t,
+            fired,
+            notes,
+            moments,
+            end,
+        })
     }
 
-    fn compare(
-        &self,
-        tc: &TicketClocks,
-        cal: &crate::calendar::Calendar,
-        end: DateTime<Utc>,
-        fired: &[(TimerKind, Metric, DateTime<Utc>)],
-        t: &Ticket,
-        notes: &[String],
-    ) -> Vec<String> {
+    fn compare(&self, p: &Played, policy: &Policy) -> Vec<String> {
+        let Some(cal) = policy.calendar() else {
+            return Vec::new();
+        };
+        let (tc, end, fired, t, notes) = (&p.clocks, p.end, &p.fired[..], &p.ticket, &p.notes);
         let mut diffs = Vec::new();
         let when = |x: Option<DateTime<Utc>>| match x {
             Some(x) => format!(
@@ -416,6 +515,55 @@ impl Scenario {
         }
         diffs
     }
+}
+
+/// A sequence played out.
+struct Played {
+    clocks: TicketClocks,
+    ticket: Ticket,
+    fired: Vec<(TimerKind, Metric, DateTime<Utc>)>,
+    notes: Vec<String>,
+    moments: Vec<Moment>,
+    end: DateTime<Utc>,
+}
+
+/// One moment of a clock's life, for `explain`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Moment {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Metric.
+    pub metric: Metric,
+    /// Instance.
+    pub instance: u32,
+    /// What happened (`started (3 business hours)`, `paused`, `breached: escalated by ...`, `due`).
+    pub what: String,
+}
+
+fn moment(e: &Effect, at: DateTime<Utc>, tc: &TicketClocks) -> Option<Moment> {
+    let latest = |m: Metric| tc.latest(m).map_or(1, |c| c.instance);
+    let (metric, instance, what) = match e {
+        Effect::Started {
+            metric, instance, ..
+        } => (*metric, *instance, "started".to_string()),
+        Effect::Paused { metric, .. } => (*metric, latest(*metric), "paused".into()),
+        Effect::Resumed { metric, .. } => (*metric, latest(*metric), "resumed".into()),
+        Effect::Fulfilled {
+            metric, instance, ..
+        } => (*metric, *instance, "fulfilled".into()),
+        Effect::Retargeted { metric, target } => (
+            *metric,
+            latest(*metric),
+            format!("target now {}", target.as_deref().unwrap_or("none")),
+        ),
+        Effect::Ignored { .. } => return None,
+    };
+    Some(Moment {
+        at,
+        metric,
+        instance,
+        what,
+    })
 }
 
 /// What a decision does to the ticket, as Zendesk would apply it (the parts escalations use).

@@ -456,3 +456,58 @@ fn farapp_escalation_address_comes_from_the_environment() {
         .iter()
         .any(|r| r == "3.2 sent to the escalation address"));
 }
+
+#[test]
+fn explain_shows_each_clock_timeline_through_the_files_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut body: Value = serde_json::from_str(
+        &std::fs::read_to_string("examples/farapp-orders-not-syncing.json").unwrap(),
+    )
+    .unwrap();
+    body["events"] = serde_json::json!([
+        {"at": "2026-11-23T13:00:00-08:00", "status": "pending"},
+        {"at": "2026-11-24T10:00:00-08:00", "status": "open"}
+    ]);
+    let file = dir.path().join("t.json");
+    std::fs::write(&file, body.to_string()).unwrap();
+    let o = deskbot(&["explain", "--rules", "rules", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    let timeline = out
+        .split("SLA clocks (America/Los_Angeles):\n")
+        .nth(1)
+        .unwrap();
+    assert_eq!(
+        timeline.lines().map(str::trim).collect::<Vec<_>>(),
+        vec![
+            "Mon 23 Nov, 09:04 PST    first_response #1  started (3 business hours)",
+            "Mon 23 Nov, 09:04 PST    resolution #1      started (1 business day)",
+            "Mon 23 Nov, 11:34 PST    first_response #1  at risk: escalated by 5 urgent ticket without a first reply, 30 minutes before the target",
+            "Mon 23 Nov, 12:04 PST    first_response #1  breached: escalated by 5 urgent ticket without a first reply, target missed",
+            "Mon 23 Nov, 13:00 PST    resolution #1      paused",
+            "Tue 24 Nov, 10:00 PST    resolution #1      resumed",
+            "Tue 24 Nov, 15:34 PST    resolution #1      at risk (to come)",
+            "Tue 24 Nov, 16:04 PST    resolution #1      due",
+        ]
+    );
+    let o = deskbot(&[
+        "explain",
+        "--json",
+        "--rules",
+        "rules",
+        file.to_str().unwrap(),
+    ]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["sla_timeline"][4]["what"], "paused");
+    assert_eq!(v["sla_timeline"][4]["at"], "2026-11-23T21:00:00Z");
+
+    body["events"] = serde_json::json!([{"at": "2026-11-23T13:00:00-08:00", "status": "asleep"}]);
+    std::fs::write(&file, body.to_string()).unwrap();
+    let o = deskbot(&["explain", "--rules", "rules", file.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("events.0.status: unknown status `asleep`"),
+        "{}",
+        text(&o.stderr)
+    );
+}
