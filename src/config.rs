@@ -100,6 +100,9 @@ pub struct ServeArgs {
     /// Log format: pretty or json.
     #[arg(long, env = "DESKBOT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
+    /// Where rules' `notify` messages are POSTed as {"text": ...} (a Slack incoming webhook or alike).
+    #[arg(long, env = "DESKBOT_NOTIFY_URL", hide_env_values = true)]
+    pub notify_url: Option<String>,
     /// First retry delay after a failed Zendesk call, in milliseconds (doubles each try).
     #[arg(long, env = "DESKBOT_RETRY_BASE_MS", default_value_t = 2_000)]
     pub retry_base_ms: u64,
@@ -191,6 +194,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Retry schedule.
     pub retry: RetryConfig,
+    /// Where `notify` messages go; `None`: they are logged, not sent.
+    pub notify_url: Option<Secret>,
 }
 
 /// A setting that prevents start-up. The message names the variable.
@@ -338,6 +343,17 @@ impl Config {
                 max: Duration::from_secs(args.retry_max_secs.max(1)),
                 max_attempts: args.max_attempts,
             },
+            notify_url: match args.notify_url.as_deref().map(str::trim) {
+                None | Some("") => None,
+                Some(u) if u.starts_with("https://") || u.starts_with("http://") => {
+                    Some(Secret::new(u))
+                }
+                Some(_) => {
+                    return Err(ConfigError(
+                        "DESKBOT_NOTIFY_URL must be an http(s) URL, such as a Slack incoming-webhook URL".into(),
+                    ))
+                }
+            },
         })
     }
 }
@@ -404,5 +420,21 @@ mod tests {
         assert!(err.0.contains("ZENDESK_API_TOKEN"), "{err}");
         let err = config(&["--zendesk-subdomain", "acme.zendesk.com"]).unwrap_err();
         assert!(err.0.contains("ZENDESK_SUBDOMAIN"), "{err}");
+    }
+
+    #[test]
+    fn notify_url_is_checked_and_redacted() {
+        let c = config(&["--notify-url", "https://hooks.example/T0/B0/xyz"]).unwrap();
+        assert_eq!(
+            c.notify_url.as_ref().map(Secret::expose),
+            Some("https://hooks.example/T0/B0/xyz")
+        );
+        assert!(!format!("{c:?}").contains("xyz"));
+        assert_eq!(config(&["--notify-url", " "]).unwrap().notify_url, None);
+        let err = config(&["--notify-url", "hooks.example/x"]).unwrap_err();
+        assert_eq!(
+            err.0,
+            "DESKBOT_NOTIFY_URL must be an http(s) URL, such as a Slack incoming-webhook URL"
+        );
     }
 }

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod doctor;
 pub mod metrics;
+pub mod notify;
 pub mod policy;
 pub mod queue;
 pub mod register;

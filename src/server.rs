@@ -43,6 +43,9 @@ pub enum ServeError {
     /// The HTTP client could not be built.
     #[error("cannot build the Zendesk client: {0}")]
     Client(#[from] reqwest::Error),
+    /// The notification client could not be built.
+    #[error("cannot build the notification client: {0}")]
+    Notify(String),
     /// The server failed.
     #[error("HTTP server failed: {0}")]
     Http(#[from] std::io::Error),
@@ -109,6 +112,12 @@ pub async fn run(
         );
     }
     let policy_for_reload = policy.clone();
+    let notifier = cfg
+        .notify_url
+        .clone()
+        .map(crate::notify::Notifier::new)
+        .transpose()
+        .map_err(|e| ServeError::Notify(e.to_string()))?;
     let worker = Worker::new(
         store.clone(),
         policy.clone(),
@@ -116,7 +125,8 @@ pub async fn run(
         cfg.dry_run,
         cfg.retry,
         metrics.clone(),
-    );
+    )
+    .with_notifier(notifier);
     let app = router(
         WebhookState {
             verifier: Arc::new(verifier),

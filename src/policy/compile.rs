@@ -40,6 +40,7 @@ const RULE_KEYS: &[&str] = &[
     "set_fields",
     "group",
     "note",
+    "notify",
     "sla",
     "stop",
 ];
@@ -587,6 +588,13 @@ fn rule(
             .get("note")
             .map(|v| {
                 string(v, &child(at, "note")).and_then(|s| template(s.trim(), &child(at, "note")))
+            })
+            .transpose()?,
+        notify: t
+            .get("notify")
+            .map(|v| {
+                string(v, &child(at, "notify"))
+                    .and_then(|s| template(s.trim(), &child(at, "notify")))
             })
             .transpose()?,
         sla,

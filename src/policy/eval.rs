@@ -78,6 +78,7 @@ impl Policy {
         let mut near_misses = Vec::new();
         let mut winner: Option<&LevelRef> = None;
         let mut notes: Vec<(&str, &Template)> = Vec::new();
+        let mut notices: Vec<(&str, &Template)> = Vec::new();
         let mut sla_choice: Option<&str> = None;
         let mut raise = 0u8;
         for rule in &self.rules {
@@ -137,6 +138,9 @@ impl Policy {
             }
             if let Some(n) = &rule.note {
                 notes.push((&rule.name, n));
+            }
+            if let Some(n) = &rule.notify {
+                notices.push((&rule.name, n));
             }
             if sla_choice.is_none() {
                 sla_choice = rule.sla.as_deref();
@@ -209,6 +213,10 @@ impl Policy {
         if !rendered.is_empty() {
             d.note = Some(format!("{NOTE_MARKER} {}", rendered.join("\n\n")));
         }
+        d.notify = notices
+            .iter()
+            .map(|(rule, t)| self.render(t, rule, ticket, &d, &due))
+            .collect();
         Explanation {
             policy: self.name.clone(),
             decision: d,

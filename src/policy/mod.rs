@@ -99,6 +99,9 @@ pub struct Decision {
     pub resolution_due: Option<DateTime<Utc>>,
     /// `due_at` to set (task tickets only, when `[fields] task_due_at` asks for it).
     pub due_at: Option<DateTime<Utc>>,
+    /// Messages for the team's chat, one per matching rule with `notify`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<String>,
 }
 
 /// A policy (or set of policies) that failed to load: every problem at `file:line:col`.
@@ -239,6 +242,8 @@ struct Rule {
     set_fields: Vec<(u64, serde_json::Value)>,
     group: Option<u64>,
     note: Option<Template>,
+    /// A message for the team's chat (`DESKBOT_NOTIFY_URL`).
+    notify: Option<Template>,
     sla: Option<String>,
     stop: bool,
 }

@@ -111,6 +111,7 @@ pub fn schema() -> Value {
                 "set_fields": {"type": "object"},
                 "group": {"type": ["integer", "string"]},
                 "note": {"type": "string"},
+                "notify": {"type": "string", "description": "a message POSTed as {\"text\": ...} to DESKBOT_NOTIFY_URL"},
                 "sla": {"type": "string"},
                 "stop": {"type": "boolean"}}}},
             "test": test

@@ -646,6 +646,7 @@ mod tests {
                 comment: None,
                 current: None,
                 timer: None,
+                notice: None,
             },
             invocation_key: None,
             received_at: Utc::now(),

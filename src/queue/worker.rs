@@ -20,14 +20,15 @@ use tracing::{debug, error, info, warn, Instrument};
 
 use crate::config::RetryConfig;
 use crate::metrics::Metrics;
+use crate::notify::{Notifier, NotifyError};
 use crate::policy::{Decision, Policy, PolicyHandle, PolicySet, NOTE_MARKER};
 use crate::queue::retry;
-use crate::queue::store::{Job, Settle, Store, StoreError};
+use crate::queue::store::{Job, NewEvent, Settle, Store, StoreError};
 use crate::queue::tracking;
 use crate::sla::clock::{Effect, Metric, TicketClocks, Timer};
 use crate::ticket::{EventKind, Organization, SlaAlert, Ticket};
 use crate::update;
-use crate::webhook::payload::Source;
+use crate::webhook::payload::{Source, TicketEvent};
 use crate::zendesk::model::TicketUpdate;
 use crate::zendesk::{ErrorClass, ZendeskClient, ZendeskError};
 
@@ -87,6 +88,16 @@ pub enum Outcome {
         /// What it did to the clocks.
         effects: Vec<Effect>,
     },
+    /// A `notify` message was delivered.
+    Notified {
+        /// The message.
+        text: String,
+    },
+    /// A `notify` message was only logged: dry run, or no `DESKBOT_NOTIFY_URL`.
+    NotifyLogged {
+        /// The message.
+        text: String,
+    },
     /// An SLA timer that no longer had cause to act when its time came.
     TimerMoot {
         /// Why (fulfilled, paused, moved, already acted).
@@ -121,6 +132,8 @@ impl Outcome {
             Outcome::OwnNote => "own_note",
             Outcome::ClockOnly { .. } => "clock_only",
             Outcome::TimerMoot { .. } => "timer_moot",
+            Outcome::Notified { .. } => "notified",
+            Outcome::NotifyLogged { .. } => "notify_logged",
             Outcome::TicketGone => "ticket_gone",
             Outcome::Deferred { .. } => "deferred",
             Outcome::Dead { .. } => "dead",
@@ -150,6 +163,7 @@ pub struct Worker {
     metrics: Metrics,
     orgs: Mutex<HashMap<u64, (Instant, Organization)>>,
     pause: Mutex<Pause>,
+    notifier: Option<Notifier>,
 }
 
 /// After a 429, or while Zendesk is down, the whole account waits, not just the job that saw it.
@@ -240,7 +254,14 @@ impl Worker {
             metrics,
             orgs: Mutex::new(HashMap::new()),
             pause: Mutex::new(Pause::default()),
+            notifier: None,
         }
+    }
+
+    /// Delivers rules' `notify` messages through `notifier` (without one they are only logged).
+    pub fn with_notifier(mut self, notifier: Option<Notifier>) -> Self {
+        self.notifier = notifier;
+        self
     }
 
     fn pause(&self) -> MutexGuard<'_, Pause> {
@@ -344,7 +365,13 @@ impl Worker {
         });
         let mut outcomes: Vec<(i64, Outcome)> =
             own.iter().map(|j| (j.id, Outcome::OwnNote)).collect();
+        let (notices, live): (Vec<&Job>, Vec<&Job>) =
+            live.into_iter().partition(|j| j.event.notice.is_some());
+        for job in notices {
+            outcomes.push((job.id, self.deliver(job, now).await));
+        }
         let Some(last) = live.last() else {
+            outcomes.sort_by_key(|(id, _)| *id);
             return outcomes;
         };
         let attempts = live.iter().map(|j| j.attempts).max().unwrap_or(0);
@@ -363,6 +390,35 @@ impl Worker {
         outcomes.extend(live.iter().map(|j| j.id).zip(per_job));
         outcomes.sort_by_key(|(id, _)| *id);
         outcomes
+    }
+
+    /// Delivers one `notify` message (or logs it in dry run, or without a URL).
+    async fn deliver(&self, job: &Job, now: DateTime<Utc>) -> Outcome {
+        let text = job.event.notice.clone().unwrap_or_default();
+        let Some(n) = self.notifier.as_ref().filter(|_| !self.dry_run) else {
+            info!(%text, "notify: not sent (dry run, or DESKBOT_NOTIFY_URL unset)");
+            return Outcome::NotifyLogged { text };
+        };
+        match n.send(&text).await {
+            Ok(()) => Outcome::Notified { text },
+            Err(e @ NotifyError::Refused(_)) => Outcome::Dead {
+                error: e.to_string(),
+            },
+            Err(e) => {
+                let tries = job.attempts + 1;
+                if tries >= self.retry.max_attempts {
+                    return Outcome::Dead {
+                        error: format!("{e} (after {tries} tries)"),
+                    };
+                }
+                let wait = retry::delay(&self.retry, tries, None, fastrand::f64() * 2.0 - 1.0);
+                Outcome::Deferred {
+                    until: now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX),
+                    error: e.to_string(),
+                    counted: true,
+                }
+            }
+        }
     }
 
     /// A database failure while handling a ticket: the jobs wait and are tried again.
@@ -479,6 +535,7 @@ impl Worker {
             let mut notes = Vec::new();
             let mut fired = Vec::new();
             let mut effects = Vec::new();
+            let mut notices: Vec<(i64, String)> = Vec::new();
             let mut failed = None;
             for job in live {
                 let ev = &job.event;
@@ -521,6 +578,7 @@ impl Worker {
                         notes.extend(decision.note.clone());
                     }
                     fired.push(timer);
+                    notices.extend(decision.notify.iter().map(|n| (job.id, n.clone())));
                     decisions.push(Ok(decision));
                     continue;
                 }
@@ -541,6 +599,7 @@ impl Worker {
                         effects.extend(tracking::retarget(p, tc, after.priority, plan));
                     }
                 }
+                notices.extend(decision.notify.iter().map(|n| (job.id, n.clone())));
                 decisions.push(Ok(decision));
             }
             if let Some(f) = failed {
@@ -584,6 +643,9 @@ impl Worker {
                     }
                 },
             };
+            if let Err(e) = self.queue_notices(ticket_id, &notices, now).await {
+                break Group::All(Box::new(self.store_failure(e, now)));
+            }
             if let Some(p) = policy {
                 if clocks != stored {
                     if let Err(e) = self.save_clocks(p, clocks.as_ref(), now).await {
@@ -615,6 +677,26 @@ impl Worker {
             Group::Each(v) => v,
             Group::All(o) => vec![*o; live.len()],
         }
+    }
+
+    /// Queues each `notify` message as a job of the ticket, once per deciding job and message.
+    async fn queue_notices(
+        &self,
+        ticket_id: u64,
+        notices: &[(i64, String)],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        for (i, (from, text)) in notices.iter().enumerate() {
+            let event = TicketEvent::notice(ticket_id, *from, i, text.clone());
+            self.store
+                .enqueue(NewEvent {
+                    event,
+                    invocation_key: None,
+                    received_at: now,
+                })
+                .await?;
+        }
+        Ok(())
     }
 
     /// Sends one update (or logs it in dry run).

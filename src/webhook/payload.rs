@@ -39,7 +39,7 @@ pub enum Source {
     Event,
     /// A trigger or automation webhook with deskbot's recommended body.
     Trigger,
-    /// deskbot's own SLA timer.
+    /// deskbot's own job: an SLA timer or a notification.
     Timer,
 }
 
@@ -78,6 +78,9 @@ pub struct TicketEvent {
     /// Set when this job is a due SLA timer rather than a webhook.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timer: Option<Timer>,
+    /// Set when this job is a message for the team's chat (a rule's `notify`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice: Option<String>,
 }
 
 impl TicketEvent {
@@ -105,6 +108,27 @@ impl TicketEvent {
             comment: None,
             current: None,
             timer: Some(timer),
+            notice: None,
+        }
+    }
+
+    /// The job that delivers the `index`th `notify` message decided while handling job `from`;
+    /// its key makes a redone job queue it once.
+    pub fn notice(ticket_id: u64, from: i64, index: usize, text: String) -> TicketEvent {
+        TicketEvent {
+            dedup_key: format!("notify:{from}:{index}"),
+            source: Source::Timer,
+            ticket_id,
+            kind: EventKind::new("notify"),
+            occurred_at: None,
+            snapshot: Ticket {
+                id: ticket_id,
+                ..Ticket::default()
+            },
+            comment: None,
+            current: None,
+            timer: None,
+            notice: Some(text),
         }
     }
 }
@@ -241,6 +265,7 @@ fn parse_event(obj: &Map<String, Value>) -> Result<Parsed, PayloadError> {
             .and_then(Value::as_str)
             .map(|s| s.trim().to_ascii_lowercase()),
         timer: None,
+        notice: None,
     })))
 }
 
@@ -282,6 +307,7 @@ fn parse_trigger(obj: &Map<String, Value>, raw: &[u8]) -> Result<Parsed, Payload
         comment: None,
         current: None,
         timer: None,
+        notice: None,
     })))
 }
 

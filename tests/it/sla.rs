@@ -7,6 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use deskbot::config::{Auth, RetryConfig, Secret, ZendeskConfig};
 use deskbot::metrics::Metrics;
+use deskbot::notify::Notifier;
 use deskbot::policy::{PolicyHandle, PolicySet};
 use deskbot::queue::store::{Enqueued, NewEvent, Store};
 use deskbot::queue::worker::{Outcome, Step, Worker};
@@ -58,6 +59,7 @@ when = { sla_metric = { equals = "first_response" } }
 add_tags = ["sla_breached_first_response"]
 group = 77
 note = "{{sla.metric}} target ({{sla.target}}) missed by {{sla.missed_by}}."
+notify = "Ticket {{ticket.id}}: {{sla.metric}} missed by {{sla.missed_by}}."
 "#;
 
 const TICKET: u64 = 501;
@@ -94,6 +96,7 @@ fn worker(store: &Store, rules: &Path, zendesk: &FakeZendesk) -> Worker {
     };
     let client = ZendeskClient::new(&cfg, metrics.clone()).unwrap();
     assert!(client.is_some());
+    let chat = Notifier::new(Secret::new(format!("{}/hooks/chat", zendesk.url))).unwrap();
     Worker::new(
         store.clone(),
         PolicyHandle::new(set),
@@ -106,6 +109,7 @@ fn worker(store: &Store, rules: &Path, zendesk: &FakeZendesk) -> Worker {
         },
         metrics,
     )
+    .with_notifier(Some(chat))
 }
 
 impl Rig {
@@ -396,7 +400,14 @@ async fn timers_due_while_stopped_fire_late_once_at_start_up() {
     ));
     rig.worker = worker(&rig.store, &rules, &rig.zendesk);
     let out = rig.run("2026-11-30T22:00:00Z").await;
-    assert_eq!(out.len(), 2, "at risk and breach: {out:?}");
+    assert_eq!(
+        out.len(),
+        3,
+        "at risk, breach and its chat message: {out:?}"
+    );
+    assert!(
+        matches!(&out[2], Outcome::Notified { text } if text == "Ticket 501: first response missed by 2 h.")
+    );
     let puts = rig.puts();
     assert_eq!(puts.len(), 2, "both go out in one update");
     assert_eq!(
@@ -571,4 +582,35 @@ async fn the_sla_command_lists_open_clocks_soonest_breach_first() {
     assert!(
         String::from_utf8_lossy(&missing.stderr).contains("no database at /nonexistent/deskbot.db")
     );
+}
+
+/// Messages the chat webhook received.
+fn chats(z: &FakeZendesk) -> Vec<Value> {
+    z.requests()
+        .into_iter()
+        .filter(|r| r.path == "/hooks/chat" && r.status == 200)
+        .filter_map(|r| r.body)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_breach_notifies_the_chat_once_through_the_queue_with_retries() {
+    let mut rig = Rig::new().await;
+    rig.created().await;
+    rig.zendesk
+        .fail_next(axum::http::Method::POST, 1, 503, None);
+    let out = rig.run("2026-11-30T20:05:00Z").await;
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Outcome::Deferred { counted: true, .. })),
+        "{out:?}"
+    );
+    assert!(chats(&rig.zendesk).is_empty());
+    rig.run("2026-11-30T20:06:00Z").await;
+    assert_eq!(
+        chats(&rig.zendesk),
+        vec![json!({"text": "Ticket 501: first response missed by 5 min."})]
+    );
+    rig.run("2026-11-30T21:00:00Z").await;
+    assert_eq!(chats(&rig.zendesk).len(), 1, "sent once");
 }

@@ -108,6 +108,7 @@ impl FakeZendesk {
             )
             .route("/api/v2/tickets/{id}/comments.json", get(list_comments))
             .route("/api/v2/organizations/{file}", get(show_org))
+            .route("/hooks/chat", axum::routing::post(chat))
             .route("/api/v2/users/me", get(admin_api))
             .route("/api/v2/webhooks", get(admin_api).post(admin_api))
             .route("/api/v2/webhooks/{id}", put(admin_api))
@@ -320,6 +321,36 @@ async fn show_ticket(
         .collect();
     record(&mut st, Method::GET, path, &headers, None, 200);
     axum::Json(json!({ "ticket": ticket, "users": users })).into_response()
+}
+
+/// A chat incoming webhook (Slack's shape): records the message.
+async fn chat(
+    State(state): State<Arc<Mutex<FakeState>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let parsed: Option<Value> = serde_json::from_slice(&body).ok();
+    let mut st = state.lock().unwrap();
+    if let Some(s) = scripted(&mut st, &Method::POST) {
+        record(
+            &mut st,
+            Method::POST,
+            "/hooks/chat".into(),
+            &headers,
+            parsed,
+            s.status,
+        );
+        return error_response(&s);
+    }
+    record(
+        &mut st,
+        Method::POST,
+        "/hooks/chat".into(),
+        &headers,
+        parsed,
+        200,
+    );
+    "ok".into_response()
 }
 
 /// Comments newest first (deskbot asks `sort_order=desc`), with their authors side-loaded.

@@ -139,6 +139,7 @@ pub fn config(dir: &std::path::Path, zendesk_url: &str, opts: &Options) -> Confi
             max: Duration::from_millis(200),
             max_attempts: 8,
         },
+        notify_url: None,
     }
 }
 
