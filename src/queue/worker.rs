@@ -594,7 +594,12 @@ impl Worker {
                     // The ticket as read is the authority on its creation, before the payload.
                     effects.extend(tracking::ensure_started(p, &mut clocks, &after));
                     effects.extend(tracking::apply_event(p, &mut clocks, ev, now));
-                    if let Some(tc) = clocks.as_mut() {
+                    // The ticket as read is the authority on its priority; in dry run the
+                    // payload is not (it predates the updates deskbot did not send), so only
+                    // the creation's decision and explicit priority changes re-target there.
+                    let authoritative =
+                        self.zendesk.is_some() || ev.kind.as_str() == EventKind::CREATED;
+                    if let Some(tc) = clocks.as_mut().filter(|_| authoritative) {
                         let plan = p.plan_of(&after).or(tc.plan.clone());
                         effects.extend(tracking::retarget(p, tc, after.priority, plan));
                     }
