@@ -519,7 +519,9 @@ fn lease_groups(
     tickets: usize,
     per_ticket: usize,
 ) -> Result<Vec<LeasedRows>, StoreError> {
-    let tx = c.transaction()?;
+    // IMMEDIATE: the claim writes (leases) after reading; taking the write lock first makes a
+    // second process sharing the file wait its turn (busy timeout) instead of failing to upgrade.
+    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let heads: Vec<(i64, i64)> = {
         let mut stmt = tx.prepare_cached(CLAIM_HEADS)?;
         let rows = stmt.query_map(params![now_ms], |r| Ok((r.get(0)?, r.get(1)?)))?;

@@ -29,7 +29,7 @@ use crate::sla::clock::{Effect, Metric, TicketClocks, Timer};
 use crate::ticket::{EventKind, Organization, SlaAlert, Ticket};
 use crate::update;
 use crate::webhook::payload::{Source, TicketEvent};
-use crate::zendesk::model::TicketUpdate;
+use crate::zendesk::model::{SeenComment, TicketUpdate};
 use crate::zendesk::{ErrorClass, ZendeskClient, ZendeskError};
 
 /// How long a claimed job is reserved; longer than any single job takes.
@@ -536,13 +536,18 @@ impl Worker {
             let mut fired = Vec::new();
             let mut effects = Vec::new();
             let mut notices: Vec<(i64, String)> = Vec::new();
+            // Read at most once per group, by the first reply timer that needs them.
+            let mut comments: Option<Vec<SeenComment>> = None;
             let mut failed = None;
             for job in live {
                 let ev = &job.event;
                 if let Some(timer) = ev.timer {
                     let alert = match policy {
                         Some(p) => {
-                            match self.timer_cause(p, &mut clocks, &timer, &before, now).await {
+                            match self
+                                .timer_cause(p, &mut clocks, &timer, &before, &mut comments, now)
+                                .await
+                            {
                                 Ok(Ok(alert)) => alert,
                                 Ok(Err(reason)) => {
                                     info!(metric = %timer.metric, kind = timer.kind.as_str(), %reason, "SLA timer has no cause to act");
@@ -733,6 +738,7 @@ impl Worker {
         clocks: &mut Option<TicketClocks>,
         timer: &Timer,
         ticket: &Ticket,
+        comments: &mut Option<Vec<SeenComment>>,
         now: DateTime<Utc>,
     ) -> Result<Result<SlaAlert, String>, Failure> {
         if let Err(reason) = tracking::check_timer(policy, clocks.as_ref(), timer, now) {
@@ -741,14 +747,17 @@ impl Worker {
         let Some(tc) = clocks.as_mut() else {
             return Ok(Err("the ticket has no SLA clocks".into()));
         };
-        let comments = match (self.zendesk.as_ref(), timer.metric) {
-            (Some(client), Metric::FirstResponse | Metric::NextResponse) => {
-                let read = client.latest_comments(ticket.id).await.map_err(classify);
-                self.reached(read)?
-            }
-            _ => Vec::new(),
-        };
-        let caught = tracking::catch_up(policy, tc, timer, ticket, &comments);
+        let reply_metric = matches!(timer.metric, Metric::FirstResponse | Metric::NextResponse);
+        if let (Some(client), true, None) = (self.zendesk.as_ref(), reply_metric, comments.as_ref())
+        {
+            let read = client.latest_comments(ticket.id).await.map_err(classify);
+            *comments = Some(self.reached(read)?);
+        }
+        let seen = comments
+            .as_deref()
+            .filter(|_| reply_metric)
+            .unwrap_or_default();
+        let caught = tracking::catch_up(policy, tc, timer, ticket, seen);
         if !caught.is_empty() {
             log_effects(caught.iter());
         }

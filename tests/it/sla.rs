@@ -614,3 +614,68 @@ async fn a_breach_notifies_the_chat_once_through_the_queue_with_retries() {
     rig.run("2026-11-30T21:00:00Z").await;
     assert_eq!(chats(&rig.zendesk).len(), 1, "sent once");
 }
+
+/// Zendesk requests each kind of event costs (issue #16 asks for the number): clock transitions
+/// come from the payload; a read only when a rule reacts to the event or a due field moves.
+#[tokio::test]
+async fn zendesk_requests_per_event() {
+    let mut rig = Rig::new().await;
+    let mut cost = Vec::new();
+    let mut step = |rig: &Rig, name: &str, before: usize| {
+        let calls = rig.calls();
+        cost.push((name.to_string(), calls[before..].to_vec()));
+        calls.len()
+    };
+    rig.created().await;
+    let n = step(&rig, "created", 0);
+    rig.deliver("comment_added", "2026-11-30T18:00:00Z", Rig::comment(AGENT))
+        .await;
+    rig.run("2026-11-30T18:00:01Z").await;
+    let n = step(&rig, "agent reply", n);
+    rig.deliver(
+        "comment_added",
+        "2026-11-30T18:30:00Z",
+        Rig::comment(CUSTOMER),
+    )
+    .await;
+    rig.run("2026-11-30T18:30:01Z").await;
+    let n = step(&rig, "customer reply", n);
+    rig.deliver("comment_added", "2026-11-30T18:45:00Z", Rig::comment(AGENT))
+        .await;
+    rig.run("2026-11-30T18:45:01Z").await;
+    let n = step(&rig, "agent reply again", n);
+    rig.deliver(
+        "status_changed",
+        "2026-11-30T19:00:00Z",
+        json!({"current": "PENDING", "previous": "OPEN"}),
+    )
+    .await;
+    rig.run("2026-11-30T19:00:01Z").await;
+    let n = step(&rig, "pending", n);
+    rig.deliver(
+        "status_changed",
+        "2026-12-01T19:00:00Z",
+        json!({"current": "OPEN", "previous": "PENDING"}),
+    )
+    .await;
+    rig.run("2026-12-01T19:00:01Z").await;
+    step(&rig, "open again (resolution due moves)", n);
+    let t = format!("/api/v2/tickets/{TICKET}.json");
+    assert_eq!(
+        cost,
+        vec![
+            (
+                "created".into(),
+                vec![format!("GET {t}"), format!("PUT {t}")]
+            ),
+            ("agent reply".into(), vec![]),
+            ("customer reply".into(), vec![]),
+            ("agent reply again".into(), vec![]),
+            ("pending".into(), vec![]),
+            (
+                "open again (resolution due moves)".into(),
+                vec![format!("GET {t}"), format!("PUT {t}")]
+            ),
+        ]
+    );
+}
