@@ -103,6 +103,7 @@ pub fn apply_event(
     let Some(tc) = clocks.as_mut() else {
         return effects;
     };
+    effects.extend(refresh(policy, tc));
     if ev.kind.as_str() == "priority_changed" {
         effects.extend(retarget(policy, tc, new_priority(ev), tc.plan.clone()));
     }
@@ -111,6 +112,16 @@ pub fn apply_event(
         effects.extend(tc.apply(&change, &targets, &rules));
     }
     effects
+}
+
+/// Takes the policy's current targets (an edited policy applies to running clocks from their
+/// next event or timer on).
+pub fn refresh(policy: &Policy, tc: &mut TicketClocks) -> Vec<Effect> {
+    let Some((_, rules)) = policy.clock_rules() else {
+        return Vec::new();
+    };
+    let targets = policy.clock_targets(tc);
+    tc.apply(&Change::Retarget, &targets, &rules)
 }
 
 /// Re-targets the clocks to `priority` and `plan`, when either changed.
@@ -231,4 +242,98 @@ pub fn cleared_tags(tc: &TicketClocks) -> Vec<String> {
 /// How late a timer acts (zero when on time).
 pub fn lateness(timer: &Timer, now: DateTime<Utc>) -> Duration {
     (now - timer.at).max(Duration::zero())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sla::clock::State;
+    use std::path::Path;
+
+    fn policy(first_response: &str) -> Policy {
+        let text = format!(
+            "[policy]\nname = \"t\"\n[calendars.c]\ntimezone = \"UTC\"\nhours = {{ mon-fri = \"09:00-17:00\" }}\n\
+             [sla]\nwarn_before = \"10 business minutes\"\n[sla.urgent]\nfirst_response = \"{first_response}\"\n"
+        );
+        Policy::parse(&text, Path::new("t.toml")).unwrap().policy
+    }
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn ticket() -> Ticket {
+        Ticket {
+            id: 9,
+            priority: Some(Priority::Urgent),
+            status: Some("open".into()),
+            created_at: Some(t("2026-11-30T09:00:00Z")),
+            ..Ticket::default()
+        }
+    }
+
+    #[test]
+    fn an_edited_policy_retargets_running_clocks() {
+        let mut clocks = None;
+        ensure_started(&policy("3 business hours"), &mut clocks, &ticket());
+        let Some(mut tc) = clocks else {
+            panic!("clocks start for a ticket with a creation time")
+        };
+        let edited = policy("1 business hour");
+        assert_eq!(
+            refresh(&edited, &mut tc),
+            vec![Effect::Retargeted {
+                metric: Metric::FirstResponse,
+                target: Some("1 business hour".into())
+            }]
+        );
+        let cal = edited.calendar().unwrap();
+        assert_eq!(
+            tc.latest(Metric::FirstResponse).unwrap().due(cal),
+            Some(t("2026-11-30T10:00:00Z"))
+        );
+        assert!(refresh(&edited, &mut tc).is_empty());
+    }
+
+    #[test]
+    fn timers_check_their_cause() {
+        let p = policy("1 business hour");
+        let mut clocks = None;
+        ensure_started(&p, &mut clocks, &ticket());
+        let timer = Timer {
+            at: t("2026-11-30T10:00:00Z"),
+            metric: Metric::FirstResponse,
+            instance: 1,
+            kind: TimerKind::Breached,
+        };
+        assert_eq!(
+            check_timer(&p, clocks.as_ref(), &timer, t("2026-11-30T09:59:00Z")),
+            Err("breached moved to Mon 30 Nov, 10:00 UTC".into())
+        );
+        let alert = check_timer(&p, clocks.as_ref(), &timer, t("2026-11-30T10:05:00Z")).unwrap();
+        assert_eq!(alert.missed_by_secs, 300);
+        assert_eq!(alert.target.as_deref(), Some("1 business hour"));
+        let Some(tc) = clocks.as_mut() else { panic!() };
+        // An agent's reply Zendesk has and deskbot did not see fulfils the clock first.
+        let seen = [SeenComment {
+            at: t("2026-11-30T09:40:00Z"),
+            public: true,
+            by_agent: Some(true),
+        }];
+        assert_eq!(catch_up(&p, tc, &timer, &ticket(), &seen).len(), 1);
+        assert_eq!(
+            tc.latest(Metric::FirstResponse)
+                .unwrap()
+                .state(p.calendar().unwrap(), timer.at),
+            State::Fulfilled
+        );
+        assert_eq!(
+            check_timer(&p, clocks.as_ref(), &timer, t("2026-11-30T10:05:00Z")),
+            Err("first_response was fulfilled".into())
+        );
+        assert_eq!(
+            check_timer(&p, None, &timer, t("2026-11-30T10:05:00Z")),
+            Err("the ticket has no SLA clocks".into())
+        );
+    }
 }

@@ -741,6 +741,9 @@ impl Worker {
         comments: &mut Option<Vec<SeenComment>>,
         now: DateTime<Utc>,
     ) -> Result<Result<SlaAlert, String>, Failure> {
+        if let Some(tc) = clocks.as_mut() {
+            log_effects(tracking::refresh(policy, tc).iter());
+        }
         if let Err(reason) = tracking::check_timer(policy, clocks.as_ref(), timer, now) {
             return Ok(Err(reason));
         }
