@@ -27,6 +27,72 @@ pub struct ClockCounts {
     pub timers_due: i64,
 }
 
+/// A ticket's clocks to save, with their summary rows and the wake-ups still to come.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClockSave {
+    /// The clocks.
+    pub clocks: TicketClocks,
+    /// One row per metric instance.
+    pub summaries: Vec<Summary>,
+    /// Timers still to act.
+    pub timers: Vec<Timer>,
+}
+
+/// Replaces what is stored for the ticket with `save`, inside the caller's transaction (so a
+/// job's outcome and its ticket's clocks are committed together).
+pub(crate) fn write_clocks(
+    tx: &rusqlite::Transaction<'_>,
+    save: &ClockSave,
+    now_ms: i64,
+) -> rusqlite::Result<()> {
+    let id = save.clocks.ticket_id as i64;
+    let json = serde_json::to_string(&save.clocks)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    tx.prepare_cached(
+        "INSERT INTO sla_tickets (ticket_id, clocks, updated_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (ticket_id) DO UPDATE SET clocks = ?2, updated_at = ?3",
+    )?
+    .execute(params![id, json, now_ms])?;
+    tx.prepare_cached("DELETE FROM sla_clocks WHERE ticket_id = ?1")?
+        .execute([id])?;
+    tx.prepare_cached("DELETE FROM sla_timers WHERE ticket_id = ?1")?
+        .execute([id])?;
+    let mut row = tx.prepare_cached(
+        "INSERT INTO sla_clocks (ticket_id, metric, instance, state, started_at, target,
+             consumed_secs, at_risk_at, due_at, fulfilled_at, zone)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?;
+    for s in &save.summaries {
+        row.execute(params![
+            id,
+            s.metric.as_str(),
+            s.instance,
+            s.state.as_str(),
+            s.started_at.timestamp_millis(),
+            s.target,
+            s.consumed_secs,
+            ms(s.at_risk_at),
+            ms(s.due_at),
+            ms(s.fulfilled_at),
+            s.zone,
+        ])?;
+    }
+    let mut timer = tx.prepare_cached(
+        "INSERT OR REPLACE INTO sla_timers (ticket_id, metric, instance, kind, due_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for t in &save.timers {
+        timer.execute(params![
+            id,
+            t.metric.as_str(),
+            t.instance,
+            t.kind.as_str(),
+            t.at.timestamp_millis()
+        ])?;
+    }
+    Ok(())
+}
+
 fn ms(t: Option<DateTime<Utc>>) -> Option<i64> {
     t.map(|t| t.timestamp_millis())
 }
@@ -63,57 +129,14 @@ impl Store {
         timers: Vec<Timer>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let id = clocks.ticket_id as i64;
-        let json = serde_json::to_string(clocks).map_err(|e| StoreError::Corrupt {
-            id,
-            message: e.to_string(),
-        })?;
+        let save = ClockSave {
+            clocks: clocks.clone(),
+            summaries,
+            timers,
+        };
         self.call(move |c| {
             let tx = c.transaction()?;
-            {
-                tx.prepare_cached(
-                    "INSERT INTO sla_tickets (ticket_id, clocks, updated_at) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (ticket_id) DO UPDATE SET clocks = ?2, updated_at = ?3",
-                )?
-                .execute(params![id, json, now.timestamp_millis()])?;
-                tx.prepare_cached("DELETE FROM sla_clocks WHERE ticket_id = ?1")?
-                    .execute([id])?;
-                tx.prepare_cached("DELETE FROM sla_timers WHERE ticket_id = ?1")?
-                    .execute([id])?;
-                let mut row = tx.prepare_cached(
-                    "INSERT INTO sla_clocks (ticket_id, metric, instance, state, started_at, target,
-                         consumed_secs, at_risk_at, due_at, fulfilled_at, zone)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                )?;
-                for s in &summaries {
-                    row.execute(params![
-                        id,
-                        s.metric.as_str(),
-                        s.instance,
-                        s.state.as_str(),
-                        s.started_at.timestamp_millis(),
-                        s.target,
-                        s.consumed_secs,
-                        ms(s.at_risk_at),
-                        ms(s.due_at),
-                        ms(s.fulfilled_at),
-                        s.zone,
-                    ])?;
-                }
-                let mut timer = tx.prepare_cached(
-                    "INSERT OR REPLACE INTO sla_timers (ticket_id, metric, instance, kind, due_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                )?;
-                for t in &timers {
-                    timer.execute(params![
-                        id,
-                        t.metric.as_str(),
-                        t.instance,
-                        t.kind.as_str(),
-                        t.at.timestamp_millis()
-                    ])?;
-                }
-            }
+            write_clocks(&tx, &save, now.timestamp_millis())?;
             tx.commit()?;
             Ok(())
         })

@@ -14,6 +14,7 @@ use rusqlite::{params, Connection};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, Notify};
 
+use super::clocks::{write_clocks, ClockSave};
 use crate::webhook::payload::TicketEvent;
 
 /// Most inserts committed in one transaction.
@@ -393,9 +394,23 @@ impl Store {
         results: Vec<(i64, Settle)>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        self.settle_with_clocks(results, Vec::new(), now).await
+    }
+
+    /// Records how each claimed job ended together with the SLA clocks those jobs moved, all in
+    /// one transaction: a crash leaves both as they were or both done.
+    pub async fn settle_with_clocks(
+        &self,
+        results: Vec<(i64, Settle)>,
+        clocks: Vec<ClockSave>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         let at = now.timestamp_millis();
         self.call(move |c| {
             let tx = c.transaction()?;
+            for save in &clocks {
+                write_clocks(&tx, save, at)?;
+            }
             {
                 let mut finish = tx.prepare_cached(
                     "UPDATE events SET state = ?2, outcome = ?3, last_error = COALESCE(?4, last_error),

@@ -22,6 +22,7 @@ use crate::config::RetryConfig;
 use crate::metrics::Metrics;
 use crate::notify::{Notifier, NotifyError};
 use crate::policy::{Decision, Policy, PolicyHandle, PolicySet, NOTE_MARKER};
+use crate::queue::clocks::ClockSave;
 use crate::queue::retry;
 use crate::queue::store::{Job, NewEvent, Settle, Store, StoreError};
 use crate::queue::tracking;
@@ -290,7 +291,7 @@ impl Worker {
                 next_due: self.store.next_due().await?,
             });
         }
-        let outcomes = join_all(groups.iter().map(|jobs| {
+        let handled = join_all(groups.iter().map(|jobs| {
             let head = &jobs[0];
             let span = tracing::info_span!(
                 "job",
@@ -300,21 +301,25 @@ impl Worker {
             );
             self.process(jobs, now).instrument(span)
         }))
-        .await
-        .into_iter()
-        .flatten()
-        .collect();
-        let outcomes = self.record(outcomes, now).await?;
+        .await;
+        let mut outcomes = Vec::new();
+        let mut clocks = Vec::new();
+        for (o, c) in handled {
+            outcomes.extend(o);
+            clocks.extend(c);
+        }
+        let outcomes = self.record(outcomes, clocks, now).await?;
         for (_, outcome) in &outcomes {
             self.metrics.processed(outcome.label());
         }
         Ok(Step::Processed(outcomes))
     }
 
-    /// Records how each job ended, all in one transaction.
+    /// Records how each job ended, with the SLA clocks the jobs moved, all in one transaction.
     async fn record(
         &self,
         outcomes: Vec<(i64, Outcome)>,
+        clocks: Vec<ClockSave>,
         now: DateTime<Utc>,
     ) -> Result<Vec<(i64, Outcome)>, StoreError> {
         let mut settle = Vec::with_capacity(outcomes.len());
@@ -340,7 +345,7 @@ impl Worker {
                 },
             ));
         }
-        self.store.settle(settle, now).await?;
+        self.store.settle_with_clocks(settle, clocks, now).await?;
         for (id, outcome) in &outcomes {
             match outcome {
                 Outcome::Deferred { until, error, .. } => {
@@ -355,8 +360,13 @@ impl Worker {
         Ok(outcomes)
     }
 
-    /// Decides every job of one ticket in turn and sends at most one update for all of them.
-    async fn process(&self, jobs: &[Job], now: DateTime<Utc>) -> Vec<(i64, Outcome)> {
+    /// Decides every job of one ticket in turn and sends at most one update for all of them;
+    /// returns each job's outcome and the ticket's clocks to save with them.
+    async fn process(
+        &self,
+        jobs: &[Job],
+        now: DateTime<Utc>,
+    ) -> (Vec<(i64, Outcome)>, Option<ClockSave>) {
         let (own, live): (Vec<&Job>, Vec<&Job>) = jobs.iter().partition(|j| {
             j.event
                 .comment
@@ -372,24 +382,24 @@ impl Worker {
         }
         let Some(last) = live.last() else {
             outcomes.sort_by_key(|(id, _)| *id);
-            return outcomes;
+            return (outcomes, None);
         };
         let attempts = live.iter().map(|j| j.attempts).max().unwrap_or(0);
         let ticket_id = last.event.ticket_id;
         let set = self.policy.current();
-        let per_job = match self.store.clocks(ticket_id).await {
-            Ok(stored) => match self.clock_only(&set, &live, stored.as_ref(), now).await {
+        let (per_job, save) = match self.store.clocks(ticket_id).await {
+            Ok(stored) => match self.clock_only(&set, &live, stored.as_ref(), now) {
                 Some(done) => done,
                 None => {
                     self.decide_and_update(&set, &live, stored, attempts, now)
                         .await
                 }
             },
-            Err(e) => vec![self.store_failure(e, now); live.len()],
+            Err(e) => (vec![self.store_failure(e, now); live.len()], None),
         };
         outcomes.extend(live.iter().map(|j| j.id).zip(per_job));
         outcomes.sort_by_key(|(id, _)| *id);
-        outcomes
+        (outcomes, save)
     }
 
     /// Delivers one `notify` message (or logs it in dry run, or without a URL).
@@ -432,13 +442,13 @@ impl Worker {
 
     /// When the jobs only move SLA clocks (no rule reacts to them, no due field or tag changes,
     /// no timer), applies them from the payloads and returns their outcomes: no Zendesk call.
-    async fn clock_only(
+    fn clock_only(
         &self,
         set: &PolicySet,
         live: &[&Job],
         stored: Option<&TicketClocks>,
         now: DateTime<Utc>,
-    ) -> Option<Vec<Outcome>> {
+    ) -> Option<(Vec<Outcome>, Option<ClockSave>)> {
         let must_read = live.iter().any(|j| {
             let ev = &j.event;
             ev.timer.is_some()
@@ -465,32 +475,13 @@ impl Worker {
         {
             return None;
         }
-        if clocks.as_ref() != stored {
-            if let Err(e) = self.save_clocks(policy, clocks.as_ref(), now).await {
-                return Some(vec![self.store_failure(e, now); live.len()]);
-            }
-        }
+        let save = clock_save(policy, clocks.as_ref(), stored, now);
         log_effects(effects.iter().flatten());
-        Some(
-            effects
-                .into_iter()
-                .map(|effects| Outcome::ClockOnly { effects })
-                .collect(),
-        )
-    }
-
-    async fn save_clocks(
-        &self,
-        policy: &Policy,
-        clocks: Option<&TicketClocks>,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let (Some(tc), Some((cal, rules))) = (clocks, policy.clock_rules()) else {
-            return Ok(());
-        };
-        let summaries = tc.summaries(cal, &rules, now);
-        let timers = tc.timers(cal, &rules);
-        self.store.save_clocks(tc, summaries, timers, now).await
+        let outcomes = effects
+            .into_iter()
+            .map(|effects| Outcome::ClockOnly { effects })
+            .collect();
+        Some((outcomes, save))
     }
 
     /// Reads the ticket, decides each job in turn (webhook events through the rules, due timers
@@ -503,10 +494,11 @@ impl Worker {
         stored: Option<TicketClocks>,
         attempts: u32,
         now: DateTime<Utc>,
-    ) -> Vec<Outcome> {
+    ) -> (Vec<Outcome>, Option<ClockSave>) {
         let Some(last) = live.last() else {
-            return Vec::new();
+            return (Vec::new(), None);
         };
+        let mut save = None;
         let ticket_id = last.event.ticket_id;
         let mut conflicts = 0;
         let settled = loop {
@@ -657,11 +649,7 @@ impl Worker {
                 break Group::All(Box::new(self.store_failure(e, now)));
             }
             if let Some(p) = policy {
-                if clocks != stored {
-                    if let Err(e) = self.save_clocks(p, clocks.as_ref(), now).await {
-                        break Group::All(Box::new(self.store_failure(e, now)));
-                    }
-                }
+                save = clock_save(p, clocks.as_ref(), stored.as_ref(), now);
             }
             log_effects(effects.iter());
             break match (plan, sent) {
@@ -684,8 +672,8 @@ impl Worker {
             };
         };
         match settled {
-            Group::Each(v) => v,
-            Group::All(o) => vec![*o; live.len()],
+            Group::Each(v) => (v, save),
+            Group::All(o) => (vec![*o; live.len()], None),
         }
     }
 
@@ -906,6 +894,21 @@ impl Worker {
         }
         info!("worker stopped");
     }
+}
+
+/// The clocks to save with the jobs' outcomes, when they changed.
+fn clock_save(
+    policy: &Policy,
+    clocks: Option<&TicketClocks>,
+    stored: Option<&TicketClocks>,
+    now: DateTime<Utc>,
+) -> Option<ClockSave> {
+    let (tc, (cal, rules)) = (clocks?, policy.clock_rules()?);
+    (Some(tc) != stored).then(|| ClockSave {
+        clocks: tc.clone(),
+        summaries: tc.summaries(cal, &rules, now),
+        timers: tc.timers(cal, &rules),
+    })
 }
 
 /// How an update went out.
