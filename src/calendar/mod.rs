@@ -500,5 +500,18 @@ impl Calendar {
     }
 }
 
+/// A test calendar: `timezone`, open `hours` (`"09:00-17:00"`) Monday to Friday, no holidays.
+#[cfg(test)]
+pub(crate) fn weekdays(timezone: &str, hours: &str) -> Calendar {
+    let spec = CalendarSpec {
+        timezone: timezone.into(),
+        hours: [("mon-fri".into(), Hours::One(hours.into()))]
+            .into_iter()
+            .collect(),
+        holidays: vec![],
+    };
+    Calendar::build(&spec, Path::new(".")).expect("a valid test calendar")
+}
+
 #[cfg(test)]
 mod tests;

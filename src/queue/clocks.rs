@@ -354,19 +354,12 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::calendar::{Calendar, CalendarSpec, Hours};
+    use crate::calendar::Calendar;
     use crate::sla::clock::{Rules, Targets, Warn};
     use std::time::Duration;
 
     fn cal() -> Calendar {
-        let spec = CalendarSpec {
-            timezone: "America/Los_Angeles".into(),
-            hours: [("mon-fri".into(), Hours::One("08:00-18:00".into()))]
-                .into_iter()
-                .collect(),
-            holidays: vec![],
-        };
-        Calendar::build(&spec, std::path::Path::new(".")).unwrap()
+        crate::calendar::weekdays("America/Los_Angeles", "08:00-18:00")
     }
 
     fn t(s: &str) -> DateTime<Utc> {

@@ -689,20 +689,10 @@ impl TicketClocks {
                         );
                     }
                     self.agent_replied = true;
-                    let mut out = Vec::new();
-                    for c in self.clocks.iter_mut().filter(|c| {
+                    return self.fulfil(*at, |c| {
                         matches!(c.metric, Metric::FirstResponse | Metric::NextResponse)
                             && c.started_at <= *at
-                    }) {
-                        if c.fulfil(*at) {
-                            out.push(Effect::Fulfilled {
-                                metric: c.metric,
-                                instance: c.instance,
-                                at: *at,
-                            });
-                        }
-                    }
-                    return out;
+                    });
                 }
                 let solved = matches!(self.status.as_deref(), Some("solved" | "closed"));
                 let waiting = self.clocks.iter().any(|c| {
@@ -746,16 +736,7 @@ impl TicketClocks {
                 self.status_at = Some(*at);
                 let mut out = Vec::new();
                 if matches!(status.as_str(), "solved" | "closed") {
-                    for c in self.clocks.iter_mut() {
-                        if c.fulfil(*at) {
-                            out.push(Effect::Fulfilled {
-                                metric: c.metric,
-                                instance: c.instance,
-                                at: *at,
-                            });
-                        }
-                    }
-                    return out;
+                    return self.fulfil(*at, |_| true);
                 }
                 let resolution = self
                     .clocks
@@ -807,6 +788,21 @@ impl TicketClocks {
                 zone: cal.timezone().name().to_string(),
             })
             .collect()
+    }
+
+    /// Fulfils at `at` every open clock that `which` picks.
+    fn fulfil(&mut self, at: DateTime<Utc>, which: impl Fn(&Clock) -> bool) -> Vec<Effect> {
+        let mut out = Vec::new();
+        for c in self.clocks.iter_mut().filter(|c| which(c)) {
+            if c.fulfil(at) {
+                out.push(Effect::Fulfilled {
+                    metric: c.metric,
+                    instance: c.instance,
+                    at,
+                });
+            }
+        }
+        out
     }
 
     /// The wake-ups still to come: at risk (when the policy warns) and breach of every running

@@ -1,17 +1,9 @@
 use super::*;
-use crate::calendar::{CalendarSpec, Hours};
 use proptest::prelude::*;
 
-/// FarApp's calendar: 08:00-18:00 Pacific, Monday to Friday, US federal holidays.
+/// FarApp's hours: 08:00-18:00 Pacific, Monday to Friday (no holiday falls in these tests).
 fn farapp() -> Calendar {
-    let spec = CalendarSpec {
-        timezone: "America/Los_Angeles".into(),
-        hours: [("mon-fri".into(), Hours::One("08:00-18:00".into()))]
-            .into_iter()
-            .collect(),
-        holidays: vec![crate::calendar::HolidaySpec::Named("us-federal".into())],
-    };
-    Calendar::build(&spec, std::path::Path::new(".")).unwrap()
+    crate::calendar::weekdays("America/Los_Angeles", "08:00-18:00")
 }
 
 fn t(s: &str) -> DateTime<Utc> {

@@ -303,7 +303,6 @@ impl Sla {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::calendar::{CalendarSpec, Hours};
     use crate::ticket::Organization;
     use serde_json::json;
 
@@ -316,14 +315,7 @@ mod tests {
     }
 
     fn sydney() -> Calendar {
-        let spec = CalendarSpec {
-            timezone: "Australia/Sydney".into(),
-            hours: [("mon-fri".into(), Hours::One("09:00-17:00".into()))]
-                .into_iter()
-                .collect(),
-            holidays: vec![],
-        };
-        Calendar::build(&spec, std::path::Path::new(".")).unwrap()
+        crate::calendar::weekdays("Australia/Sydney", "09:00-17:00")
     }
 
     fn t(s: &str) -> DateTime<Utc> {
