@@ -481,6 +481,49 @@ fn pause_across_the_fall_back_night() {
 }
 
 #[test]
+fn a_holiday_costs_nothing_and_a_pause_across_it_moves_due_by_business_time_only() {
+    // FarApp's real calendar, U.S. federal holidays included: Thanksgiving is Thu 26 Nov 2026.
+    let spec = crate::calendar::CalendarSpec {
+        timezone: "America/Los_Angeles".into(),
+        hours: [(
+            "mon-fri".into(),
+            crate::calendar::Hours::One("08:00-18:00".into()),
+        )]
+        .into_iter()
+        .collect(),
+        holidays: vec![crate::calendar::HolidaySpec::Named("us-federal".into())],
+    };
+    let cal = Calendar::build(&spec, std::path::Path::new(".")).unwrap();
+    let day = Targets {
+        resolution: Some(span("1 business day")),
+        ..Targets::default()
+    };
+    let (mut tc, _) = TicketClocks::start(
+        1,
+        t("2026-11-25T14:00:00-08:00"),
+        Some("open".into()),
+        &day,
+        &rules(),
+    );
+    // Wed 14:00 + 10 business hours: Wed 4 h, Thanksgiving closed, Fri 6 h → Fri 14:00.
+    assert_eq!(
+        tc.latest(Metric::Resolution).unwrap().due(&cal),
+        Some(t("2026-11-27T14:00:00-08:00"))
+    );
+    // Pending from Wed 17:00 to Fri 10:00 costs Wed 17-18 and Fri 08-10: 3 business hours.
+    tc.apply(
+        &status("2026-11-25T17:00:00-08:00", "pending"),
+        &day,
+        &rules(),
+    );
+    tc.apply(&status("2026-11-27T10:00:00-08:00", "open"), &day, &rules());
+    assert_eq!(
+        tc.latest(Metric::Resolution).unwrap().due(&cal),
+        Some(t("2026-11-27T17:00:00-08:00"))
+    );
+}
+
+#[test]
 fn calendar_targets_count_wall_time_and_pauses() {
     let cal = farapp();
     let (mut tc, _) = TicketClocks::start(
