@@ -40,7 +40,7 @@ pub enum Source {
     /// A trigger or automation webhook with deskbot's recommended body.
     Trigger,
     /// deskbot's own job: an SLA timer or a notification.
-    Timer,
+    Internal,
 }
 
 /// The comment carried by a `ticket.comment_added` event.
@@ -96,7 +96,7 @@ impl TicketEvent {
                 timer.kind.as_str(),
                 timer.at.timestamp_millis()
             ),
-            source: Source::Timer,
+            source: Source::Internal,
             ticket_id,
             kind: EventKind::new(timer.kind.event()),
             occurred_at: Some(timer.at),
@@ -117,7 +117,7 @@ impl TicketEvent {
     pub fn notice(ticket_id: u64, from: i64, index: usize, text: String) -> TicketEvent {
         TicketEvent {
             dedup_key: format!("notify:{from}:{index}"),
-            source: Source::Timer,
+            source: Source::Internal,
             ticket_id,
             kind: EventKind::new("notify"),
             occurred_at: None,
@@ -182,6 +182,11 @@ pub fn parse(body: &[u8]) -> Result<Parsed, PayloadError> {
     }
 }
 
+/// Event names of deskbot's own jobs: a webhook naming one must not reach the escalation rules.
+fn is_internal(name: &str) -> bool {
+    name.starts_with("sla.") || name == "notify"
+}
+
 fn shape(msg: &str) -> PayloadError {
     PayloadError::Shape(msg.to_string())
 }
@@ -213,7 +218,7 @@ fn parse_event(obj: &Map<String, Value>) -> Result<Parsed, PayloadError> {
     if name.is_empty() {
         return Err(shape("\"type\" names no ticket event"));
     }
-    if IGNORED_TICKET_EVENTS.contains(&name) {
+    if IGNORED_TICKET_EVENTS.contains(&name) || is_internal(name) {
         return Ok(Parsed::Ignored {
             event_type: event_type.to_string(),
         });
@@ -278,6 +283,11 @@ fn parse_trigger(obj: &Map<String, Value>, raw: &[u8]) -> Result<Parsed, Payload
     };
     let kind = match obj.get("event") {
         None | Some(Value::Null) => EventKind::new(EventKind::UPDATED),
+        Some(Value::String(s)) if is_internal(&s.trim().to_ascii_lowercase()) => {
+            return Err(shape(
+                "\"event\" names one of deskbot's own jobs (sla.*, notify), which no webhook can start",
+            ))
+        }
         Some(Value::String(s)) if !s.trim().is_empty() => EventKind::new(s),
         Some(_) => {
             return Err(shape(
@@ -442,6 +452,16 @@ mod tests {
         );
         let gone = r#"{"type":"zen:event-type:ticket.permanently_deleted","id":"d1","subject":"zen:ticket:1"}"#;
         assert!(matches!(parse(gone.as_bytes()), Ok(Parsed::Ignored { .. })));
+    }
+
+    #[test]
+    fn a_webhook_cannot_pose_as_an_sla_timer() {
+        let ev = r#"{"type":"zen:event-type:ticket.sla.breached","id":"x","subject":"zen:ticket:1","detail":{}}"#;
+        assert!(matches!(parse(ev.as_bytes()), Ok(Parsed::Ignored { .. })));
+        let trigger = br#"{"ticket_id":"1","event":"SLA.at_risk"}"#;
+        assert!(matches!(parse(trigger), Err(PayloadError::Shape(_))));
+        let notify = br#"{"ticket_id":"1","event":"notify"}"#;
+        assert!(matches!(parse(notify), Err(PayloadError::Shape(_))));
     }
 
     #[test]

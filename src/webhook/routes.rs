@@ -142,7 +142,7 @@ async fn handle(
     let source = match event.source {
         Source::Event => "event",
         Source::Trigger => "trigger",
-        Source::Timer => "timer",
+        Source::Internal => "internal",
     };
     let ticket_id = event.ticket_id;
     let stored = tokio::time::timeout(
