@@ -41,9 +41,10 @@ impl Policy {
     }
 
     /// The due-date fields as the clocks now put them: the current due instant of the latest
-    /// first-response and resolution clocks that are running. A paused or finished clock leaves
-    /// its field as it is.
-    pub fn clock_fields(&self, clocks: &TicketClocks) -> Vec<(u64, serde_json::Value)> {
+    /// first-response and resolution clocks that are running (`Some`), or `None` for a field the
+    /// clocks leave as the ticket has it (paused, finished or without a target). A rule's
+    /// decision computes due dates from creation; these take precedence once clocks exist.
+    pub fn clock_fields(&self, clocks: &TicketClocks) -> Vec<(u64, Option<serde_json::Value>)> {
         let Some(cal) = &self.calendar else {
             return Vec::new();
         };
@@ -52,13 +53,12 @@ impl Policy {
             (self.fields.first_response_due, Metric::FirstResponse),
             (self.fields.resolution_due, Metric::Resolution),
         ] {
+            let Some((id, kind)) = mapping else { continue };
             let due = clocks
                 .latest(metric)
                 .filter(|c| c.is_open())
                 .and_then(|c| c.due(cal));
-            if let (Some((id, kind)), Some(t)) = (mapping, due) {
-                out.push((id, self.due_value(t, kind)));
-            }
+            out.push((id, due.map(|t| self.due_value(t, kind))));
         }
         out
     }

@@ -466,8 +466,13 @@ impl Worker {
             .map(|j| tracking::apply_event(policy, &mut clocks, &j.event, now))
             .collect();
         // Only a value to write, or a tag to clear, that was not there before needs the ticket.
-        let fields =
-            |c: Option<&TicketClocks>| c.map(|c| policy.clock_fields(c)).unwrap_or_default();
+        let fields = |c: Option<&TicketClocks>| -> Vec<(u64, serde_json::Value)> {
+            c.map(|c| policy.clock_fields(c))
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|(id, v)| Some((id, v?)))
+                .collect()
+        };
         let tags = |c: Option<&TicketClocks>| c.map(tracking::cleared_tags).unwrap_or_default();
         let (was, now_fields) = (fields(stored), fields(clocks.as_ref()));
         let (had, now_tags) = (tags(stored), tags(clocks.as_ref()));
@@ -612,7 +617,10 @@ impl Worker {
                     tc.mark_fired(t.metric, t.instance, t.kind);
                 }
                 for (id, value) in p.clock_fields(tc) {
-                    after.custom_fields.insert(id, value);
+                    match value.or_else(|| before.custom_fields.get(&id).cloned()) {
+                        Some(v) => after.custom_fields.insert(id, v),
+                        None => after.custom_fields.remove(&id),
+                    };
                 }
                 let cleared = tracking::cleared_tags(tc);
                 after

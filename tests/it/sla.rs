@@ -46,6 +46,11 @@ when = { subject = { has_word = "urgent" } }
 priority = "urgent"
 
 [[rule]]
+name = "type changed"
+on = ["type_changed"]
+add_tags = ["retyped"]
+
+[[rule]]
 name = "first reply at risk"
 on = ["sla.at_risk"]
 when = { all = [{ sla_metric = { equals = "first_response" } }, { priority = { equals = "urgent" } }] }
@@ -734,4 +739,46 @@ async fn the_example_sequence_runs_in_a_dry_run_serve() {
     assert_eq!(clocks.latest(Metric::FirstResponse).unwrap().fired, both);
     assert_eq!(resolution.fired, both);
     app.stop().await;
+}
+
+#[tokio::test]
+async fn a_decision_while_paused_keeps_the_moved_due_date() {
+    let mut rig = Rig::new().await;
+    rig.created().await;
+    rig.deliver("comment_added", "2026-11-30T18:00:00Z", Rig::comment(AGENT))
+        .await;
+    rig.run("2026-11-30T18:00:01Z").await;
+    // Pending Tue 17:00 → open Mon 7 Dec 09:00: resolution due moves to Mon 11:00 Pacific.
+    for (at, status) in [
+        ("2026-12-02T01:00:00Z", "PENDING"),
+        ("2026-12-07T17:00:00Z", "OPEN"),
+        ("2026-12-07T18:00:00Z", "PENDING"),
+    ] {
+        rig.deliver("status_changed", at, json!({"current": status}))
+            .await;
+        rig.run(at).await;
+    }
+    assert_eq!(
+        rig.puts().last().unwrap()["custom_fields"],
+        json!([{"id": 360002, "value": "2026-12-07T19:00:00Z"}])
+    );
+    // While paused again, an event a rule reacts to: its update must not put back the due date
+    // computed from creation.
+    rig.deliver(
+        "type_changed",
+        "2026-12-07T18:30:00Z",
+        json!({"current": "PROBLEM"}),
+    )
+    .await;
+    rig.run("2026-12-07T18:30:01Z").await;
+    let last = rig.puts().last().unwrap().clone();
+    assert_eq!(tags(&last), vec!["retyped"]);
+    assert!(
+        last["custom_fields"].as_array().is_none_or(Vec::is_empty),
+        "{last}"
+    );
+    assert_eq!(
+        rig.zendesk.ticket(TICKET)["custom_fields"],
+        json!([{"id": 360001, "value": "2026-11-30T20:00:00Z"}, {"id": 360002, "value": "2026-12-07T19:00:00Z"}])
+    );
 }
