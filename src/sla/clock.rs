@@ -15,8 +15,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::calendar::{Calendar, Span, Unit};
 use crate::ticket::Priority;
 
-/// An agent comment this close to the ticket's creation is the opening comment of a ticket an
-/// agent created on the customer's behalf, not a reply (Zendesk sends both in one action).
+/// An agent's public comment this close to the ticket's creation is the opening comment of a
+/// ticket an agent created on the customer's behalf (Zendesk sends both in one action).
 const OPENING_COMMENT: i64 = 2;
 
 /// Tags that mark a metric at risk start with this and end with the metric's name
@@ -683,10 +683,12 @@ impl TicketClocks {
                     return ignored("a private comment changes no clock");
                 }
                 if *by_agent {
+                    // The customer heard from the agent who opened the ticket for them: the
+                    // first response is given, and the ticket cannot breach it (Zendesk's
+                    // standard SLA does not start first reply time for such tickets at all).
                     if *at <= self.created_at + Duration::seconds(OPENING_COMMENT) {
-                        return ignored(
-                            "the opening comment of a ticket an agent created is not a reply",
-                        );
+                        self.agent_replied = true;
+                        return self.fulfil(*at, |c| c.metric == Metric::FirstResponse);
                     }
                     self.agent_replied = true;
                     return self.fulfil(*at, |c| {

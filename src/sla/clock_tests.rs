@@ -149,16 +149,45 @@ fn late_reply_records_by_how_much() {
 }
 
 #[test]
-fn agent_created_ticket_is_not_answered_by_its_own_opening_comment() {
+fn agent_created_ticket_is_not_breached_by_its_own_opening_comment() {
+    let cal = farapp();
     let mut tc = created();
     let fx = tc.apply(
         &comment("2026-11-30T09:00:01-08:00", Some(true)),
         &urgent(),
         &rules(),
     );
-    assert!(matches!(fx.as_slice(), [Effect::Ignored { .. }]));
-    assert!(tc.latest(Metric::FirstResponse).unwrap().is_open());
-    assert!(!tc.agent_replied);
+    assert_eq!(
+        fx,
+        vec![Effect::Fulfilled {
+            metric: Metric::FirstResponse,
+            instance: 1,
+            at: t("2026-11-30T09:00:01-08:00")
+        }]
+    );
+    assert_eq!(
+        tc.latest(Metric::FirstResponse)
+            .unwrap()
+            .state(&cal, t("2026-11-30T15:00:00-08:00")),
+        State::Fulfilled
+    );
+    assert!(tc
+        .timers(&cal, &rules())
+        .iter()
+        .all(|x| x.metric == Metric::Resolution));
+    // The customer's answer to the agent's opening message waits for a next response.
+    let fx = tc.apply(
+        &comment("2026-11-30T10:00:00-08:00", Some(false)),
+        &urgent(),
+        &rules(),
+    );
+    assert!(matches!(
+        fx.as_slice(),
+        [Effect::Started {
+            metric: Metric::NextResponse,
+            ..
+        }]
+    ));
 }
 
 #[test]
