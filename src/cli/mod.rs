@@ -120,6 +120,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print deskbot's version (as --version does).
+    Version,
     /// List open SLA clocks, soonest breach first (or every clock of one ticket).
     Sla {
         /// SQLite file of the queue.
@@ -184,6 +186,10 @@ pub async fn run(cli: Cli) -> ExitCode {
             .map_err(anyhow::Error::from),
         Command::DeadLetters { db, requeue, json } => dead_letters(db, requeue, json).await,
         Command::Sla { db, ticket, json } => sla::run(&db, ticket, json).await,
+        Command::Version => {
+            println!("deskbot {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

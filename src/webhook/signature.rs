@@ -32,7 +32,7 @@ pub enum SignatureError {
     #[error("signature timestamp is not an ISO-8601 UTC time")]
     MalformedTimestamp,
     /// The timestamp is further from now than the tolerance.
-    #[error("signature timestamp is {skew_secs} s away from now (tolerance {tolerance_secs} s)")]
+    #[error("{}", stale(*skew_secs, *tolerance_secs))]
     Stale {
         /// Signed distance in seconds (positive: in the future).
         skew_secs: i64,
@@ -86,6 +86,30 @@ impl std::fmt::Debug for Verifier {
             .field("tolerance", &self.tolerance)
             .finish()
     }
+}
+
+/// `signature timestamp is 25 h in the past (more than 300 s from now)`: how far, in the unit a
+/// person reads, and which way.
+fn stale(skew_secs: i64, tolerance_secs: i64) -> String {
+    fn span(secs: i64) -> String {
+        let s = secs.unsigned_abs();
+        match s {
+            0..=599 => format!("{s} s"),
+            600..=7199 => format!("{} min", s / 60),
+            7200..=172_799 => format!("{} h", s / 3600),
+            _ => format!("{} days", s / 86_400),
+        }
+    }
+    let way = if skew_secs < 0 {
+        "in the past"
+    } else {
+        "in the future"
+    };
+    format!(
+        "signature timestamp is {} {way} (more than {} from now): check this machine's clock, or the request is a replay",
+        span(skew_secs),
+        span(tolerance_secs)
+    )
 }
 
 impl Verifier {
@@ -249,6 +273,20 @@ mod tests {
                 tolerance_secs: 300
             })
         );
+    }
+
+    #[test]
+    fn stale_timestamps_say_how_far_in_words() {
+        let e = |skew| {
+            SignatureError::Stale {
+                skew_secs: skew,
+                tolerance_secs: 300,
+            }
+            .to_string()
+        };
+        assert_eq!(e(-91_214), "signature timestamp is 25 h in the past (more than 300 s from now): check this machine's clock, or the request is a replay");
+        assert_eq!(e(301), "signature timestamp is 301 s in the future (more than 300 s from now): check this machine's clock, or the request is a replay");
+        assert!(e(-400_000).starts_with("signature timestamp is 4 days in the past"));
     }
 
     #[test]

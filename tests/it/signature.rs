@@ -118,11 +118,15 @@ async fn wrong_secret_stale_future_and_tampered_get_401_and_nothing_is_stored() 
         "signature does not match any configured secret"
     );
 
-    assert_eq!(
-        app.post_with(body.clone(), Some(SECRET), &stale, &[])
-            .await
-            .status(),
-        401
+    let r = app.post_with(body.clone(), Some(SECRET), &stale, &[]).await;
+    assert_eq!(r.status(), 401);
+    let reason: Value = r.json().await.unwrap();
+    let text = reason["error"].as_str().unwrap_or_default();
+    assert!(
+        text.starts_with("signature timestamp is 30")
+            && text
+                .contains(" s in the past (more than 300 s from now): check this machine's clock"),
+        "{text}"
     );
     assert_eq!(
         app.post_with(body.clone(), Some(SECRET), &future, &[])

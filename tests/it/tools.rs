@@ -511,3 +511,15 @@ fn explain_shows_each_clock_timeline_through_the_files_events() {
         text(&o.stderr)
     );
 }
+
+#[test]
+fn version_is_a_command_as_well_as_a_flag() {
+    let sub = deskbot(&["version"]);
+    let flag = deskbot(&["--version"]);
+    assert!(sub.status.success() && flag.status.success());
+    assert_eq!(
+        text(&sub.stdout),
+        format!("deskbot {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    assert_eq!(text(&sub.stdout), text(&flag.stdout));
+}
