@@ -56,8 +56,9 @@ fn a_broken_policy_refuses_to_start_with_its_position() {
     );
 }
 
-#[test]
-fn sigterm_stops_cleanly_json_logs_and_no_secret_in_them() {
+/// Runs `serve` with its logs piped (as under systemd or Docker) in `format`, stops it with
+/// SIGTERM once it listens, and returns what it logged; the exit must be clean.
+fn serve_then_sigterm(format: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut child = deskbot()
@@ -68,7 +69,7 @@ fn sigterm_stops_cleanly_json_logs_and_no_secret_in_them() {
         .env("ZENDESK_URL", "http://127.0.0.1:9")
         .env("ZENDESK_EMAIL", "bot@acme.com")
         .env("ZENDESK_API_TOKEN", TOKEN)
-        .env("DESKBOT_LOG_FORMAT", "json")
+        .env("DESKBOT_LOG_FORMAT", format)
         .env("RUST_LOG", "deskbot=debug")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -106,6 +107,22 @@ fn sigterm_stops_cleanly_json_logs_and_no_secret_in_them() {
         .unwrap()
         .read_to_string(&mut logs)
         .unwrap();
+    logs
+}
+
+#[test]
+fn logs_into_a_pipe_carry_no_colour_codes() {
+    let logs = serve_then_sigterm("pretty");
+    assert!(logs.contains("listening"), "{logs}");
+    assert!(
+        !logs.contains('\x1b'),
+        "colour codes in piped logs:\n{logs}"
+    );
+}
+
+#[test]
+fn sigterm_stops_cleanly_json_logs_and_no_secret_in_them() {
+    let logs = serve_then_sigterm("json");
     assert!(
         !logs.contains(SECRET) && !logs.contains(TOKEN),
         "a secret reached the logs:\n{logs}"
