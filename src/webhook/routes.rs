@@ -64,7 +64,7 @@ fn answer(status: StatusCode, body: serde_json::Value) -> Response {
 fn reject(metrics: &Metrics, status: StatusCode, reason: &str, message: String) -> Response {
     metrics.rejected(reason);
     // Bad client input is not deskbot's error: info, not error level.
-    info!(status = status.as_u16(), reason, %message, "webhook rejected");
+    info!(status = status.as_u16(), reason, error = %message, "webhook rejected");
     answer(status, json!({ "error": message }))
 }
 
@@ -106,20 +106,24 @@ async fn handle(
     };
     let now = Utc::now();
     let header = |name: &str| headers.get(name).map(HeaderValue::as_bytes);
-    match st
-        .verifier
-        .verify(header(SIGNATURE_HEADER), header(TIMESTAMP_HEADER), &body, now)
-    {
-        Ok(Matched::TestSecret) => warn!(
-            "accepted a webhook signed with Zendesk's public TEST secret: set DESKBOT_WEBHOOK_SECRETS to the webhook's real secret before going live"
-        ),
-        Ok(_) => {}
+    let test_secret = match st.verifier.verify(
+        header(SIGNATURE_HEADER),
+        header(TIMESTAMP_HEADER),
+        &body,
+        now,
+    ) {
+        Ok(matched) => matched == Matched::TestSecret,
         Err(e) => return reject(m, StatusCode::UNAUTHORIZED, e.reason(), e.to_string()),
-    }
+    };
     let event = match payload::parse(&body) {
         Ok(Parsed::Ticket(ev)) => *ev,
         Ok(Parsed::Ignored { event_type }) => {
             m.rejected("ignored_event_type");
+            accepted(
+                test_secret,
+                "ignored",
+                format!("{event_type}: deskbot does not act on this event type"),
+            );
             return answer(
                 StatusCode::OK,
                 json!({ "status": "ignored", "event_type": event_type }),
@@ -145,6 +149,7 @@ async fn handle(
         Source::Internal => "internal",
     };
     let ticket_id = event.ticket_id;
+    let kind = event.kind.clone();
     let stored = tokio::time::timeout(
         STORE_TIMEOUT,
         st.store.enqueue(NewEvent {
@@ -157,7 +162,11 @@ async fn handle(
     match stored {
         Ok(Ok(Enqueued::Queued(id))) => {
             m.received(source);
-            info!(job = id, ticket_id, "webhook queued");
+            accepted(
+                test_secret,
+                "queued",
+                format!("job {id}, ticket {ticket_id}, {kind}"),
+            );
             answer(
                 StatusCode::ACCEPTED,
                 json!({ "status": "queued", "job": id }),
@@ -165,10 +174,29 @@ async fn handle(
         }
         Ok(Ok(Enqueued::Duplicate)) => {
             m.rejected("duplicate");
+            accepted(
+                test_secret,
+                "duplicate",
+                format!("ticket {ticket_id}, {kind}: this delivery was stored before, nothing new queued"),
+            );
             answer(StatusCode::OK, json!({ "status": "duplicate" }))
         }
         Ok(Err(e)) => unavailable(m, e.to_string()),
         Err(_) => unavailable(m, "timed out waiting for the database".into()),
+    }
+}
+
+/// The one log line of a webhook that passed verification; a warning when Zendesk's public test
+/// secret signed it (logged only for requests that secret actually got accepted).
+fn accepted(test_secret: bool, outcome: &str, detail: String) {
+    if test_secret {
+        warn!(
+            outcome,
+            %detail,
+            "webhook {outcome}, signed with Zendesk's public TEST secret: set DESKBOT_WEBHOOK_SECRETS to the webhook's real secret before going live"
+        );
+    } else {
+        info!(outcome, %detail, "webhook {outcome}");
     }
 }
 

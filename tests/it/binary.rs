@@ -56,19 +56,23 @@ fn a_broken_policy_refuses_to_start_with_its_position() {
     );
 }
 
-/// Runs `serve` with its logs piped (as under systemd or Docker) in `format`, stops it with
-/// SIGTERM once it listens, and returns what it logged; the exit must be clean.
-fn serve_then_sigterm(format: &str) -> String {
+/// Runs `serve` with its logs piped (as under systemd or Docker) in `format`, with Zendesk
+/// credentials when `credentials`, calls `during` with its port once it listens, stops it with
+/// SIGTERM and returns what it logged; the exit must be clean.
+fn serve_then_sigterm(format: &str, credentials: bool, during: impl FnOnce(u16)) -> String {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut child = deskbot()
+    let mut cmd = deskbot();
+    if credentials {
+        cmd.env("DESKBOT_WEBHOOK_SECRETS", format!("{SECRET},other"))
+            .env("ZENDESK_URL", "http://127.0.0.1:9")
+            .env("ZENDESK_EMAIL", "bot@acme.com")
+            .env("ZENDESK_API_TOKEN", TOKEN);
+    }
+    let mut child = cmd
         .args(["serve"])
         .env("DESKBOT_LISTEN", format!("127.0.0.1:{port}"))
         .env("DESKBOT_DB", dir.path().join("d.db"))
-        .env("DESKBOT_WEBHOOK_SECRETS", format!("{SECRET},other"))
-        .env("ZENDESK_URL", "http://127.0.0.1:9")
-        .env("ZENDESK_EMAIL", "bot@acme.com")
-        .env("ZENDESK_API_TOKEN", TOKEN)
         .env("DESKBOT_LOG_FORMAT", format)
         .env("RUST_LOG", "deskbot=debug")
         .stderr(Stdio::piped())
@@ -83,6 +87,7 @@ fn serve_then_sigterm(format: &str) -> String {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    during(port);
     let kill = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -112,7 +117,7 @@ fn serve_then_sigterm(format: &str) -> String {
 
 #[test]
 fn logs_into_a_pipe_carry_no_colour_codes() {
-    let logs = serve_then_sigterm("pretty");
+    let logs = serve_then_sigterm("pretty", true, |_| {});
     assert!(logs.contains("listening"), "{logs}");
     assert!(
         !logs.contains('\x1b'),
@@ -122,7 +127,7 @@ fn logs_into_a_pipe_carry_no_colour_codes() {
 
 #[test]
 fn sigterm_stops_cleanly_json_logs_and_no_secret_in_them() {
-    let logs = serve_then_sigterm("json");
+    let logs = serve_then_sigterm("json", true, |_| {});
     assert!(
         !logs.contains(SECRET) && !logs.contains(TOKEN),
         "a secret reached the logs:\n{logs}"
@@ -140,5 +145,81 @@ fn sigterm_stops_cleanly_json_logs_and_no_secret_in_them() {
     assert!(
         logs.contains("SIGTERM: shutting down") && logs.contains("\"message\":\"stopped\""),
         "{logs}"
+    );
+}
+
+/// POSTs `body` signed with Zendesk's public test secret; returns the status code.
+fn post_test_signed(port: u16, body: &str) -> u16 {
+    use std::io::Write;
+    let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let sig = deskbot::webhook::signature::sign(
+        deskbot::webhook::signature::ZENDESK_TEST_SECRET,
+        &ts,
+        body.as_bytes(),
+    );
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        c,
+        "POST /webhooks/zendesk HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n\
+         X-Zendesk-Webhook-Signature: {sig}\r\nX-Zendesk-Webhook-Signature-Timestamp: {ts}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    c.read_to_string(&mut answer).unwrap();
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn one_log_line_per_webhook_and_the_test_secret_warning_only_when_it_let_one_in() {
+    let created = crate::support::event_body("one-line-1", "created", 9, "hello");
+    let ignored = r#"{"type":"zen:event-type:user.active_changed","id":"u1","subject":"zen:user:1","detail":{}}"#;
+    let logs = serve_then_sigterm("json", false, |port| {
+        assert_eq!(post_test_signed(port, &created), 202);
+        assert_eq!(post_test_signed(port, &created), 200);
+        assert_eq!(post_test_signed(port, ignored), 200);
+        assert_eq!(post_test_signed(port, r#"{"hello":"world"}"#), 400);
+    });
+    let webhook_lines: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "deskbot::webhook::routes")
+        .collect();
+    let summary: Vec<(String, String)> = webhook_lines
+        .iter()
+        .map(|v| {
+            (
+                v["level"].as_str().unwrap_or("").to_string(),
+                v["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .split(',')
+                    .next()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("WARN".to_string(), "webhook queued".to_string()),
+            ("WARN".to_string(), "webhook duplicate".to_string()),
+            ("WARN".to_string(), "webhook ignored".to_string()),
+            ("INFO".to_string(), "webhook rejected".to_string()),
+        ],
+        "{logs}"
+    );
+    assert_eq!(
+        webhook_lines[1]["detail"],
+        "ticket 9, created: this delivery was stored before, nothing new queued"
+    );
+    assert_eq!(
+        webhook_lines[2]["detail"],
+        "zen:event-type:user.active_changed: deskbot does not act on this event type"
     );
 }
