@@ -55,6 +55,14 @@ fn check(status: Status, name: &str, detail: impl Into<String>) -> Check {
     }
 }
 
+/// The checks that need Zendesk, listed as skipped with the reason when they cannot run.
+fn skipped(why: &str) -> Vec<Check> {
+    ["ticket updates", "clock", "fields", "webhook"]
+        .iter()
+        .map(|name| check(Status::Skip, name, format!("not checked: {why}")))
+        .collect()
+}
+
 /// What to check against.
 pub struct Target<'a> {
     /// Policy path.
@@ -117,6 +125,7 @@ pub async fn run(zendesk: Option<&ZendeskClient>, t: &Target<'_>) -> Vec<Check> 
             "credentials",
             "none set: set ZENDESK_SUBDOMAIN with ZENDESK_EMAIL + ZENDESK_API_TOKEN (or ZENDESK_OAUTH_TOKEN)",
         ));
+        out.extend(skipped("no credentials"));
         return out;
     };
     let me = match z
@@ -131,6 +140,7 @@ pub async fn run(zendesk: Option<&ZendeskClient>, t: &Target<'_>) -> Vec<Check> 
                 || role == "end-user" && user["email"].is_null()
             {
                 out.push(check(Status::Fail, "credentials", "Zendesk answered as an anonymous user: check ZENDESK_EMAIL and ZENDESK_API_TOKEN"));
+                out.extend(skipped("the credentials failed"));
                 return out;
             }
             out.push(check(
@@ -158,6 +168,7 @@ pub async fn run(zendesk: Option<&ZendeskClient>, t: &Target<'_>) -> Vec<Check> 
         }
         Err(e) => {
             out.push(check(Status::Fail, "credentials", e.advice()));
+            out.extend(skipped("the credentials failed"));
             return out;
         }
     };

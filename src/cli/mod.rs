@@ -580,11 +580,12 @@ async fn doctor(
     for c in &checks {
         println!("{c}");
     }
-    let failed = checks
-        .iter()
-        .filter(|c| c.status == crate::doctor::Status::Fail)
-        .count();
-    println!("{} checks, {failed} failed", checks.len());
+    let count = |s: crate::doctor::Status| checks.iter().filter(|c| c.status == s).count();
+    let failed = count(crate::doctor::Status::Fail);
+    match count(crate::doctor::Status::Skip) {
+        0 => println!("{} checks, {failed} failed", checks.len()),
+        n => println!("{} checks, {failed} failed, {n} skipped", checks.len()),
+    }
     if failed == 0 {
         ExitCode::SUCCESS
     } else {

@@ -88,7 +88,12 @@ impl ZendeskError {
             ),
             ZendeskError::Status { status: 429, .. } => "Zendesk is rate limiting this account (429): wait a minute and run the command again.".into(),
             ZendeskError::Status { status, endpoint, .. } => format!("Zendesk answered {status} to {endpoint}: try again in a minute; if it persists, check status.zendesk.com."),
-            ZendeskError::Network { message, .. } => format!("Could not reach Zendesk ({message}): check ZENDESK_SUBDOMAIN (or ZENDESK_URL) and this machine's network."),
+            // The library's chain ("error sending request for url (...): client error (Connect):
+            // tcp connect error: Connection refused") ends with the cause a person can act on.
+            ZendeskError::Network { message, .. } => format!(
+                "Could not reach Zendesk: {}. Check ZENDESK_SUBDOMAIN (or ZENDESK_URL) and this machine's network.",
+                message.rsplit(": ").next().unwrap_or(message).trim()
+            ),
             ZendeskError::Decode { endpoint, .. } => format!("Zendesk's answer to {endpoint} was not what the API documents: is ZENDESK_URL pointing at Zendesk?"),
         }
     }

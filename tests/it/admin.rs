@@ -346,3 +346,34 @@ async fn the_installed_trigger_body_round_trips_to_a_decision() {
     );
     app.stop().await;
 }
+
+#[test]
+fn doctor_lists_what_it_skipped_and_says_the_network_cause_in_short() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("p.toml");
+    std::fs::write(&rules, DOCTOR_POLICY).unwrap();
+    let port = crate::support::free_port();
+    let o = crate::support::deskbot_command()
+        .args(["doctor", "--rules", rules.to_str().unwrap()])
+        .args(["--db", dir.path().join("d.db").to_str().unwrap()])
+        .env("ZENDESK_URL", format!("http://127.0.0.1:{port}"))
+        .env("ZENDESK_EMAIL", "admin@example.com")
+        .env("ZENDESK_API_TOKEN", "token")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let text = out(&o);
+    let lines: Vec<&str> = text.lines().skip(2).collect();
+    assert_eq!(
+        lines,
+        vec![
+            "FAIL  credentials: Could not reach Zendesk: Connection refused (os error 111). Check ZENDESK_SUBDOMAIN (or ZENDESK_URL) and this machine's network.",
+            "skip  ticket updates: not checked: the credentials failed",
+            "skip  clock: not checked: the credentials failed",
+            "skip  fields: not checked: the credentials failed",
+            "skip  webhook: not checked: the credentials failed",
+            "7 checks, 1 failed, 4 skipped",
+        ],
+        "{text}"
+    );
+}
