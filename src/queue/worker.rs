@@ -99,6 +99,12 @@ pub enum Outcome {
         /// The message.
         text: String,
     },
+    /// Dry run without credentials, on an event that does not carry the ticket (a trigger body):
+    /// nothing to decide on.
+    NotRead {
+        /// Why.
+        reason: String,
+    },
     /// An SLA timer that no longer had cause to act when its time came.
     TimerMoot {
         /// Why (fulfilled, paused, moved, already acted).
@@ -133,6 +139,7 @@ impl Outcome {
             Outcome::OwnNote => "own_note",
             Outcome::ClockOnly { .. } => "clock_only",
             Outcome::TimerMoot { .. } => "timer_moot",
+            Outcome::NotRead { .. } => "not_read",
             Outcome::Notified { .. } => "notified",
             Outcome::NotifyLogged { .. } => "notify_logged",
             Outcome::TicketGone => "ticket_gone",
@@ -221,6 +228,8 @@ impl Group {
 
 enum Failure {
     Gone,
+    /// No client, and the event carries no ticket to decide on.
+    NoTicket,
     Retry {
         error: ZendeskError,
         after: Option<Duration>,
@@ -767,6 +776,9 @@ impl Worker {
     async fn read_ticket(&self, job: &Job) -> Result<Ticket, Failure> {
         let ev = &job.event;
         let Some(client) = self.zendesk.as_ref() else {
+            if ev.source == Source::Trigger {
+                return Err(Failure::NoTicket);
+            }
             return Ok(ev.snapshot.clone());
         };
         let read = client.show_ticket(ev.ticket_id).await.map_err(classify);
@@ -816,6 +828,13 @@ impl Worker {
         let jitter = fastrand::f64() * 2.0 - 1.0;
         match failure {
             Failure::Gone => Outcome::TicketGone,
+            Failure::NoTicket => {
+                let reason = "dry run without Zendesk credentials: a trigger body carries only the ticket id, so there is no ticket to decide on (use an event webhook, or set credentials)";
+                warn!(reason, "ticket not read");
+                Outcome::NotRead {
+                    reason: reason.into(),
+                }
+            }
             Failure::Fatal(e) => Outcome::Dead {
                 error: e.to_string(),
             },

@@ -106,6 +106,30 @@ async fn trigger_body_goes_through_the_same_pipeline() {
 }
 
 #[tokio::test]
+async fn a_trigger_body_in_a_dry_run_without_credentials_says_it_was_not_read() {
+    let app = spawn_app_with(Options {
+        with_zendesk: false,
+        dry_run: true,
+        ..Options::default()
+    })
+    .await;
+    let body = json!({"ticket_id": "104", "event": "created", "updated_at": "2026-11-23T17:00Z"})
+        .to_string();
+    assert_eq!(app.post_signed(body).await.status(), 202);
+    eventually(10, "job done", || app.events_in_state("done") == 1).await;
+    let outcome: Value = serde_json::from_str(&crate::support::text_of(
+        &app.db,
+        "SELECT outcome FROM events WHERE id = 1",
+    ))
+    .unwrap();
+    assert_eq!(outcome["result"], "not_read");
+    assert!(outcome["reason"].as_str().unwrap().starts_with(
+        "dry run without Zendesk credentials: a trigger body carries only the ticket id"
+    ));
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn nothing_to_change_sends_nothing() {
     let app = spawn_app().await;
     seed(&app.zendesk, 103, "How do I export a report?");

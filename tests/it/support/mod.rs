@@ -488,6 +488,15 @@ pub fn ticket_of(path: &str) -> u64 {
 }
 
 pub fn count(db: &std::path::Path, sql: &str) -> i64 {
+    one(db, sql)
+}
+
+/// The first column of the first row `sql` returns, as text.
+pub fn text_of(db: &std::path::Path, sql: &str) -> String {
+    one(db, sql)
+}
+
+fn one<T: rusqlite::types::FromSql>(db: &std::path::Path, sql: &str) -> T {
     let c = rusqlite::Connection::open(db).unwrap();
     c.busy_timeout(Duration::from_secs(5)).unwrap();
     c.query_row(sql, [], |r| r.get(0)).unwrap()
