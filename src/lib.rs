@@ -8,6 +8,7 @@ pub mod calendar;
 pub mod cli;
 pub mod config;
 pub mod doctor;
+pub mod http;
 pub mod metrics;
 pub mod notify;
 pub mod policy;

@@ -147,17 +147,14 @@ pub async fn run(
         policy_for_reload,
         shutdown.clone(),
     ));
-    let http_shutdown = shutdown.clone();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
-        .await;
-    // Intake has stopped (or failed): let the worker finish its in-flight job, then return.
+    crate::http::serve(listener, app, shutdown.clone(), Default::default()).await;
+    // Intake has stopped: let the worker finish its in-flight job, then return.
     shutdown.cancel();
     if let Err(e) = worker_task.await {
         error!(error = %e, "worker task ended abnormally");
     }
     info!("stopped");
-    served.map_err(ServeError::from)
+    Ok(())
 }
 
 fn router(webhook: WebhookState, ops: OpsState) -> Router {
