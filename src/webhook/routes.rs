@@ -7,20 +7,22 @@
 //! | 400 | not a ticket event (one-line JSON reason) |
 //! | 401 | missing, wrong or stale signature |
 //! | 413 | body over 1 MiB |
-//! | 503 + Retry-After | could not store it: the only answer Zendesk retries |
+//! | 503 + Retry-After | could not store it, or too many bodies are being read at once: the only answer Zendesk retries |
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use chrono::Utc;
 use serde_json::json;
+use tokio::sync::Semaphore;
 use tracing::{error, info, warn};
 
 use crate::metrics::Metrics;
@@ -31,6 +33,10 @@ use super::signature::{Matched, Verifier, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 
 /// Largest body accepted; Zendesk ticket events are a few KiB.
 pub const MAX_BODY: usize = 1024 * 1024;
+/// Body bytes the route reads at once, in KiB: each request reserves its `Content-Length` (1 MiB
+/// when it sends none) before its body is read, so many clients posting large bodies get 503
+/// instead of growing memory without bound. Thousands of real (few-KiB) events fit at once.
+const BODY_BUDGET_KIB: u32 = 16 * 1024;
 /// Longest wait for the database before answering 503 (well inside Zendesk's ~10 s timeout).
 const STORE_TIMEOUT: Duration = Duration::from_secs(5);
 /// `Retry-After` on 503: Zendesk retries only when it is under 60 s.
@@ -49,12 +55,43 @@ pub struct WebhookState {
     pub metrics: Metrics,
 }
 
-/// The webhook route, with its body limit.
+/// The webhook route, with its body limit and its budget of body bytes in flight.
 pub fn router(state: WebhookState) -> Router {
+    let budget = (
+        Arc::new(Semaphore::new(BODY_BUDGET_KIB as usize)),
+        state.metrics.clone(),
+    );
     Router::new()
         .route("/webhooks/zendesk", post(receive))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn_with_state(budget, admit))
         .with_state(state)
+}
+
+/// Reserves the request's body size from the budget before the body is read; 503 when full.
+async fn admit(
+    State((budget, metrics)): State<(Arc<Semaphore>, Metrics)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let bytes = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .map_or(MAX_BODY, |n| n.min(MAX_BODY));
+    let kib = u32::try_from(bytes / 1024 + 1).unwrap_or(BODY_BUDGET_KIB);
+    let Ok(reserved) = budget.try_acquire_many_owned(kib) else {
+        metrics.rejected("busy");
+        warn!(
+            body_bytes = bytes,
+            "webhook rejected: too many bodies being read at once; answering 503 so the sender retries"
+        );
+        return retry_later("too many requests are being read at once; retry later");
+    };
+    let response = next.run(request).await;
+    drop(reserved);
+    response
 }
 
 fn answer(status: StatusCode, body: serde_json::Value) -> Response {
@@ -203,10 +240,12 @@ fn accepted(test_secret: bool, outcome: &str, detail: String) {
 fn unavailable(m: &Metrics, cause: String) -> Response {
     m.rejected("store_unavailable");
     error!(error = %cause, "could not store a webhook event; answering 503 so Zendesk retries");
-    let mut r = answer(
-        StatusCode::SERVICE_UNAVAILABLE,
-        json!({ "error": "could not store the event; retry later" }),
-    );
+    retry_later("could not store the event; retry later")
+}
+
+/// 503 with `Retry-After`: the one answer Zendesk retries.
+fn retry_later(message: &str) -> Response {
+    let mut r = answer(StatusCode::SERVICE_UNAVAILABLE, json!({ "error": message }));
     r.headers_mut().insert(
         axum::http::header::RETRY_AFTER,
         HeaderValue::from_static(RETRY_AFTER_SECS),

@@ -89,3 +89,63 @@ async fn ignored_event_types_get_200_and_are_not_queued() {
     assert_eq!(app.stored_events(), 0);
     app.stop().await;
 }
+
+/// Many clients posting large bodies at once: past the route's budget of body bytes in flight
+/// (16 MiB), requests get 503 + Retry-After before their body is read; when the readers finish,
+/// requests are taken again.
+#[tokio::test]
+async fn large_bodies_past_the_budget_get_503_before_being_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app().await;
+    let head = |len: usize| {
+        format!(
+            "POST /webhooks/zendesk HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
+        )
+    };
+    // 16 clients each announce ~1 MiB and send only the start of it: their reservations fill the budget.
+    let mut readers = Vec::new();
+    for _ in 0..16 {
+        let mut c = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+        c.write_all(head(1_040_000).as_bytes()).await.unwrap();
+        c.write_all(b"{\"a\":\"").await.unwrap();
+        readers.push(c);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let answer = |len: usize| {
+        let addr = app.addr;
+        let head = head(len);
+        async move {
+            let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+            c.write_all(head.as_bytes()).await.unwrap();
+            c.write_all(&vec![b' '; len]).await.ok();
+            let mut got = Vec::new();
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(5), c.read_to_end(&mut got))
+                    .await;
+            String::from_utf8_lossy(&got).into_owned()
+        }
+    };
+    let busy = answer(1_000_000).await;
+    assert!(busy.starts_with("HTTP/1.1 503"), "{busy}");
+    assert!(
+        busy.to_ascii_lowercase().contains("retry-after: 10"),
+        "{busy}"
+    );
+    assert!(
+        busy.contains("too many requests are being read at once"),
+        "{busy}"
+    );
+    drop(readers);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let taken = answer(100).await;
+    assert!(
+        taken.starts_with("HTTP/1.1 401"),
+        "unsigned, but read: {taken}"
+    );
+    let metrics = app.get_text("/metrics").await;
+    assert!(
+        metrics.contains("deskbot_webhooks_rejected_total{reason=\"busy\"} 1"),
+        "{metrics}"
+    );
+    app.stop().await;
+}
