@@ -297,18 +297,31 @@ fn test(path: &std::path::Path) -> ExitCode {
         Ok((set, _)) => set,
         Err(e) => {
             eprintln!("{e}");
-            println!("0 passed, 1 failed");
+            eprintln!(
+                "no test ran: the policy does not load (the errors above; `deskbot check {}` lists them)",
+                path.display()
+            );
             return ExitCode::FAILURE;
         }
     };
     let (mut passed, mut failed) = (0, 0);
     for p in set.policies() {
+        let text = std::fs::read_to_string(p.source()).unwrap_or_default();
         for case in p.tests() {
             match case.run(p) {
                 Ok(()) => passed += 1,
                 Err(diffs) => {
                     failed += 1;
-                    println!("FAIL {}: {}", p.source().display(), case.name);
+                    // Point at the test's name (or its table) as an editor jumps to it.
+                    let mut at = case.path.clone();
+                    at.push("name".into());
+                    let d = crate::policy::diagnostic::locate(
+                        Severity::Error,
+                        p.source(),
+                        &text,
+                        &crate::policy::diagnostic::Located::new(&at, ""),
+                    );
+                    println!("FAIL {}:{}: {}", p.source().display(), d.line, case.name);
                     for d in diffs {
                         println!("    {d}");
                     }

@@ -68,10 +68,36 @@ fn test_prints_a_diff_per_failure_and_the_count_last() {
     assert_eq!(out.status.code(), Some(1));
     let stdout = text(&out.stdout);
     assert!(
-        stdout.contains("FAIL") && stdout.contains("fails\n    priority: expected high, got none"),
+        stdout.contains(&format!(
+            "FAIL {}:16: fails\n    priority: expected high, got none",
+            f.display()
+        )),
         "{stdout}"
     );
     assert_eq!(stdout.lines().last(), Some("1 passed, 1 failed"));
+}
+
+#[test]
+fn test_on_a_policy_that_does_not_load_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("p.toml");
+    std::fs::write(
+        &f,
+        "[policy]\nname = \"x\"\n[[rule]]\nname = \"r\"\npriority = \"urgnt\"\n",
+    )
+    .unwrap();
+    let out = deskbot(&["test", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout), "");
+    let err = text(&out.stderr);
+    assert!(err.contains("p.toml:5:"), "{err}");
+    assert!(
+        err.trim_end().ends_with(&format!(
+            "no test ran: the policy does not load (the errors above; `deskbot check {}` lists them)",
+            f.display()
+        )),
+        "{err}"
+    );
 }
 
 #[test]
