@@ -61,12 +61,38 @@ pub struct ZendeskArgs {
     /// OAuth access token, instead of e-mail + API token.
     #[arg(long, env = "ZENDESK_OAUTH_TOKEN", hide_env_values = true)]
     pub zendesk_oauth_token: Option<String>,
+}
+
+/// Zendesk's rate limits, for `serve` (the admin commands make a handful of calls).
+#[derive(Debug, Clone, Args)]
+pub struct RateArgs {
     /// The account's API requests per minute (by plan: Team 200, Growth/Professional 400, Enterprise 700).
-    #[arg(long, env = "ZENDESK_RATE_LIMIT_PER_MINUTE", default_value_t = 200)]
+    #[arg(long, env = "ZENDESK_RATE_LIMIT_PER_MINUTE", default_value_t = DEFAULT_REQUESTS_PER_MINUTE)]
     pub zendesk_rate_limit_per_minute: u32,
     /// Ticket updates per minute (Zendesk's separate bucket: 100, 300 with High Volume).
-    #[arg(long, env = "ZENDESK_TICKET_UPDATES_PER_MINUTE", default_value_t = 100)]
+    #[arg(long, env = "ZENDESK_TICKET_UPDATES_PER_MINUTE", default_value_t = DEFAULT_UPDATES_PER_MINUTE)]
     pub zendesk_ticket_updates_per_minute: u32,
+}
+
+/// A Team plan's API requests per minute: the safe default.
+const DEFAULT_REQUESTS_PER_MINUTE: u32 = 200;
+/// Zendesk's ticket-update bucket without High Volume.
+const DEFAULT_UPDATES_PER_MINUTE: u32 = 100;
+
+impl RateArgs {
+    /// `z` paced at these limits.
+    fn apply(&self, z: ZendeskConfig) -> Result<ZendeskConfig, ConfigError> {
+        if self.zendesk_rate_limit_per_minute == 0 || self.zendesk_ticket_updates_per_minute == 0 {
+            return Err(ConfigError(
+                "ZENDESK_RATE_LIMIT_PER_MINUTE and ZENDESK_TICKET_UPDATES_PER_MINUTE must be at least 1".into(),
+            ));
+        }
+        Ok(ZendeskConfig {
+            requests_per_window: self.zendesk_rate_limit_per_minute,
+            updates_per_window: self.zendesk_ticket_updates_per_minute,
+            ..z
+        })
+    }
 }
 
 /// Flags and environment of `deskbot serve`.
@@ -115,6 +141,9 @@ pub struct ServeArgs {
     /// Zendesk connection.
     #[command(flatten)]
     pub zendesk: ZendeskArgs,
+    /// Zendesk's rate limits.
+    #[command(flatten)]
+    pub rates: RateArgs,
 }
 
 /// How deskbot authenticates to Zendesk.
@@ -266,16 +295,11 @@ impl ZendeskArgs {
             }
             (None, None, None) => None,
         };
-        if self.zendesk_rate_limit_per_minute == 0 || self.zendesk_ticket_updates_per_minute == 0 {
-            return Err(ConfigError(
-                "ZENDESK_RATE_LIMIT_PER_MINUTE and ZENDESK_TICKET_UPDATES_PER_MINUTE must be at least 1".into(),
-            ));
-        }
         Ok(Some(ZendeskConfig {
             base_url,
             auth,
-            requests_per_window: self.zendesk_rate_limit_per_minute,
-            updates_per_window: self.zendesk_ticket_updates_per_minute,
+            requests_per_window: DEFAULT_REQUESTS_PER_MINUTE,
+            updates_per_window: DEFAULT_UPDATES_PER_MINUTE,
             rate_window: Duration::from_secs(60),
             request_timeout: Duration::from_secs(20),
         }))
@@ -285,7 +309,11 @@ impl ZendeskArgs {
 impl Config {
     /// Validates `serve`'s arguments.
     pub fn from_args(args: ServeArgs) -> Result<Config, ConfigError> {
-        let zendesk = args.zendesk.resolve()?;
+        let zendesk = args
+            .zendesk
+            .resolve()?
+            .map(|z| args.rates.apply(z))
+            .transpose()?;
         let has_credentials = zendesk.as_ref().is_some_and(|z| z.auth.is_some());
         let dry_run = match args.dry_run {
             Some(false) if !has_credentials => {

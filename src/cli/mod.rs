@@ -33,17 +33,9 @@ pub enum Command {
     /// Run the webhook server and the worker.
     Serve(Box<ServeArgs>),
     /// Check policy files: every error as file:line:col, plus warnings.
-    Check {
-        /// A policy file or a directory of them.
-        #[arg(env = "DESKBOT_RULES", default_value = "rules")]
-        path: PathBuf,
-    },
+    Check(RulesArg),
     /// Run the [[test]] cases of policy files.
-    Test {
-        /// A policy file or a directory of them.
-        #[arg(env = "DESKBOT_RULES", default_value = "rules")]
-        path: PathBuf,
-    },
+    Test(RulesArg),
     /// Show the decision for one ticket, the rules that matched and why, and those that nearly did.
     Explain {
         /// A webhook body (event or trigger), or {"ticket": ..., "organization": ...} from the API.
@@ -136,12 +128,30 @@ pub enum Command {
     },
 }
 
+/// The policies a command reads: `--rules PATH`, or the path as its argument (as the other
+/// commands take `--rules`, `check` and `test` accept both).
+#[derive(Debug, clap::Args)]
+pub struct RulesArg {
+    /// A policy file or a directory of them.
+    #[arg(value_name = "PATH")]
+    path: Option<PathBuf>,
+    /// A policy file or a directory of them.
+    #[arg(long, env = "DESKBOT_RULES", default_value = "rules")]
+    rules: PathBuf,
+}
+
+impl RulesArg {
+    fn path(&self) -> &std::path::Path {
+        self.path.as_deref().unwrap_or(&self.rules)
+    }
+}
+
 /// Runs the parsed command; errors are printed for humans here, at the edge.
 pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(*args).await,
-        Command::Check { path } => return check(&path),
-        Command::Test { path } => return test(&path),
+        Command::Check(r) => return check(r.path()),
+        Command::Test(r) => return test(r.path()),
         Command::Explain {
             file,
             rules,

@@ -549,3 +549,33 @@ fn version_is_a_command_as_well_as_a_flag() {
     );
     assert_eq!(text(&sub.stdout), text(&flag.stdout));
 }
+
+#[test]
+fn every_policy_command_takes_rules_and_help_shows_only_its_own_options() {
+    for args in [
+        vec!["check", "--rules", "rules/farapp.toml"],
+        vec!["check", "rules/farapp.toml"],
+        vec!["test", "--rules", "rules/farapp.toml"],
+        vec!["test", "rules/farapp.toml"],
+    ] {
+        let out = deskbot(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            !text(&out.stdout).contains("storeconnect"),
+            "{args:?} read only FarApp"
+        );
+    }
+    let register = text(&deskbot(&["register", "--help"]).stdout);
+    assert!(register.contains("--zendesk-url"), "{register}");
+    assert!(
+        !register.contains("RATE_LIMIT"),
+        "register makes a few calls: {register}"
+    );
+    let serve = text(&deskbot(&["serve", "--help"]).stdout);
+    assert!(serve.contains("ZENDESK_RATE_LIMIT_PER_MINUTE"), "{serve}");
+}
