@@ -579,3 +579,19 @@ fn every_policy_command_takes_rules_and_help_shows_only_its_own_options() {
     let serve = text(&deskbot(&["serve", "--help"]).stdout);
     assert!(serve.contains("ZENDESK_RATE_LIMIT_PER_MINUTE"), "{serve}");
 }
+
+#[test]
+fn the_storeconnect_example_routes_to_storeconnect_with_its_brand_set() {
+    let out = deskbot_command()
+        .args(["explain", "--rules", "rules", "examples/storeconnect-store-down.json"])
+        .env("STORECONNECT_BRAND_ID", "9938120000017")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.starts_with("ticket 9120 → policy \"StoreConnect support\""),
+        "{stdout}"
+    );
+    assert!(stdout.contains("(level critical"), "{stdout}");
+}
