@@ -207,7 +207,7 @@ impl Calendar {
     pub fn build(spec: &CalendarSpec, base: &Path) -> Result<Calendar, String> {
         let tz: Tz = spec.timezone.parse().map_err(|_| {
             format!(
-                "unknown time zone {:?}: use an IANA name such as \"America/Los_Angeles\" or \"Australia/Sydney\"",
+                "timezone: unknown time zone {:?}: use an IANA name such as \"America/Los_Angeles\" or \"Australia/Sydney\"",
                 spec.timezone
             )
         })?;
@@ -290,7 +290,7 @@ impl Calendar {
                         self.closed_days.insert(date);
                     }
                     Some(p) => {
-                        let closed = interval(p).map_err(|e| format!("holiday {s:?}: {e}"))?;
+                        let closed = interval(p).map_err(|e| format!("holidays: {s:?}: {e}"))?;
                         let parts = self.closed_parts.entry(date).or_default();
                         parts.push(closed);
                         parts.sort();
@@ -300,9 +300,9 @@ impl Calendar {
             HolidaySpec::Ics { ics } => {
                 let path = base.join(ics);
                 let text = std::fs::read_to_string(&path)
-                    .map_err(|e| format!("holiday file {}: {e}", path.display()))?;
+                    .map_err(|e| format!("holidays: file {}: {e}", path.display()))?;
                 let days = holidays::parse_ics(&text)
-                    .map_err(|e| format!("holiday file {}: {e}", path.display()))?;
+                    .map_err(|e| format!("holidays: file {}: {e}", path.display()))?;
                 self.closed_days.extend(days.into_iter().map(|h| h.date));
             }
         }

@@ -330,7 +330,9 @@ fn bad_calendars_say_what_is_wrong() {
         Calendar::build(&spec(tz, hours, holidays), Path::new(".")).unwrap_err()
     };
     let ok = &[("mon-fri", &["08:00-18:00"][..])][..];
-    assert!(build("Pacific Time", ok, &[]).starts_with("unknown time zone \"Pacific Time\""));
+    assert!(
+        build("Pacific Time", ok, &[]).starts_with("timezone: unknown time zone \"Pacific Time\"")
+    );
     assert_eq!(
         build("UTC", &[("mon", &["22:00-02:00"])], &[]),
         "hours.mon: \"22:00-02:00\" crosses midnight: split it into \"22:00-24:00\" on one day and \"00:00-02:00\" on the next"

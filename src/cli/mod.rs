@@ -284,7 +284,8 @@ fn check(path: &std::path::Path) -> ExitCode {
                     p.tests().len()
                 );
             }
-            println!("0 errors, {} warnings", warnings.len());
+            let n = warnings.len();
+            println!("0 errors, {n} warning{}", if n == 1 { "" } else { "s" });
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -296,7 +297,7 @@ fn check(path: &std::path::Path) -> ExitCode {
             for d in &e.diagnostics {
                 eprintln!("{d}");
             }
-            eprintln!("{errors} errors");
+            eprintln!("{errors} error{}", if errors == 1 { "" } else { "s" });
             ExitCode::FAILURE
         }
     }

@@ -93,6 +93,30 @@ fn interpolate_all(v: &mut Value, path: &[String]) -> Result<(), Located> {
     Ok(())
 }
 
+/// A message that starts with the dotted key it is about (`hours.mon-fri: ...`,
+/// `sla.urgent.first_response: ...`) is placed at that key under `base`, so the error points at
+/// the value rather than at the section's header.
+fn keyed(base: &[String], message: String) -> Located {
+    let head = message.split_once(": ").map(|(h, _)| h).unwrap_or("");
+    let is_path = !head.is_empty()
+        && head
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !is_path {
+        return err(base, message);
+    }
+    let mut segs = head.split('.').map(str::to_string);
+    let mut path = base.to_vec();
+    // `Sla` names its keys from "sla."; under [slas.NAME] the base already says where.
+    match segs.next() {
+        Some(first) if first == "sla" => {}
+        Some(first) => path.push(first),
+        None => {}
+    }
+    path.extend(segs);
+    err(&path, message)
+}
+
 fn check_keys(t: &Table, known: &[&str], path: &[String], what: &str) -> Result<(), Located> {
     for k in t.keys() {
         if !known.contains(&k.as_str()) {
@@ -281,7 +305,7 @@ pub fn compile(text: &str, file: &Path) -> Result<Policy, Located> {
             let at = p(&["calendars", cname]);
             let spec = CalendarSpec::deserialize(spec.clone())
                 .map_err(|e| err(&at, e.message().trim().to_string()))?;
-            let cal = Calendar::build(&spec, base).map_err(|m| err(&at, m))?;
+            let cal = Calendar::build(&spec, base).map_err(|m| keyed(&at, m))?;
             calendars.insert(cname.clone(), cal);
         }
     }
@@ -316,11 +340,11 @@ pub fn compile(text: &str, file: &Path) -> Result<Policy, Located> {
         .get("sla")
         .map(|v| Sla::from_toml(v, &level_names))
         .transpose()
-        .map_err(|m| err(&p(&["sla"]), m))?;
+        .map_err(|m| keyed(&p(&["sla"]), m))?;
     let mut slas = BTreeMap::new();
     if let Some(v) = root.get("slas") {
         for (sname, s) in table(v, &p(&["slas"]), "[slas]")? {
-            let s = Sla::from_toml(s, &level_names).map_err(|m| err(&p(&["slas", sname]), m))?;
+            let s = Sla::from_toml(s, &level_names).map_err(|m| keyed(&p(&["slas", sname]), m))?;
             slas.insert(sname.clone(), s);
         }
     }

@@ -36,6 +36,33 @@ expect = { priority = "high" }
 "#;
 
 #[test]
+fn check_points_at_the_bad_value_not_its_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("p.toml");
+    let head = "[policy]\nname = \"x\"\n[calendars.c]\n";
+    for (body, want) in [
+        (
+            "timezone = \"Pacific Time\"\nhours = { mon-fri = \"08:00-17:00\" }\n",
+            "p.toml:4:1: timezone: unknown time zone \"Pacific Time\"",
+        ),
+        (
+            "timezone = \"UTC\"\nhours = { mon-fri = \"8am\" }\n",
+            "p.toml:5:11: hours.mon-fri: \"8am\" is not an interval",
+        ),
+        (
+            "timezone = \"UTC\"\nhours = { mon-fri = \"08:00-17:00\" }\n[sla.urgent]\nresolution = \"1 day\"\nfirst_response = \"3 bussiness hours\"\n",
+            "p.toml:8:1: sla.urgent.first_response: \"3 bussiness hours\" is not a duration",
+        ),
+    ] {
+        std::fs::write(&f, format!("{head}{body}")).unwrap();
+        let out = deskbot(&["check", f.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1));
+        let err = text(&out.stderr);
+        assert!(err.contains(want), "{want} in\n{err}");
+    }
+}
+
+#[test]
 fn check_reports_errors_with_position_and_exits_1() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("p.toml");
@@ -51,7 +78,7 @@ fn check_reports_errors_with_position_and_exits_1() {
         err.contains("\n    when = { subject = { has_wrd = \"a\" } }\n                         ^"),
         "{err}"
     );
-    assert!(err.trim_end().ends_with("1 errors"), "{err}");
+    assert!(err.trim_end().ends_with("\n1 error"), "{err}");
 
     std::fs::write(&f, GOOD).unwrap();
     let out = deskbot(&["check", f.to_str().unwrap()]);
@@ -583,7 +610,12 @@ fn every_policy_command_takes_rules_and_help_shows_only_its_own_options() {
 #[test]
 fn the_storeconnect_example_routes_to_storeconnect_with_its_brand_set() {
     let out = deskbot_command()
-        .args(["explain", "--rules", "rules", "examples/storeconnect-store-down.json"])
+        .args([
+            "explain",
+            "--rules",
+            "rules",
+            "examples/storeconnect-store-down.json",
+        ])
         .env("STORECONNECT_BRAND_ID", "9938120000017")
         .output()
         .unwrap();
