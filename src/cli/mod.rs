@@ -466,6 +466,22 @@ fn explain(
     if let Some(c) = caveat {
         println!("note: {c}");
     }
+    // Why the scoped policies before the chosen one did not take the ticket.
+    for other in set.policies() {
+        if std::ptr::eq(other, policy) || other.in_scope(&ticket) != Some(false) {
+            continue;
+        }
+        let scope = other.scope_text().unwrap_or_default();
+        let hint = if scope.contains("\"\"") {
+            " (an empty value: is the environment variable the policy names there set?)"
+        } else {
+            ""
+        };
+        println!(
+            "not {:?}: its scope {scope} does not hold for this ticket{hint}",
+            other.name()
+        );
+    }
     let was = ticket
         .priority
         .map_or("none".to_string(), |p| p.to_string());
@@ -477,8 +493,15 @@ fn explain(
     if !d.add_tags.is_empty() {
         println!("add tags: {}", d.add_tags.join(", "));
     }
-    if !d.remove_tags.is_empty() {
-        println!("remove tags: {}", d.remove_tags.join(", "));
+    // Only tags the ticket has can be removed.
+    let removed: Vec<&String> = d
+        .remove_tags
+        .iter()
+        .filter(|t| ticket.tags.iter().any(|have| have.eq_ignore_ascii_case(t)))
+        .collect();
+    if !removed.is_empty() {
+        let removed: Vec<&str> = removed.iter().map(|t| t.as_str()).collect();
+        println!("remove tags: {}", removed.join(", "));
     }
     println!("first response due: {}", when(d.first_response_due));
     println!("resolution due: {}", when(d.resolution_due));
@@ -495,7 +518,7 @@ fn explain(
         for m in &e.matched {
             println!("  {}", m.rule);
             for ev in &m.evidence {
-                println!("      {ev}");
+                println!("      {}", without_offsets(ev));
             }
         }
     }
@@ -516,6 +539,15 @@ fn explain(
         }
     }
     Ok(())
+}
+
+/// Evidence as a support lead reads it: the byte offsets (` at 64..77`) stay in `--json`.
+fn without_offsets(evidence: &str) -> std::borrow::Cow<'_, str> {
+    static OFFSETS: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
+    match OFFSETS.get_or_init(|| regex::Regex::new(r" at \d+\.\.\d+").ok()) {
+        Some(re) => re.replace_all(evidence, ""),
+        None => std::borrow::Cow::Borrowed(evidence),
+    }
 }
 
 /// Each SLA clock's timeline for `explain`: from creation, through the file's `"events"` (the

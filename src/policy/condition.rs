@@ -805,13 +805,16 @@ fn field_name(f: &Field) -> String {
 pub fn describe(field: &Field, op: &Op, phrases: &Phrases) -> String {
     let f = field_name(field);
     // Long phrase lists are abbreviated: the evidence after the description quotes what matched.
+    // Phrases that read alike once normalised ("mapping", "mappings") are listed once.
     let list = |ids: &[usize]| {
-        let shown: Vec<String> = ids
-            .iter()
-            .take(3)
-            .map(|i| format!("{:?}", phrases.pattern(*i)))
-            .collect();
-        match ids.len() {
+        let mut unique: Vec<&str> = Vec::new();
+        for p in ids.iter().map(|i| phrases.pattern(*i)) {
+            if !unique.contains(&p) {
+                unique.push(p);
+            }
+        }
+        let shown: Vec<String> = unique.iter().take(3).map(|p| format!("{p:?}")).collect();
+        match unique.len() {
             n if n > 3 => format!("{}, … {} more", shown.join(", "), n - 3),
             _ => shown.join(", "),
         }

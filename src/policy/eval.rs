@@ -51,6 +51,11 @@ fn summary(c: &Condition, phrases: &super::text::Phrases) -> String {
 }
 
 impl Policy {
+    /// The policy's scope as `explain` shows it (`brand_id equals "360001"`), when it has one.
+    pub fn scope_text(&self) -> Option<String> {
+        self.scope.as_ref().map(|s| summary(s, &self.phrases))
+    }
+
     fn reacts(rule: &Rule, ticket: &Ticket) -> bool {
         match (&rule.on, &ticket.event) {
             (None, _) => true,

@@ -370,7 +370,7 @@ impl Policy {
     }
 
     /// True when this policy has a scope and the ticket is in it; `None` when unscoped.
-    fn in_scope(&self, ticket: &Ticket) -> Option<bool> {
+    pub fn in_scope(&self, ticket: &Ticket) -> Option<bool> {
         let scope = self.scope.as_ref()?;
         let ev = condition::Eval::new(ticket, &self.phrases, self.calendar.as_ref());
         Some(ev.check(scope, &mut None))

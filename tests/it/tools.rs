@@ -627,3 +627,50 @@ fn the_storeconnect_example_routes_to_storeconnect_with_its_brand_set() {
     );
     assert!(stdout.contains("(level critical"), "{stdout}");
 }
+
+/// The README's `explain` sample is the command's real output (a line `    …` in the README
+/// stands for lines it leaves out): this fails when the two drift apart.
+#[test]
+fn the_readme_explain_sample_is_real_output() {
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    let command = "$ deskbot explain examples/farapp-few-orders-missing.json\n";
+    let start = readme
+        .find(command)
+        .expect("the README shows the explain sample")
+        + command.len();
+    let sample: Vec<&str> = readme[start..]
+        .split("\n```")
+        .next()
+        .unwrap()
+        .lines()
+        .collect();
+    let out = deskbot_command()
+        .args(["explain", "examples/farapp-few-orders-missing.json"])
+        .env_remove("STORECONNECT_BRAND_ID")
+        .output()
+        .unwrap();
+    let real = text(&out.stdout);
+    let real: Vec<&str> = real.lines().map(str::trim_end).collect();
+    let mut r = 0;
+    for (n, line) in sample.iter().enumerate() {
+        if line.trim() == "…" {
+            let next = sample.get(n + 1).copied().unwrap_or_default();
+            while r < real.len() && real[r] != next {
+                r += 1;
+            }
+            continue;
+        }
+        assert_eq!(
+            real.get(r).copied(),
+            Some(*line),
+            "README line {} differs from `deskbot explain` (regenerate the sample)",
+            n + 1
+        );
+        r += 1;
+    }
+    assert_eq!(
+        r,
+        real.len(),
+        "the README sample ends before the output does"
+    );
+}
