@@ -1,6 +1,7 @@
 //! Command-line interface: `serve`, `check`, `test`, `explain`, `schema`, `dead-letters`, `sla`.
 //! Errors become one message for humans here, at the edge.
 
+mod init;
 mod sla;
 
 use std::path::PathBuf;
@@ -114,6 +115,30 @@ pub enum Command {
     },
     /// Print deskbot's version (as --version does).
     Version,
+    /// Write a starting policy for a new account: it passes `check` and `test` at once.
+    Init {
+        /// Where to write it (never over an existing file); `-` prints it.
+        #[arg(default_value = "policy.toml")]
+        path: PathBuf,
+        /// The policy's name.
+        #[arg(long, default_value = "Support")]
+        name: String,
+        /// The support team's time zone (IANA name).
+        #[arg(long, default_value = "UTC")]
+        timezone: String,
+        /// Opening hours, DAYS=HH:MM-HH:MM (repeat for several).
+        #[arg(long, default_value = "mon-fri=09:00-17:00")]
+        hours: Vec<String>,
+        /// Holidays: us-federal, or dates YYYY-MM-DD (repeat for several).
+        #[arg(long)]
+        holidays: Vec<String>,
+        /// First-response targets, PRIORITY=DURATION (repeat for several).
+        #[arg(long = "first-response", default_values = ["urgent=2 business hours", "high=1 business day", "normal=2 business days", "low=3 business days"])]
+        first_response: Vec<String>,
+        /// Resolution targets, PRIORITY=DURATION (repeat for several).
+        #[arg(long, default_values = ["urgent=1 business day", "high=3 business days", "normal=5 business days", "low=10 business days"])]
+        resolution: Vec<String>,
+    },
     /// List open SLA clocks, soonest breach first (or every clock of one ticket).
     Sla {
         /// SQLite file of the queue.
@@ -196,6 +221,25 @@ pub async fn run(cli: Cli) -> ExitCode {
             .map_err(anyhow::Error::from),
         Command::DeadLetters { db, requeue, json } => dead_letters(db, requeue, json).await,
         Command::Sla { db, ticket, json } => sla::run(&db, ticket, json).await,
+        Command::Init {
+            path,
+            name,
+            timezone,
+            hours,
+            holidays,
+            first_response,
+            resolution,
+        } => init(
+            &path,
+            &init::Answers {
+                name,
+                timezone,
+                hours,
+                holidays,
+                first_response,
+                resolution,
+            },
+        ),
         Command::Version => {
             println!("deskbot {}", env!("CARGO_PKG_VERSION"));
             Ok(())
@@ -208,6 +252,32 @@ pub async fn run(cli: Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn init(path: &std::path::Path, answers: &init::Answers) -> anyhow::Result<()> {
+    let text = init::render(answers).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if path.as_os_str() == "-" {
+        print!("{text}");
+        return Ok(());
+    }
+    // create_new: an existing policy is never overwritten.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create {}: {e} (init never overwrites a file; choose another path)",
+                path.display()
+            )
+        })?;
+    std::io::Write::write_all(&mut f, text.as_bytes())
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    println!(
+        "wrote {p}: check it with `deskbot check {p}` and `deskbot test {p}`, then run it with DESKBOT_RULES={p}\n(for editor completion: `deskbot schema > deskbot.schema.json` beside it)",
+        p = path.display()
+    );
+    Ok(())
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

@@ -674,3 +674,40 @@ fn the_readme_explain_sample_is_real_output() {
         "the README sample ends before the output does"
     );
 }
+
+#[test]
+fn init_scaffolds_a_policy_that_passes_check_and_test_and_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("acme.toml");
+    let p = f.to_str().unwrap();
+    let out = deskbot(&[
+        "init",
+        p,
+        "--name",
+        "Acme",
+        "--timezone",
+        "Australia/Sydney",
+        "--hours",
+        "mon-fri=08:30-17:30",
+        "--holidays",
+        "2026-12-25",
+        "--first-response",
+        "urgent=1 business hour",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with(&format!("wrote {p}: check it with")));
+    let check = deskbot(&["check", p]);
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check.stderr));
+    assert!(text(&check.stdout).ends_with("0 errors, 0 warnings\n"));
+    let test = deskbot(&["test", p]);
+    assert_eq!(
+        text(&test.stdout).lines().last(),
+        Some("3 passed, 0 failed")
+    );
+    let again = deskbot(&["init", p]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(text(&again.stderr).contains("init never overwrites a file"));
+    let printed = deskbot(&["init", "-", "--timezone", "Mars/Olympus"]);
+    assert_eq!(printed.status.code(), Some(1));
+    assert!(text(&printed.stderr).contains("unknown time zone \"Mars/Olympus\""));
+}

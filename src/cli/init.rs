@@ -1,0 +1,233 @@
+//! `deskbot init`: a starting policy for a new account that passes `check` and `test` at once.
+//!
+//! The file is written from the answers given (time zone, hours, holidays, targets per priority);
+//! its `[[test]]` due times are computed with the same calendar code `serve` uses, so they hold by
+//! construction and show the author what their targets mean on their hours.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+
+use crate::calendar::{Calendar, CalendarSpec, HolidaySpec, Hours, Span};
+
+/// What the policy is scaffolded from.
+#[derive(Debug, Clone)]
+pub struct Answers {
+    /// `[policy] name`.
+    pub name: String,
+    /// IANA time zone.
+    pub timezone: String,
+    /// Weekday range and hours, as in a policy: `mon-fri=09:00-17:00` (several allowed).
+    pub hours: Vec<String>,
+    /// `us-federal` or dates.
+    pub holidays: Vec<String>,
+    /// `urgent=3 business hours` and so on.
+    pub first_response: Vec<String>,
+    /// `urgent=1 business day` and so on.
+    pub resolution: Vec<String>,
+}
+
+const PRIORITIES: [&str; 4] = ["urgent", "high", "normal", "low"];
+
+/// `level=duration` pairs, checked.
+fn targets(list: &[String], flag: &str) -> Result<Vec<(String, Span)>, String> {
+    list.iter()
+        .map(|pair| {
+            let (level, span) = pair.split_once('=').ok_or_else(|| {
+                format!(
+                    "{flag} {pair:?}: write PRIORITY=DURATION, e.g. urgent=\"3 business hours\""
+                )
+            })?;
+            let level = level.trim().to_ascii_lowercase();
+            if !PRIORITIES.contains(&level.as_str()) {
+                return Err(format!(
+                    "{flag} {pair:?}: {level:?} is not a priority: use urgent, high, normal or low"
+                ));
+            }
+            let span: Span = span.trim().parse().map_err(|e| format!("{flag}: {e}"))?;
+            Ok((level, span))
+        })
+        .collect()
+}
+
+/// The calendar the answers describe, checked as `check` would.
+fn calendar(a: &Answers) -> Result<(CalendarSpec, Calendar), String> {
+    let mut hours = std::collections::BTreeMap::new();
+    for h in &a.hours {
+        let (days, span) = h.split_once('=').ok_or_else(|| {
+            format!("--hours {h:?}: write DAYS=HH:MM-HH:MM, e.g. mon-fri=09:00-17:00")
+        })?;
+        hours.insert(days.trim().to_string(), Hours::One(span.trim().to_string()));
+    }
+    let spec = CalendarSpec {
+        timezone: a.timezone.clone(),
+        hours,
+        holidays: a.holidays.iter().cloned().map(HolidaySpec::Named).collect(),
+    };
+    let cal = Calendar::build(&spec, Path::new(".")).map_err(|e| format!("calendar: {e}"))?;
+    Ok((spec, cal))
+}
+
+fn quote(s: &str) -> String {
+    format!("{s:?}")
+}
+
+/// The policy text.
+pub fn render(a: &Answers) -> Result<String, String> {
+    if a.name.trim().is_empty() {
+        return Err("--name: give the policy a name".into());
+    }
+    let (spec, cal) = calendar(a)?;
+    let first = targets(&a.first_response, "--first-response")?;
+    let resolution = targets(&a.resolution, "--resolution")?;
+    let mut out = String::new();
+    let w = &mut out;
+    // Writing to a String cannot fail.
+    let _ = writeln!(w, "#:schema ./deskbot.schema.json");
+    let _ = writeln!(
+        w,
+        "# {} — made by `deskbot init`. The language: docs/rules.md; calendars: docs/calendars.md;",
+        a.name
+    );
+    let _ = writeln!(w, "# SLA clocks and escalation: docs/sla.md. Check it with `deskbot check` and `deskbot test`.\n");
+    let _ = writeln!(
+        w,
+        "[policy]\nname = {}\ncalendar = \"support_hours\"",
+        quote(&a.name)
+    );
+    let _ = writeln!(w, "# Agents' manual priorities survive: a rule never lowers a priority already on the ticket.\nonly_raise = true\n");
+    let _ = writeln!(
+        w,
+        "[calendars.support_hours]\ntimezone = {}",
+        quote(&spec.timezone)
+    );
+    let hours: Vec<String> = spec
+        .hours
+        .iter()
+        .map(|(d, h)| match h {
+            Hours::One(s) => format!("{d} = {}", quote(s)),
+            Hours::Many(v) => format!("{d} = {v:?}"),
+        })
+        .collect();
+    let _ = writeln!(w, "hours = {{ {} }}", hours.join(", "));
+    let holidays: Vec<String> = a.holidays.iter().map(|h| quote(h)).collect();
+    let _ = writeln!(w, "holidays = [{}]\n", holidays.join(", "));
+    let _ = writeln!(w, "[sla]\npause_on = [\"pending\"]          # resolution waits while the customer owes an answer\nwarn_before = \"30 business minutes\"  # when the at-risk escalation below fires\n");
+    for level in PRIORITIES {
+        let f = first.iter().find(|(l, _)| l == level);
+        let r = resolution.iter().find(|(l, _)| l == level);
+        if f.is_none() && r.is_none() {
+            continue;
+        }
+        let _ = writeln!(w, "[sla.{level}]");
+        if let Some((_, s)) = f {
+            let _ = writeln!(w, "first_response = {}", quote(&s.to_string()));
+        }
+        if let Some((_, s)) = r {
+            let _ = writeln!(w, "resolution = {}", quote(&s.to_string()));
+        }
+        let _ = writeln!(w);
+    }
+    let _ = writeln!(w, "# Rules apply in file order; every matching rule adds its tags, the most severe priority wins.");
+    let _ = writeln!(w, "[[rule]]\nname = \"urgent in the subject\"\nwhen = {{ all = [\n  {{ subject = {{ has_word = \"urgent\" }} }},\n  {{ not = {{ subject = {{ has_any_word = [\"not urgent\", \"no rush\"] }} }} }},\n] }}\npriority = \"urgent\"\nadd_tags = [\"urgent_subject\"]\nnote = \"Classified urgent: the subject says so.\"\n");
+    let escalated = first.iter().any(|(l, _)| l == "urgent");
+    if escalated {
+        let _ = writeln!(w, "[[rule]]\nname = \"urgent ticket without a first reply, target missed\"\non = [\"sla.breached\"]\nwhen = {{ all = [{{ sla_metric = {{ equals = \"first_response\" }} }}, {{ priority = {{ equals = \"urgent\" }} }}] }}\nadd_tags = [\"sla_breached_first_response\"]\nnote = \"SLA breached: the {{{{sla.metric}}}} target ({{{{sla.target}}}}) was missed by {{{{sla.missed_by}}}}.\"\n");
+    }
+    // A Monday, 10:00 on the policy's own clock.
+    let created = example_start(&cal)?;
+    let local = |t: DateTime<Utc>| t.with_timezone(&cal.timezone()).to_rfc3339();
+    let mut expect = vec![
+        "priority = \"urgent\"".to_string(),
+        "tags = [\"urgent_subject\"]".to_string(),
+    ];
+    let urgent_first = first.iter().find(|(l, _)| l == "urgent").map(|(_, s)| *s);
+    if let Some(s) = urgent_first {
+        expect.push(format!(
+            "first_response_due = {}",
+            quote(&local(cal.add(created, s)))
+        ));
+    }
+    if let Some((_, s)) = resolution.iter().find(|(l, _)| l == "urgent") {
+        expect.push(format!(
+            "resolution_due = {}",
+            quote(&local(cal.add(created, *s)))
+        ));
+    }
+    let _ = writeln!(w, "[[test]]\nname = \"urgent in the subject\"\nticket = {{ subject = \"URGENT: checkout is down\", created_at = {} }}\nexpect = {{ {} }}\n", quote(&local(created)), expect.join(", "));
+    let _ = writeln!(w, "[[test]]\nname = \"not urgent\"\nticket = {{ subject = \"Not urgent: a question about invoices\", created_at = {} }}\nexpect = {{ priority = \"none\", absent_tags = [\"urgent_subject\"] }}", quote(&local(created)));
+    if let (true, Some(s)) = (escalated, urgent_first) {
+        let due = cal.add(created, s);
+        let _ = writeln!(w, "\n[[test]]\nname = \"urgent, no reply: escalated at the breach\"\nticket = {{ subject = \"URGENT: checkout is down\", created_at = {} }}\nsla = {{ until = {}, first_response = \"breached\", tags = [\"sla_breached_first_response\"] }}", quote(&local(created)), quote(&local(due)));
+    }
+    Ok(out)
+}
+
+/// Monday 23 November 2026, 10:00 in the calendar's zone.
+fn example_start(cal: &Calendar) -> Result<DateTime<Utc>, String> {
+    let day = NaiveDate::from_ymd_opt(2026, 11, 23).ok_or("bad example date")?;
+    let naive = day.and_hms_opt(10, 0, 0).ok_or("bad example time")?;
+    cal.timezone()
+        .from_local_datetime(&naive)
+        .earliest()
+        .map(|t| t.with_timezone(&Utc))
+        .ok_or_else(|| "the example time does not exist in this time zone".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Policy;
+
+    fn answers() -> Answers {
+        Answers {
+            name: "Acme support".into(),
+            timezone: "Europe/Berlin".into(),
+            hours: vec!["mon-fri=09:00-17:00".into()],
+            holidays: vec!["2026-12-24".into()],
+            first_response: vec![
+                "urgent=2 business hours".into(),
+                "high=1 business day".into(),
+            ],
+            resolution: vec!["urgent=3 business days".into()],
+        }
+    }
+
+    #[test]
+    fn the_scaffold_passes_check_and_its_tests() {
+        let text = render(&answers()).unwrap();
+        let loaded =
+            Policy::parse(&text, Path::new("acme.toml")).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert!(loaded.warnings.is_empty());
+        let p = loaded.policy;
+        assert_eq!(p.tests().len(), 3);
+        for case in p.tests() {
+            assert_eq!(case.run(&p), Ok(()), "{}\n{text}", case.name);
+        }
+        assert!(
+            text.contains("first_response_due = \"2026-11-23T12:00:00+01:00\""),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn bad_answers_say_what_to_write() {
+        let mut a = answers();
+        a.timezone = "Berlin".into();
+        assert!(render(&a)
+            .unwrap_err()
+            .starts_with("calendar: timezone: unknown time zone \"Berlin\""));
+        let mut a = answers();
+        a.first_response = vec!["critical=1 business day".into()];
+        assert_eq!(
+            render(&a).unwrap_err(),
+            "--first-response \"critical=1 business day\": \"critical\" is not a priority: use urgent, high, normal or low"
+        );
+        let mut a = answers();
+        a.hours = vec!["weekdays".into()];
+        assert!(render(&a)
+            .unwrap_err()
+            .starts_with("--hours \"weekdays\": write DAYS=HH:MM-HH:MM"));
+    }
+}
