@@ -61,15 +61,17 @@ fn child(path: &[String], key: impl Into<String>) -> Vec<String> {
     v
 }
 
-/// Replaces `${VAR}` in every string (and table key) with the environment variable's value.
-fn interpolate_all(v: &mut Value, path: &[String]) -> Result<(), Located> {
+/// Replaces `${VAR}` in every string (and table key) with the environment variable's value;
+/// every unset variable is reported (its string is left as written).
+fn interpolate_all(v: &mut Value, path: &[String], errors: &mut Vec<Located>) {
     match v {
-        Value::String(s) if s.contains("${") => {
-            *s = super::interpolate(s).map_err(|m| err(path, m))?;
-        }
+        Value::String(s) if s.contains("${") => match super::interpolate(s) {
+            Ok(done) => *s = done,
+            Err(m) => errors.push(err(path, m)),
+        },
         Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                interpolate_all(item, &child(path, i.to_string()))?;
+                interpolate_all(item, &child(path, i.to_string()), errors);
             }
         }
         Value::Table(t) => {
@@ -79,9 +81,15 @@ fn interpolate_all(v: &mut Value, path: &[String]) -> Result<(), Located> {
                 let Some(mut val) = t.remove(&k) else {
                     continue;
                 };
-                interpolate_all(&mut val, &kp)?;
+                interpolate_all(&mut val, &kp, errors);
                 let key = if k.contains("${") {
-                    super::interpolate(&k).map_err(|m| err(&kp, m))?
+                    match super::interpolate(&k) {
+                        Ok(key) => key,
+                        Err(m) => {
+                            errors.push(err(&kp, m));
+                            k
+                        }
+                    }
                 } else {
                     k
                 };
@@ -90,7 +98,18 @@ fn interpolate_all(v: &mut Value, path: &[String]) -> Result<(), Located> {
         }
         _ => {}
     }
-    Ok(())
+}
+
+/// Keeps the value of `r`, or records its error and gives `None`, so that one mistake does not
+/// hide the next: `check` reports every independent error in one run.
+fn attempt<T>(errors: &mut Vec<Located>, r: Result<T, Located>) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    }
 }
 
 /// A message that starts with the dotted key it is about (`hours.mon-fri: ...`,
@@ -215,80 +234,68 @@ fn template(s: &str, path: &[String]) -> Result<Template, Located> {
     Ok(Template(pieces))
 }
 
-/// Compiles one policy file; `Err` holds every error found before compilation had to stop.
-pub fn compile(text: &str, file: &Path) -> Result<Policy, Located> {
-    let mut root: Table = toml::from_str(text).map_err(|e| {
+/// Compiles one policy file; `Err` holds every independent error (a section that fails is left
+/// out, and what depends on it is not checked further).
+pub fn compile(text: &str, file: &Path) -> Result<Policy, Vec<Located>> {
+    let root: Table = toml::from_str(text).map_err(|e| {
         // toml's own position comes back through its span; keep its one-line message.
-        Located {
+        vec![Located {
             path: vec![format!("@{}", e.span().map_or(0, |s| s.start))],
             message: e.message().trim().to_string(),
-        }
+        }]
     })?;
-    let mut as_value = Value::Table(std::mem::take(&mut root));
-    interpolate_all(&mut as_value, &[])?;
+    let mut errors = Vec::new();
+    let mut as_value = Value::Table(root);
+    interpolate_all(&mut as_value, &[], &mut errors);
     let Value::Table(root) = as_value else {
-        return Err(err(&[], "a policy file is a TOML table"));
+        return Err(vec![err(&[], "a policy file is a TOML table")]);
     };
-    check_keys(&root, TOP_KEYS, &[], "top-level table")?;
+    let e = &mut errors;
+    attempt(e, check_keys(&root, TOP_KEYS, &[], "top-level table"));
 
     let pol_path = p(&["policy"]);
-    let pol = table(
-        root.get("policy")
-            .ok_or_else(|| err(&[], "missing [policy] table with at least name = \"...\""))?,
-        &pol_path,
-        "[policy]",
-    )?;
-    check_keys(pol, POLICY_KEYS, &pol_path, "key of [policy]")?;
-    let name = string(
-        pol.get("name")
-            .ok_or_else(|| err(&pol_path, "[policy] needs name = \"...\""))?,
-        &child(&pol_path, "name"),
-    )?;
+    let empty = Table::new();
+    let pol = match root.get("policy") {
+        None => {
+            e.push(err(
+                &[],
+                "missing [policy] table with at least name = \"...\"",
+            ));
+            &empty
+        }
+        Some(v) => attempt(e, table(v, &pol_path, "[policy]")).unwrap_or(&empty),
+    };
+    attempt(
+        e,
+        check_keys(pol, POLICY_KEYS, &pol_path, "key of [policy]"),
+    );
+    let name = match pol.get("name") {
+        Some(v) => attempt(e, string(v, &child(&pol_path, "name"))).unwrap_or_default(),
+        None => {
+            if root.contains_key("policy") {
+                e.push(err(&pol_path, "[policy] needs name = \"...\""));
+            }
+            String::new()
+        }
+    };
     let only_raise = match pol.get("only_raise") {
         None => false,
-        Some(v) => v
-            .as_bool()
-            .ok_or_else(|| err(&child(&pol_path, "only_raise"), "expected true or false"))?,
+        Some(v) => attempt(
+            e,
+            v.as_bool()
+                .ok_or_else(|| err(&child(&pol_path, "only_raise"), "expected true or false")),
+        )
+        .unwrap_or(false),
     };
 
     // Levels: author-named priorities mapped onto Zendesk's four.
     let mut levels = Vec::new();
     if let Some(v) = root.get("levels") {
         let lp = p(&["levels"]);
-        for (lname, def) in table(v, &lp, "[levels]")? {
-            let at = child(&lp, lname.clone());
-            let (prio, tag) = match def {
-                Value::String(s) => (s.clone(), None),
-                Value::Table(t) => {
-                    check_keys(t, &["priority", "tag"], &at, "key of a level")?;
-                    let prio = string(
-                        t.get("priority").ok_or_else(|| {
-                            err(&at, "a level needs priority = \"urgent|high|normal|low\"")
-                        })?,
-                        &child(&at, "priority"),
-                    )?;
-                    let tag = t
-                        .get("tag")
-                        .map(|v| tags(&Value::Array(vec![v.clone()]), &child(&at, "tag")))
-                        .transpose()?
-                        .and_then(|mut v| v.pop());
-                    (prio, tag)
-                }
-                _ => {
-                    return Err(err(
-                        &at,
-                        "a level is \"urgent\" or { priority = \"urgent\", tag = \"...\" }",
-                    ))
-                }
-            };
-            let priority: Priority = prio
-                .parse()
-                .map_err(|e: crate::ticket::UnknownPriority| err(&at, e.to_string()))?;
-            levels.push(Level {
-                name: lname.to_lowercase(),
-                priority,
-                tag,
-            });
+        for (lname, def) in attempt(e, table(v, &lp, "[levels]")).into_iter().flatten() {
+            if let Some(l) = attempt(e, level(lname, def, &child(&lp, lname.clone()))) {
+                levels.push(l);
+            }
         }
     }
     let level_names: Vec<String> = PRIORITIES
@@ -300,56 +307,76 @@ pub fn compile(text: &str, file: &Path) -> Result<Policy, Located> {
     // Calendars.
     let base = file.parent().unwrap_or(Path::new("."));
     let mut calendars: BTreeMap<String, Calendar> = BTreeMap::new();
+    let mut broken_calendar = false;
     if let Some(v) = root.get("calendars") {
-        for (cname, spec) in table(v, &p(&["calendars"]), "[calendars]")? {
+        for (cname, spec) in attempt(e, table(v, &p(&["calendars"]), "[calendars]"))
+            .into_iter()
+            .flatten()
+        {
             let at = p(&["calendars", cname]);
-            let spec = CalendarSpec::deserialize(spec.clone())
-                .map_err(|e| err(&at, e.message().trim().to_string()))?;
-            let cal = Calendar::build(&spec, base).map_err(|m| keyed(&at, m))?;
-            calendars.insert(cname.clone(), cal);
+            let built = CalendarSpec::deserialize(spec.clone())
+                .map_err(|x| err(&at, x.message().trim().to_string()))
+                .and_then(|spec| Calendar::build(&spec, base).map_err(|m| keyed(&at, m)));
+            match attempt(e, built) {
+                Some(cal) => {
+                    calendars.insert(cname.clone(), cal);
+                }
+                None => broken_calendar = true,
+            }
         }
     }
     let calendar = match pol.get("calendar") {
         Some(v) => {
             let at = child(&pol_path, "calendar");
-            let cname = string(v, &at)?;
-            let known: Vec<&str> = calendars.keys().map(String::as_str).collect();
-            Some(calendars.get(&cname).cloned().ok_or_else(|| {
-                if known.is_empty() {
-                    err(
-                        &at,
-                        format!(
-                            "calendar {cname:?} is not defined: add a [calendars.{cname}] table"
-                        ),
-                    )
-                } else {
-                    err(&at, unknown("calendar", &cname, &known))
+            attempt(e, string(v, &at)).and_then(|cname| {
+                let known: Vec<&str> = calendars.keys().map(String::as_str).collect();
+                let found = calendars.get(&cname).cloned();
+                if found.is_none() && !broken_calendar {
+                    e.push(if known.is_empty() {
+                        err(
+                            &at,
+                            format!("calendar {cname:?} is not defined: add a [calendars.{cname}] table"),
+                        )
+                    } else {
+                        err(&at, unknown("calendar", &cname, &known))
+                    });
                 }
-            })?)
+                found
+            })
         }
         None if calendars.len() == 1 => calendars.values().next().cloned(),
         None if calendars.is_empty() => None,
-        None => return Err(err(
-            &pol_path,
-            "several calendars are defined: say which one the SLA uses with calendar = \"NAME\"",
-        )),
+        None => {
+            e.push(err(
+                &pol_path,
+                "several calendars are defined: say which one the SLA uses with calendar = \"NAME\"",
+            ));
+            None
+        }
     };
 
     // SLA sets: the default [sla] and named [slas.NAME].
-    let sla = root
-        .get("sla")
-        .map(|v| Sla::from_toml(v, &level_names))
-        .transpose()
-        .map_err(|m| keyed(&p(&["sla"]), m))?;
+    let sla = root.get("sla").and_then(|v| {
+        attempt(
+            e,
+            Sla::from_toml(v, &level_names).map_err(|m| keyed(&p(&["sla"]), m)),
+        )
+    });
     let mut slas = BTreeMap::new();
     if let Some(v) = root.get("slas") {
-        for (sname, s) in table(v, &p(&["slas"]), "[slas]")? {
-            let s = Sla::from_toml(s, &level_names).map_err(|m| keyed(&p(&["slas", sname]), m))?;
-            slas.insert(sname.clone(), s);
+        for (sname, s) in attempt(e, table(v, &p(&["slas"]), "[slas]"))
+            .into_iter()
+            .flatten()
+        {
+            let built = Sla::from_toml(s, &level_names).map_err(|m| keyed(&p(&["slas", sname]), m));
+            if let Some(s) = attempt(e, built) {
+                slas.insert(sname.clone(), s);
+            }
         }
     }
-    if (sla.is_some() || !slas.is_empty()) && calendar.is_none() {
-        return Err(err(
+    let has_sla = root.contains_key("sla") || root.contains_key("slas");
+    if has_sla && calendar.is_none() && !broken_calendar && !pol.contains_key("calendar") {
+        e.push(err(
             &p(&["sla"]),
             "SLA targets need a business calendar: add [calendars.NAME] with timezone and hours",
         ));
@@ -357,123 +384,61 @@ pub fn compile(text: &str, file: &Path) -> Result<Policy, Located> {
 
     let fields = match root.get("fields") {
         None => Fields::default(),
-        Some(v) => {
-            let fp = p(&["fields"]);
-            let t = table(v, &fp, "[fields]")?;
-            check_keys(t, FIELDS_KEYS, &fp, "key of [fields]")?;
-            if sla.is_none() && slas.is_empty() {
-                return Err(err(
-                    &fp,
-                    "[fields] maps SLA due times, but the policy has no [sla]",
-                ));
-            }
-            let field = |key: &str| -> Result<Option<(u64, FieldKind)>, Located> {
-                let Some(v) = t.get(key) else { return Ok(None) };
-                let at = child(&fp, key);
-                // An id that is empty (e.g. `${DESKBOT_FIELD_X:-}` with the variable unset) maps nothing.
-                let empty = |v: &Value| v.as_str().is_some_and(|s| s.trim().is_empty());
-                if empty(v) || v.as_table().and_then(|ft| ft.get("id")).is_some_and(empty) {
-                    return Ok(None);
-                }
-                Ok(Some(match v {
-                    Value::Table(ft) => {
-                        check_keys(ft, &["id", "type"], &at, "key of a field")?;
-                        let fid = id(
-                            ft.get("id").ok_or_else(|| err(&at, "needs id = ..."))?,
-                            &child(&at, "id"),
-                        )?;
-                        let kind = match ft
-                            .get("type")
-                            .map(|k| string(k, &child(&at, "type")))
-                            .transpose()?
-                            .as_deref()
-                        {
-                            None | Some("text") => FieldKind::Text,
-                            Some("date") => FieldKind::Date,
-                            Some(other) => {
-                                return Err(err(
-                                    &child(&at, "type"),
-                                    format!("field type {other:?}: expected \"date\" or \"text\""),
-                                ))
-                            }
-                        };
-                        (fid, kind)
-                    }
-                    other => (id(other, &at)?, FieldKind::Text),
-                }))
-            };
-            Fields {
-                first_response_due: field("first_response_due")?,
-                resolution_due: field("resolution_due")?,
-                task_due_at: match t.get("task_due_at") {
-                    None => None,
-                    Some(v) => Some(match string(v, &child(&fp, "task_due_at"))?.as_str() {
-                        "first_response" => DueKind::FirstResponse,
-                        "resolution" => DueKind::Resolution,
-                        other => {
-                            return Err(err(
-                                &child(&fp, "task_due_at"),
-                                format!("{other:?}: expected \"first_response\" or \"resolution\""),
-                            ))
-                        }
-                    }),
-                },
-            }
-        }
+        Some(v) => attempt(e, fields(v, has_sla)).unwrap_or_default(),
     };
 
     let mut phrases = Phrases::default();
     let mut compiler = Compiler {
         phrases: &mut phrases,
-        has_calendar: calendar.is_some(),
+        has_calendar: calendar.is_some() || broken_calendar,
     };
     let scope = pol
         .get("scope")
-        .map(|v| condition(&mut compiler, v, &child(&pol_path, "scope")))
-        .transpose()?;
+        .and_then(|v| attempt(e, condition(&mut compiler, v, &child(&pol_path, "scope"))));
 
     let mut rules = Vec::new();
     if let Some(v) = root.get("rule") {
-        let Value::Array(items) = v else {
-            return Err(err(&p(&["rule"]), "rules are written as [[rule]] tables"));
-        };
-        for (i, item) in items.iter().enumerate() {
-            let at = p(&["rule", &i.to_string()]);
-            rules.push(rule(
-                &mut compiler,
-                item,
-                &at,
-                &levels,
-                &slas,
-                sla.is_some(),
-            )?);
+        match v {
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let at = p(&["rule", &i.to_string()]);
+                    let compiled = rule(&mut compiler, item, &at, &levels, &slas, sla.is_some());
+                    if let Some(r) = attempt(e, compiled) {
+                        rules.push(r);
+                    }
+                }
+            }
+            _ => e.push(err(&p(&["rule"]), "rules are written as [[rule]] tables")),
         }
     }
     let mut names = std::collections::HashSet::new();
-    for (i, r) in rules.iter().enumerate() {
+    for r in &rules {
         if !names.insert(r.name.clone()) {
-            return Err(err(
-                &p(&["rule", &i.to_string(), "name"]),
+            e.push(err(
+                &child(&r.line_path, "name"),
                 format!("two rules are named {:?}; names must be unique", r.name),
             ));
         }
     }
-    phrases.build().map_err(|m| err(&[], m))?;
+    attempt(e, phrases.build().map_err(|m| err(&[], m)));
 
     let mut tests = Vec::new();
     if let Some(v) = root.get("test") {
-        let Value::Array(items) = v else {
-            return Err(err(&p(&["test"]), "tests are written as [[test]] tables"));
-        };
-        for (i, item) in items.iter().enumerate() {
-            tests.push(TestCase::parse(
-                item,
-                &p(&["test", &i.to_string()]),
-                &level_names,
-            )?);
+        match v {
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let at = p(&["test", &i.to_string()]);
+                    if let Some(t) = attempt(e, TestCase::parse(item, &at, &level_names)) {
+                        tests.push(t);
+                    }
+                }
+            }
+            _ => e.push(err(&p(&["test"]), "tests are written as [[test]] tables")),
         }
     }
-
+    if !errors.is_empty() {
+        return Err(errors);
+    }
     Ok(Policy {
         name,
         source: file.to_path_buf(),
@@ -487,6 +452,107 @@ pub fn compile(text: &str, file: &Path) -> Result<Policy, Located> {
         slas,
         fields,
         tests,
+    })
+}
+
+/// One `[levels]` entry.
+fn level(lname: &str, def: &Value, at: &[String]) -> Result<Level, Located> {
+    let (prio, tag) = match def {
+        Value::String(s) => (s.clone(), None),
+        Value::Table(t) => {
+            check_keys(t, &["priority", "tag"], at, "key of a level")?;
+            let prio = string(
+                t.get("priority").ok_or_else(|| {
+                    err(at, "a level needs priority = \"urgent|high|normal|low\"")
+                })?,
+                &child(at, "priority"),
+            )?;
+            let tag = t
+                .get("tag")
+                .map(|v| tags(&Value::Array(vec![v.clone()]), &child(at, "tag")))
+                .transpose()?
+                .and_then(|mut v| v.pop());
+            (prio, tag)
+        }
+        _ => {
+            return Err(err(
+                at,
+                "a level is \"urgent\" or { priority = \"urgent\", tag = \"...\" }",
+            ))
+        }
+    };
+    let priority: Priority = prio
+        .parse()
+        .map_err(|x: crate::ticket::UnknownPriority| err(at, x.to_string()))?;
+    Ok(Level {
+        name: lname.to_lowercase(),
+        priority,
+        tag,
+    })
+}
+
+/// The `[fields]` table: where due times are written.
+fn fields(v: &Value, has_sla: bool) -> Result<Fields, Located> {
+    let fp = p(&["fields"]);
+    let t = table(v, &fp, "[fields]")?;
+    check_keys(t, FIELDS_KEYS, &fp, "key of [fields]")?;
+    if !has_sla {
+        return Err(err(
+            &fp,
+            "[fields] maps SLA due times, but the policy has no [sla]",
+        ));
+    }
+    let field = |key: &str| -> Result<Option<(u64, FieldKind)>, Located> {
+        let Some(v) = t.get(key) else { return Ok(None) };
+        let at = child(&fp, key);
+        // An id that is empty (e.g. `${DESKBOT_FIELD_X:-}` with the variable unset) maps nothing.
+        let empty = |v: &Value| v.as_str().is_some_and(|s| s.trim().is_empty());
+        if empty(v) || v.as_table().and_then(|ft| ft.get("id")).is_some_and(empty) {
+            return Ok(None);
+        }
+        Ok(Some(match v {
+            Value::Table(ft) => {
+                check_keys(ft, &["id", "type"], &at, "key of a field")?;
+                let fid = id(
+                    ft.get("id").ok_or_else(|| err(&at, "needs id = ..."))?,
+                    &child(&at, "id"),
+                )?;
+                let kind = match ft
+                    .get("type")
+                    .map(|k| string(k, &child(&at, "type")))
+                    .transpose()?
+                    .as_deref()
+                {
+                    None | Some("text") => FieldKind::Text,
+                    Some("date") => FieldKind::Date,
+                    Some(other) => {
+                        return Err(err(
+                            &child(&at, "type"),
+                            format!("field type {other:?}: expected \"date\" or \"text\""),
+                        ))
+                    }
+                };
+                (fid, kind)
+            }
+            other => (id(other, &at)?, FieldKind::Text),
+        }))
+    };
+    Ok(Fields {
+        first_response_due: field("first_response_due")?,
+        resolution_due: field("resolution_due")?,
+        task_due_at: match t.get("task_due_at") {
+            None => None,
+            Some(v) => Some(match string(v, &child(&fp, "task_due_at"))?.as_str() {
+                "first_response" => DueKind::FirstResponse,
+                "resolution" => DueKind::Resolution,
+                other => {
+                    return Err(err(
+                        &child(&fp, "task_due_at"),
+                        format!("{other:?}: expected \"first_response\" or \"resolution\""),
+                    ))
+                }
+            }),
+        },
     })
 }
 

@@ -290,8 +290,13 @@ impl Policy {
             ),
             None => locate(severity, source, text, problem),
         };
-        let policy = compile::compile(text, source).map_err(|e| PolicyError {
-            diagnostics: vec![to_diag(&e, Severity::Error)],
+        let policy = compile::compile(text, source).map_err(|errors| {
+            let mut diagnostics: Vec<Diagnostic> =
+                errors.iter().map(|e| to_diag(e, Severity::Error)).collect();
+            // In file order, as an editor lists them; one problem found twice is shown once.
+            diagnostics.sort_by_key(|d| (d.line, d.column));
+            diagnostics.dedup();
+            PolicyError { diagnostics }
         })?;
         let warnings = compile::lint(&policy)
             .iter()

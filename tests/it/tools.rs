@@ -711,3 +711,31 @@ fn init_scaffolds_a_policy_that_passes_check_and_test_and_never_overwrites() {
     assert_eq!(printed.status.code(), Some(1));
     assert!(text(&printed.stderr).contains("unknown time zone \"Mars/Olympus\""));
 }
+
+#[test]
+fn check_reports_every_independent_error_in_one_run_in_file_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("p.toml");
+    std::fs::write(
+        &f,
+        "[policy]\nname = \"x\"\nonly_raise = \"yes\"\n[calendars.c]\ntimezone = \"Pacific Time\"\n\
+         hours = { mon-fri = \"08:00-17:00\" }\n[sla.urgent]\nfirst_response = \"3 bussiness hours\"\n\
+         [[rule]]\nname = \"a\"\nwhen = { subjet = { has_word = \"x\" } }\n[[rule]]\nname = \"b\"\n\
+         priority = \"urgnt\"\n[[test]]\nticket = { subject = \"x\" }\nexpect = { priority = \"hgh\" }\n",
+    )
+    .unwrap();
+    let out = deskbot(&["check", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    let positions: Vec<&str> = err
+        .lines()
+        .filter_map(|l| l.strip_prefix(f.to_str().unwrap()))
+        .map(|l| l.split(": ").next().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        positions,
+        vec![":3:1", ":5:1", ":8:1", ":11:10", ":14:1", ":17:12"],
+        "{err}"
+    );
+    assert!(err.trim_end().ends_with("\n6 errors"), "{err}");
+}
