@@ -166,6 +166,24 @@ const SIMPLE_FIELDS: &[(&str, Field)] = &[
     ("sla_metric", Field::SlaMetric),
 ];
 
+/// A bad pattern as rustc shows a bad token: what is wrong, then the pattern with a caret under
+/// the character where it goes wrong (the file position follows, from the diagnostic).
+fn regex_error(pattern: &str, e: &regex::Error) -> String {
+    let parsed = regex_syntax::ast::parse::Parser::new().parse(pattern);
+    let Err(ast) = parsed else {
+        // Parses, yet `regex` refuses it (too big once compiled, or a Unicode class it lacks).
+        return format!("invalid regex: {}", e.to_string().replace('\n', " "));
+    };
+    let column = pattern[..ast.span().start.offset.min(pattern.len())]
+        .chars()
+        .count();
+    format!(
+        "invalid regex: {}\n      pattern: {pattern}\n               {}^",
+        ast.kind(),
+        " ".repeat(column)
+    )
+}
+
 /// Field names a rule author may write, for suggestions and the schema.
 pub fn field_names() -> Vec<&'static str> {
     let mut v: Vec<&str> = SIMPLE_FIELDS.iter().map(|(n, _)| *n).collect();
@@ -427,12 +445,7 @@ impl Compiler<'_> {
             }
             "regex" => {
                 let s = string(v)?;
-                Op::Regex(Regex::new(&s).map_err(|e| {
-                    CondError::new(format!(
-                        "invalid regex: {}",
-                        e.to_string().replace('\n', " ")
-                    ))
-                })?)
+                Op::Regex(Regex::new(&s).map_err(|e| CondError::new(regex_error(&s, &e)))?)
             }
             "exists" => Op::Exists(
                 v.as_bool()

@@ -739,3 +739,23 @@ fn check_reports_every_independent_error_in_one_run_in_file_order() {
     );
     assert!(err.trim_end().ends_with("\n6 errors"), "{err}");
 }
+
+#[test]
+fn a_bad_regex_shows_the_pattern_with_a_caret_under_the_fault() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("p.toml");
+    std::fs::write(
+        &f,
+        "[policy]\nname = \"x\"\n[[rule]]\nname = \"r\"\nwhen = { subject = { regex = \"order #(\\\\d+\" } }\n",
+    )
+    .unwrap();
+    let out = deskbot(&["check", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "{}:5:22: invalid regex: unclosed group\n      pattern: order #(\\d+\n                      ^\n    when = {{ subject = {{ regex = \"order #(\\\\d+\" }} }}\n                         ^\n1 error\n",
+            f.display()
+        )
+    );
+}
