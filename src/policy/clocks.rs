@@ -29,7 +29,7 @@ impl Policy {
 
     /// The ticket's plan tier, when the policy reads one.
     pub fn plan_of(&self, ticket: &Ticket) -> Option<String> {
-        self.sla.as_ref()?.plan_of(ticket)
+        self.plan_source()?.read(ticket)
     }
 
     /// How a due instant is written into a field of this kind.

@@ -15,7 +15,7 @@ use super::{
     DueKind, FieldKind, Fields, Level, LevelRef, Piece, Policy, Rule, Template, Var, KNOWN_EVENTS,
 };
 use crate::calendar::{Calendar, CalendarSpec};
-use crate::sla::Sla;
+use crate::sla::{PlanSource, Sla};
 use crate::ticket::{EventKind, Priority};
 
 const TOP_KEYS: &[&str] = &[
@@ -28,7 +28,7 @@ const TOP_KEYS: &[&str] = &[
     "rule",
     "test",
 ];
-const POLICY_KEYS: &[&str] = &["name", "calendar", "only_raise", "scope"];
+const POLICY_KEYS: &[&str] = &["name", "calendar", "only_raise", "scope", "plan"];
 const RULE_KEYS: &[&str] = &[
     "name",
     "on",
@@ -288,6 +288,14 @@ pub fn compile(text: &str, file: &Path) -> Result<Policy, Vec<Located>> {
         .unwrap_or(false),
     };
 
+    // Where plan tiers are read from, for notes and plan-based targets alike.
+    let plan = pol.get("plan").and_then(|v| {
+        attempt(
+            e,
+            PlanSource::from_toml(v, "plan").map_err(|m| keyed(&pol_path, m)),
+        )
+    });
+
     // Levels: author-named priorities mapped onto Zendesk's four.
     let mut levels = Vec::new();
     if let Some(v) = root.get("levels") {
@@ -359,7 +367,7 @@ pub fn compile(text: &str, file: &Path) -> Result<Policy, Vec<Located>> {
     let sla = root.get("sla").and_then(|v| {
         attempt(
             e,
-            Sla::from_toml(v, &level_names).map_err(|m| keyed(&p(&["sla"]), m)),
+            Sla::from_toml(v, &level_names, plan.as_ref()).map_err(|m| keyed(&p(&["sla"]), m)),
         )
     });
     let mut slas = BTreeMap::new();
@@ -368,7 +376,8 @@ pub fn compile(text: &str, file: &Path) -> Result<Policy, Vec<Located>> {
             .into_iter()
             .flatten()
         {
-            let built = Sla::from_toml(s, &level_names).map_err(|m| keyed(&p(&["slas", sname]), m));
+            let built = Sla::from_toml(s, &level_names, plan.as_ref())
+                .map_err(|m| keyed(&p(&["slas", sname]), m));
             if let Some(s) = attempt(e, built) {
                 slas.insert(sname.clone(), s);
             }
@@ -443,6 +452,7 @@ pub fn compile(text: &str, file: &Path) -> Result<Policy, Vec<Located>> {
         name,
         source: file.to_path_buf(),
         only_raise,
+        plan,
         scope,
         phrases,
         rules,
@@ -697,9 +707,17 @@ fn rule(
     })
 }
 
-/// Warnings: rules that can never match, and rules shadowed by an unconditional `stop` above them.
+/// Warnings: rules that can never match, rules shadowed by an unconditional `stop` above them,
+/// and note placeholders that are always empty for the policy as written.
 pub fn lint(policy: &Policy) -> Vec<Located> {
     let mut out = Vec::new();
+    for r in &policy.rules {
+        for (key, t) in [("note", &r.note), ("notify", &r.notify)] {
+            for why in t.iter().flat_map(|t| empty_placeholders(policy, r, t)) {
+                out.push(Located::new(&child(&r.line_path, key), why));
+            }
+        }
+    }
     for (i, r) in policy.rules.iter().enumerate() {
         if let Some(why) = never_matches(&r.when) {
             out.push(Located::new(
@@ -725,6 +743,36 @@ pub fn lint(policy: &Policy) -> Vec<Located> {
                 ),
             ));
         }
+    }
+    out
+}
+
+/// Why each placeholder of `t` would always render empty in rule `r` of `policy`.
+fn empty_placeholders(policy: &Policy, r: &Rule, t: &Template) -> Vec<String> {
+    let sla_event =
+        r.on.as_ref()
+            .is_none_or(|on| on.iter().any(|e| e.as_str().starts_with("sla.")));
+    let mut out = Vec::new();
+    for piece in &t.0 {
+        let Piece::Var(v) = piece else { continue };
+        let name = Var::ALL
+            .iter()
+            .find(|(_, x)| x == v)
+            .map_or("?", |(n, _)| *n);
+        let why = match v {
+            Var::Plan if policy.plan_source().is_none() => {
+                "the policy reads no plan tier: add plan = { organization_field = \"plan\" } (or { tag_prefix = \"plan_\" }) to [policy]"
+            }
+            Var::Level if policy.levels.is_empty() => "the policy defines no [levels]",
+            Var::Metric | Var::Target | Var::Due | Var::MissedBy if !sla_event => {
+                "it has a value only in rules that react to sla.at_risk or sla.breached"
+            }
+            _ => continue,
+        };
+        out.push(format!(
+            "rule {:?}: {{{{{name}}}}} is always empty here: {why}",
+            r.name
+        ));
     }
     out
 }

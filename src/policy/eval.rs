@@ -347,7 +347,11 @@ impl Policy {
                         .as_ref()
                         .and_then(|o| o.name.clone())
                         .unwrap_or_default(),
-                    Var::Plan => due.plan.clone().unwrap_or_default(),
+                    Var::Plan => due
+                        .plan
+                        .clone()
+                        .or_else(|| self.plan_of(ticket))
+                        .unwrap_or_default(),
                     Var::Priority => d
                         .priority
                         .or(ticket.priority)

@@ -254,6 +254,8 @@ pub struct Policy {
     name: String,
     source: PathBuf,
     only_raise: bool,
+    /// `[policy] plan`: where plan tiers are read from.
+    plan: Option<crate::sla::PlanSource>,
     scope: Option<Condition>,
     phrases: Phrases,
     rules: Vec<Rule>,
@@ -353,14 +355,26 @@ impl Policy {
         out
     }
 
-    /// Organization field keys the SLA reads plan tiers from.
+    /// Where the policy reads plan tiers from: `[policy] plan`, else `[sla] plan`.
+    pub fn plan_source(&self) -> Option<&crate::sla::PlanSource> {
+        self.plan
+            .as_ref()
+            .or_else(|| self.sla.as_ref().and_then(|s| s.plan_source()))
+    }
+
+    /// Organization field keys the policy reads plan tiers from.
     pub fn plan_fields(&self) -> Vec<String> {
         let mut keys: Vec<String> = self
-            .sla
+            .plan
             .iter()
-            .chain(self.slas.values())
-            .filter_map(|s| match s.plan_source() {
-                Some(crate::sla::PlanSource::OrganizationField(k)) => Some(k.clone()),
+            .chain(
+                self.sla
+                    .iter()
+                    .chain(self.slas.values())
+                    .filter_map(|s| s.plan_source()),
+            )
+            .filter_map(|s| match s {
+                crate::sla::PlanSource::OrganizationField(k) => Some(k.clone()),
                 _ => None,
             })
             .collect();

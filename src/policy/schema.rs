@@ -58,6 +58,8 @@ pub fn schema() -> Value {
     let field_ref = json!({"oneOf": [{"type": "integer"}, {"type": "string"},
         {"type": "object", "additionalProperties": false, "required": ["id"],
          "properties": {"id": {"type": ["integer", "string"]}, "type": {"enum": ["date", "text"]}}}]});
+    let plan = json!({"type": "object", "additionalProperties": false,
+        "properties": {"organization_field": {"type": "string"}, "tag_prefix": {"type": "string"}}});
     let state = json!({"enum": ["active", "paused", "fulfilled", "breached"]});
     let scenario = json!({"type": "object", "additionalProperties": false, "properties": {
         "until": {"type": "string"}, "first_response": state, "next_response": state, "resolution": state,
@@ -84,7 +86,7 @@ pub fn schema() -> Value {
         "properties": {
             "policy": {"type": "object", "additionalProperties": false, "required": ["name"], "properties": {
                 "name": {"type": "string"}, "calendar": {"type": "string"}, "only_raise": {"type": "boolean"},
-                "scope": {"$ref": "#/definitions/condition"}}},
+                "scope": {"$ref": "#/definitions/condition"}, "plan": plan}},
             "levels": {"type": "object", "additionalProperties": {"oneOf": [
                 {"enum": ["low", "normal", "high", "urgent"]},
                 {"type": "object", "additionalProperties": false, "required": ["priority"],

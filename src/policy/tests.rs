@@ -394,3 +394,46 @@ priority = "high"
         }
     }
 }
+
+#[test]
+fn placeholders_that_are_always_empty_are_warned_about_and_plan_works_without_sla() {
+    let src = r#"
+[policy]
+name = "p"
+[[rule]]
+name = "r"
+note = "plan {{plan}}, level {{level}}, due {{sla.due}}"
+"#;
+    let loaded = Policy::parse(src, Path::new("p.toml")).unwrap();
+    let warnings: Vec<String> = loaded.warnings.iter().map(|w| w.message.clone()).collect();
+    assert_eq!(
+        warnings,
+        vec![
+            "rule \"r\": {{plan}} is always empty here: the policy reads no plan tier: add plan = { organization_field = \"plan\" } (or { tag_prefix = \"plan_\" }) to [policy]",
+            "rule \"r\": {{level}} is always empty here: the policy defines no [levels]",
+            "rule \"r\": {{sla.due}} is always empty here: it has a value only in rules that react to sla.at_risk or sla.breached",
+        ]
+    );
+    assert_eq!(loaded.warnings[0].line, 6);
+
+    // A plan source of its own: no SLA, no calendar, and the note names the plan.
+    let src = r#"
+[policy]
+name = "p"
+plan = { tag_prefix = "plan_" }
+[[rule]]
+name = "r"
+note = "from a {{plan}} customer"
+"#;
+    let loaded = Policy::parse(src, Path::new("p.toml")).unwrap();
+    assert!(loaded.warnings.is_empty());
+    let t = Ticket {
+        tags: vec!["plan_Gold".into()],
+        event: Some(EventKind::new("created")),
+        ..Ticket::default()
+    };
+    assert_eq!(
+        loaded.policy.decide(&t, Utc::now()).note.as_deref(),
+        Some("[deskbot] from a gold customer")
+    );
+}

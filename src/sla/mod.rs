@@ -41,6 +41,38 @@ pub enum PlanSource {
     TagPrefix(String),
 }
 
+impl PlanSource {
+    /// Reads `{ organization_field = "plan" }` or `{ tag_prefix = "plan_" }`; `at` names the key.
+    pub fn from_toml(v: &Value, at: &str) -> Result<PlanSource, String> {
+        let p = v.as_table().ok_or_else(|| {
+            format!("{at}: expected {{ organization_field = \"plan\" }} or {{ tag_prefix = \"plan_\" }}")
+        })?;
+        match (p.get("organization_field"), p.get("tag_prefix"), p.len()) {
+            (Some(Value::String(f)), None, 1) => Ok(PlanSource::OrganizationField(f.clone())),
+            (None, Some(Value::String(pre)), 1) => Ok(PlanSource::TagPrefix(pre.clone())),
+            _ => Err(format!(
+                "{at}: expected exactly one of organization_field = \"...\" or tag_prefix = \"...\""
+            )),
+        }
+    }
+
+    /// The ticket's plan tier, normalized (`Pop-Up` → `pop_up`); `None` when it has none.
+    pub fn read(&self, ticket: &Ticket) -> Option<String> {
+        match self {
+            PlanSource::OrganizationField(key) => {
+                let v = ticket.organization.as_ref()?.fields.get(key)?;
+                v.as_str().map(normalize_plan).filter(|p| !p.is_empty())
+            }
+            PlanSource::TagPrefix(prefix) => ticket
+                .tags
+                .iter()
+                .find_map(|t| t.strip_prefix(prefix.as_str()))
+                .map(normalize_plan)
+                .filter(|p| !p.is_empty()),
+        }
+    }
+}
+
 /// One target: fixed, or chosen by plan.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Target {
@@ -145,8 +177,13 @@ fn target(v: &Value, at: &str) -> Result<Target, String> {
 }
 
 impl Sla {
-    /// Reads an `[sla]` table; `levels` are the level names the policy knows (priorities and `[levels]`).
-    pub fn from_toml(v: &Value, levels: &[String]) -> Result<Sla, String> {
+    /// Reads an `[sla]` table; `levels` are the level names the policy knows (priorities and
+    /// `[levels]`); `inherited` is the policy's own plan source, used when the table names none.
+    pub fn from_toml(
+        v: &Value,
+        levels: &[String],
+        inherited: Option<&PlanSource>,
+    ) -> Result<Sla, String> {
         let Value::Table(t) = v else {
             return Err("sla: expected a table".into());
         };
@@ -176,16 +213,7 @@ impl Sla {
                     )?;
                     sla.warn = Some(w.parse().map_err(|e| format!("sla.warn_before: {e}"))?);
                 }
-                "plan" => {
-                    let p = val.as_table().ok_or(
-                        "sla.plan: expected { organization_field = \"plan\" } or { tag_prefix = \"plan_\" }",
-                    )?;
-                    sla.plan = Some(match (p.get("organization_field"), p.get("tag_prefix"), p.len()) {
-                        (Some(Value::String(f)), None, 1) => PlanSource::OrganizationField(f.clone()),
-                        (None, Some(Value::String(pre)), 1) => PlanSource::TagPrefix(pre.clone()),
-                        _ => return Err("sla.plan: expected exactly one of organization_field = \"...\" or tag_prefix = \"...\"".into()),
-                    });
-                }
+                "plan" => sla.plan = Some(PlanSource::from_toml(val, "sla.plan")?),
                 level => {
                     if !levels.iter().any(|l| l == level) {
                         return Err(format!(
@@ -217,6 +245,9 @@ impl Sla {
             }
         }
         if sla.plan.is_none() {
+            sla.plan = inherited.cloned();
+        }
+        if sla.plan.is_none() {
             let by_plan = sla.levels.iter().find(|(_, l)| {
                 [&l.first_response, &l.next_response, &l.resolution]
                     .iter()
@@ -224,7 +255,7 @@ impl Sla {
             });
             if let Some((p, _)) = by_plan {
                 return Err(format!(
-                    "sla.{p}: targets by plan need sla.plan = {{ organization_field = \"...\" }} or {{ tag_prefix = \"...\" }}"
+                    "sla.{p}: targets by plan need plan = {{ organization_field = \"...\" }} or {{ tag_prefix = \"...\" }} in [policy] (or [sla])"
                 ));
             }
         }
@@ -238,18 +269,7 @@ impl Sla {
 
     /// The ticket's plan tier, normalized, when the policy reads one.
     pub fn plan_of(&self, ticket: &Ticket) -> Option<String> {
-        match self.plan.as_ref()? {
-            PlanSource::OrganizationField(key) => {
-                let v = ticket.organization.as_ref()?.fields.get(key)?;
-                v.as_str().map(normalize_plan).filter(|p| !p.is_empty())
-            }
-            PlanSource::TagPrefix(prefix) => ticket
-                .tags
-                .iter()
-                .find_map(|t| t.strip_prefix(prefix.as_str()))
-                .map(normalize_plan)
-                .filter(|p| !p.is_empty()),
-        }
+        self.plan.as_ref()?.read(ticket)
     }
 
     /// How the clocks run: the metrics some level has a target for, pauses and the warning.
@@ -311,7 +331,7 @@ mod tests {
         let levels: Vec<String> = ["low", "normal", "high", "urgent"]
             .map(String::from)
             .to_vec();
-        Sla::from_toml(&t["sla"], &levels)
+        Sla::from_toml(&t["sla"], &levels, None)
     }
 
     fn sydney() -> Calendar {
@@ -439,7 +459,7 @@ first_response = { flagship = "1 week", emporium = "1 week", boutique = "2 weeks
         assert!(
             sla("[sla.urgent]\nfirst_response = { gold = \"1 business day\" }\n")
                 .unwrap_err()
-                .contains("need sla.plan")
+                .contains("targets by plan need plan = ")
         );
     }
 }
