@@ -821,7 +821,7 @@ pub fn describe(field: &Field, op: &Op, phrases: &Phrases) -> String {
     // Phrases that read alike once normalised ("mapping", "mappings") are listed once.
     let list = |ids: &[usize]| {
         let mut unique: Vec<&str> = Vec::new();
-        for p in ids.iter().map(|i| phrases.pattern(*i)) {
+        for p in ids.iter().map(|i| phrases.written(*i)) {
             if !unique.contains(&p) {
                 unique.push(p);
             }
@@ -836,13 +836,13 @@ pub fn describe(field: &Field, op: &Op, phrases: &Phrases) -> String {
         Op::Equals(v) => format!("{f} equals {v:?}"),
         Op::In(v) => format!("{f} in {v:?}"),
         Op::Contains(v) => format!("{f} contains {v:?}"),
-        Op::HasWord(id) => format!("{f} has_word {:?}", phrases.pattern(*id)),
+        Op::HasWord(id) => format!("{f} has_word {:?}", phrases.written(*id)),
         Op::HasAnyWord(ids) => format!("{f} has_any_word [{}]", list(ids)),
         Op::HasAllWords(ids) => format!("{f} has_all_words [{}]", list(ids)),
         Op::Near { a, b, within } => format!(
             "{f} near {:?} and {:?} within {within} words",
-            phrases.pattern(*a),
-            phrases.pattern(*b)
+            phrases.written(*a),
+            phrases.written(*b)
         ),
         Op::Regex(re) => format!("{f} regex {:?}", re.as_str()),
         Op::Exists(b) => format!("{f} exists = {b}"),

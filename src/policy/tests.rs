@@ -294,7 +294,7 @@ fn explain_gives_spans_and_near_misses() {
     assert_eq!(
         e.matched[0].evidence,
         vec![
-            "text has_word \"order\": \"Orders\" in subject at 0..6".to_string(),
+            "text has_word \"orders\": \"Orders\" in subject at 0..6".to_string(),
             "text has_word \"not syncing\": \"NOT syncing\" in subject at 7..18".to_string(),
         ]
     );

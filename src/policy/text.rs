@@ -174,6 +174,8 @@ pub struct Hit {
 #[derive(Debug, Clone, Default)]
 pub struct Phrases {
     patterns: Vec<String>,
+    /// Each pattern as the author first wrote it, for `explain`.
+    written: Vec<String>,
     /// Words per pattern.
     lengths: Vec<usize>,
     automaton: Option<AhoCorasick>,
@@ -188,6 +190,7 @@ impl Phrases {
             None => {
                 self.lengths.push(pattern.split_whitespace().count());
                 self.patterns.push(pattern);
+                self.written.push(phrase.trim().to_string());
                 self.patterns.len() - 1
             }
         })
@@ -220,7 +223,12 @@ impl Phrases {
         self.patterns.is_empty()
     }
 
-    /// The normalised form of phrase `id`, for messages.
+    /// Phrase `id` as the author first wrote it, for messages.
+    pub fn written(&self, id: usize) -> &str {
+        self.written.get(id).map_or("", String::as_str)
+    }
+
+    /// A phrase's normalised pattern (the words it matches).
     pub fn pattern(&self, id: usize) -> &str {
         self.patterns.get(id).map_or("", |p| p.trim())
     }
