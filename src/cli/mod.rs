@@ -492,10 +492,16 @@ fn explain(
         t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
     };
     if json {
-        let evidence: serde_json::Map<String, serde_json::Value> = e
+        // One entry per passing test: rule, condition, field, and the matched text with its span.
+        let evidence: Vec<serde_json::Value> = e
             .matched
             .iter()
-            .map(|m| (m.rule.clone(), serde_json::json!(m.evidence)))
+            .flat_map(|m| {
+                m.evidence.iter().map(|ev| {
+                    serde_json::json!({"rule": m.rule, "condition": ev.condition,
+                                       "field": ev.field, "matched": ev.matched})
+                })
+            })
             .collect();
         let out = serde_json::json!({
             "ticket_id": ticket.id,
@@ -588,7 +594,7 @@ fn explain(
         for m in &e.matched {
             println!("  {}", m.rule);
             for ev in &m.evidence {
-                println!("      {}", without_offsets(ev));
+                println!("      {}", ev.plain());
             }
         }
     }
@@ -609,15 +615,6 @@ fn explain(
         }
     }
     Ok(())
-}
-
-/// Evidence as a support lead reads it: the byte offsets (` at 64..77`) stay in `--json`.
-fn without_offsets(evidence: &str) -> std::borrow::Cow<'_, str> {
-    static OFFSETS: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
-    match OFFSETS.get_or_init(|| regex::Regex::new(r" at \d+\.\.\d+").ok()) {
-        Some(re) => re.replace_all(evidence, ""),
-        None => std::borrow::Cow::Borrowed(evidence),
-    }
 }
 
 /// Each SLA clock's timeline for `explain`: from creation, through the file's `"events"` (the

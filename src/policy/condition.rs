@@ -184,6 +184,68 @@ fn regex_error(pattern: &str, e: &regex::Error) -> String {
     )
 }
 
+/// Why one test of a rule held, for `explain`: the condition, the field, and what passed it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Evidence {
+    /// The test as written (`text has_any_word ["order", …]`).
+    pub condition: String,
+    /// The field it reads.
+    pub field: String,
+    /// What passed it: quoted ticket text with where it is, or the value that matched.
+    pub matched: Vec<Quote>,
+}
+
+/// A piece of the ticket that passed a test.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Quote {
+    /// The customer's own words (or the field's value).
+    pub text: String,
+    /// `subject`, `description` or `comment`, for text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub part: Option<&'static str>,
+    /// Byte offsets in that text, `[start, end)`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub span: Option<[usize; 2]>,
+}
+
+impl Evidence {
+    /// One line as a support lead reads it: no byte offsets.
+    pub fn plain(&self) -> String {
+        let quotes: Vec<String> = self
+            .matched
+            .iter()
+            .map(|q| match q.part {
+                Some(part) => format!("{:?} in {part}", q.text),
+                None => q.text.clone(),
+            })
+            .collect();
+        format!("{}: {}", self.condition, quotes.join(", "))
+    }
+}
+
+impl std::fmt::Display for Evidence {
+    /// With the offsets, as the tests and `--json` users know them.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let quotes: Vec<String> = self
+            .matched
+            .iter()
+            .map(|q| match (q.part, q.span) {
+                (Some(part), Some([a, b])) => format!("{:?} in {part} at {a}..{b}", q.text),
+                _ => q.text.clone(),
+            })
+            .collect();
+        write!(f, "{}: {}", self.condition, quotes.join(", "))
+    }
+}
+
+fn value(text: String) -> Vec<Quote> {
+    vec![Quote {
+        text,
+        part: None,
+        span: None,
+    }]
+}
+
 /// Field names a rule author may write, for suggestions and the schema.
 pub fn field_names() -> Vec<&'static str> {
     let mut v: Vec<&str> = SIMPLE_FIELDS.iter().map(|(n, _)| *n).collect();
@@ -665,23 +727,28 @@ impl<'a> Eval<'a> {
     }
 
     /// Evaluates `c`; when `trace` is given, records why each matching test matched.
-    pub fn check(&self, c: &Condition, trace: &mut Option<&mut Vec<String>>) -> bool {
+    pub fn check(&self, c: &Condition, trace: &mut Option<&mut Vec<Evidence>>) -> bool {
         match c {
             Condition::All(cs) => cs.iter().all(|c| self.check(c, trace)),
             Condition::Any(cs) => cs.iter().any(|c| self.check(c, trace)),
             Condition::Not(c) => !self.check(c, &mut None),
             Condition::Test(field, op) => {
                 let found = self.test(field, op, trace.is_some());
-                if let (Some(why), Some(t)) = (found.as_ref(), trace.as_mut()) {
-                    t.push(format!("{}: {why}", describe(field, op, self.phrases)));
+                let held = found.is_some();
+                if let (Some(matched), Some(t)) = (found, trace.as_mut()) {
+                    t.push(Evidence {
+                        condition: describe(field, op, self.phrases),
+                        field: field_name(field),
+                        matched,
+                    });
                 }
-                found.is_some()
+                held
             }
         }
     }
 
-    /// `Some(evidence)` when the test passes; the evidence is only spelled out when `quote` is set.
-    fn test(&self, field: &Field, op: &Op, quote: bool) -> Option<String> {
+    /// `Some(what passed)` when the test passes; it is only spelled out when `quote` is set.
+    fn test(&self, field: &Field, op: &Op, quote: bool) -> Option<Vec<Quote>> {
         let parts: &[Part] = match field {
             Field::Text(p) => std::slice::from_ref(p),
             Field::AnyText => &[Part::Subject, Part::Description, Part::Comment],
@@ -695,14 +762,14 @@ impl<'a> Eval<'a> {
         let values = self.scalars(field);
         match op {
             Op::Exists(want) => {
-                (values.is_empty() != *want).then(|| format!("{} value(s)", values.len()))
+                (values.is_empty() != *want).then(|| value(format!("{} value(s)", values.len())))
             }
-            _ => values.iter().find_map(|v| scalar_test(v, op)),
+            _ => values.iter().find_map(|v| scalar_test(v, op)).map(value),
         }
     }
 
     /// Word operators on ticket texts go through the automaton's hits; `None` means "not a word operator".
-    fn text_test(&self, parts: &[Part], op: &Op, spell_out: bool) -> Option<Option<String>> {
+    fn text_test(&self, parts: &[Part], op: &Op, spell_out: bool) -> Option<Option<Vec<Quote>>> {
         if !spell_out {
             // Deciding (not explaining): lookups only, no allocation.
             let found = |id: usize| parts.iter().any(|p| !self.searched(*p).1.of(id).is_empty());
@@ -715,7 +782,7 @@ impl<'a> Eval<'a> {
                     .any(|p| near(&self.searched(*p).1, *a, *b, *within).is_some()),
                 _ => return None,
             };
-            return Some(hit.then(String::new));
+            return Some(hit.then(Vec::new));
         }
         let quote = |part: Part, words: &Words, first: usize, last: usize| {
             let span = words.original_span(first, last);
@@ -724,12 +791,11 @@ impl<'a> Eval<'a> {
                 Part::Description => "description",
                 Part::Comment => "comment",
             };
-            format!(
-                "{:?} in {name} at {}..{}",
-                &self.raw(part)[span.clone()],
-                span.start,
-                span.end
-            )
+            Quote {
+                text: self.raw(part)[span.clone()].to_string(),
+                part: Some(name),
+                span: Some([span.start, span.end]),
+            }
         };
         let find = |id: usize| {
             parts.iter().find_map(|p| {
@@ -738,18 +804,14 @@ impl<'a> Eval<'a> {
             })
         };
         Some(match op {
-            Op::HasWord(id) => find(*id),
-            Op::HasAnyWord(ids) => ids.iter().find_map(|id| find(*id)),
-            Op::HasAllWords(ids) => ids
-                .iter()
-                .map(|id| find(*id))
-                .collect::<Option<Vec<_>>>()
-                .map(|v| v.join(", ")),
+            Op::HasWord(id) => find(*id).map(|q| vec![q]),
+            Op::HasAnyWord(ids) => ids.iter().find_map(|id| find(*id)).map(|q| vec![q]),
+            Op::HasAllWords(ids) => ids.iter().map(|id| find(*id)).collect::<Option<Vec<_>>>(),
             Op::Near { a, b, within } => parts.iter().find_map(|p| {
                 let (w, hits) = self.searched(*p);
                 near(hits, *a, *b, *within).map(|(x, y)| {
                     let (first, last) = (x.first.min(y.first), x.last.max(y.last));
-                    quote(*p, w, first, last)
+                    vec![quote(*p, w, first, last)]
                 })
             }),
             _ => return None,

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::condition::{describe, Condition, Eval};
+use super::condition::{describe, Condition, Eval, Evidence};
 use super::{Decision, DueKind, LevelRef, Piece, Policy, Rule, Template, Var, NOTE_MARKER};
 use crate::sla::Due;
 use crate::ticket::{Priority, Ticket};
@@ -13,8 +13,8 @@ use crate::ticket::{Priority, Ticket};
 pub struct Matched {
     /// Rule name.
     pub rule: String,
-    /// One line per passing test: the test, and the value or span that passed it.
-    pub evidence: Vec<String>,
+    /// One entry per passing test: the test, and the value or span that passed it.
+    pub evidence: Vec<Evidence>,
 }
 
 /// A rule that almost applied.

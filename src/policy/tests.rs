@@ -291,8 +291,13 @@ fn explain_gives_spans_and_near_misses() {
         .reason
         .starts_with("conditions hold, but the rule reacts only to [comment_added]"));
     let e = p.evaluate(&ticket("Orders NOT syncing", "created"), Utc::now(), true);
+    let evidence: Vec<String> = e.matched[0]
+        .evidence
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
     assert_eq!(
-        e.matched[0].evidence,
+        evidence,
         vec![
             "text has_word \"orders\": \"Orders\" in subject at 0..6".to_string(),
             "text has_word \"not syncing\": \"NOT syncing\" in subject at 7..18".to_string(),

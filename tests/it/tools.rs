@@ -176,9 +176,17 @@ fn explain_json_has_the_documented_keys() {
         v["matched_rules"],
         serde_json::json!(["4.1a orders not syncing", "3.1 URGENT in the subject"])
     );
+    let urgent: Vec<&serde_json::Value> = v["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["rule"] == "3.1 URGENT in the subject")
+        .collect();
     assert_eq!(
-        v["evidence"]["3.1 URGENT in the subject"][0],
-        "subject has_any_word [\"urgent\", \"urgently\"]: \"URGENT\" in subject at 0..6"
+        urgent[0],
+        &serde_json::json!({"rule": "3.1 URGENT in the subject", "field": "subject",
+            "condition": "subject has_any_word [\"urgent\", \"urgently\"]",
+            "matched": [{"text": "URGENT", "part": "subject", "span": [0, 6]}]})
     );
     assert_eq!(v["first_response_due"], "2026-11-23T20:04:10Z");
 }
