@@ -367,7 +367,12 @@ fn check(path: &std::path::Path) -> ExitCode {
             for d in &e.diagnostics {
                 eprintln!("{d}");
             }
-            eprintln!("{errors} error{}", if errors == 1 { "" } else { "s" });
+            let warnings = e.diagnostics.len() - errors;
+            eprintln!(
+                "{errors} error{}, {warnings} warning{}",
+                if errors == 1 { "" } else { "s" },
+                if warnings == 1 { "" } else { "s" }
+            );
             ExitCode::FAILURE
         }
     }
@@ -548,14 +553,10 @@ fn explain(
             continue;
         }
         let scope = other.scope_text().unwrap_or_default();
-        let hint = if scope.contains("\"\"") {
-            " (an empty value: is the environment variable the policy names there set?)"
-        } else {
-            ""
-        };
         println!(
-            "not {:?}: its scope {scope} does not hold for this ticket{hint}",
-            other.name()
+            "not {:?}: its scope ({scope}) does not hold for this ticket{}",
+            other.name(),
+            unset_in_scope(other.source())
         );
     }
     let was = ticket
@@ -615,6 +616,30 @@ fn explain(
         }
     }
     Ok(())
+}
+
+/// `; STORECONNECT_BRAND_ID is unset` when the scope line of `file` names variables that are
+/// not set (the policy then compares with their empty default).
+fn unset_in_scope(file: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let path = ["policy".to_string(), "scope".to_string()];
+    let Some(span) = crate::policy::diagnostic::span_of(&text, &path) else {
+        return String::new();
+    };
+    let line_end = text[span.start..]
+        .find('\n')
+        .map_or(text.len(), |i| span.start + i);
+    let unset: Vec<&str> = text[span.start..line_end]
+        .split("${")
+        .skip(1)
+        .filter_map(|rest| rest.split(['}', ':']).next())
+        .filter(|var| std::env::var(var).is_err())
+        .collect();
+    match unset.as_slice() {
+        [] => String::new(),
+        [one] => format!("; {one} is unset"),
+        many => format!("; {} are unset", many.join(", ")),
+    }
 }
 
 /// Each SLA clock's timeline for `explain`: from creation, through the file's `"events"` (the

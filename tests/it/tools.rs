@@ -78,7 +78,7 @@ fn check_reports_errors_with_position_and_exits_1() {
         err.contains("\n    when = { subject = { has_wrd = \"a\" } }\n                         ^"),
         "{err}"
     );
-    assert!(err.trim_end().ends_with("\n1 error"), "{err}");
+    assert!(err.trim_end().ends_with("\n1 error, 0 warnings"), "{err}");
 
     std::fs::write(&f, GOOD).unwrap();
     let out = deskbot(&["check", f.to_str().unwrap()]);
@@ -634,6 +634,20 @@ fn the_storeconnect_example_routes_to_storeconnect_with_its_brand_set() {
         "{stdout}"
     );
     assert!(stdout.contains("(level critical"), "{stdout}");
+    let unset = deskbot_command()
+        .args([
+            "explain",
+            "--rules",
+            "rules",
+            "examples/storeconnect-store-down.json",
+        ])
+        .env_remove("STORECONNECT_BRAND_ID")
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&unset.stdout).lines().nth(1),
+        Some("not \"StoreConnect support\": its scope (brand_id equals \"\") does not hold for this ticket; STORECONNECT_BRAND_ID is unset")
+    );
 }
 
 /// The README's `explain` sample is the command's real output (a line `    …` in the README
@@ -745,7 +759,7 @@ fn check_reports_every_independent_error_in_one_run_in_file_order() {
         vec![":3:1", ":5:1", ":8:1", ":11:10", ":14:1", ":17:12"],
         "{err}"
     );
-    assert!(err.trim_end().ends_with("\n6 errors"), "{err}");
+    assert!(err.trim_end().ends_with("\n6 errors, 0 warnings"), "{err}");
 }
 
 #[test]
@@ -762,7 +776,7 @@ fn a_bad_regex_shows_the_pattern_with_a_caret_under_the_fault() {
     assert_eq!(
         text(&out.stderr),
         format!(
-            "{}:5:22: invalid regex: unclosed group\n      pattern: order #(\\d+\n                      ^\n    when = {{ subject = {{ regex = \"order #(\\\\d+\" }} }}\n                         ^\n1 error\n",
+            "{}:5:22: invalid regex: unclosed group\n      pattern: order #(\\d+\n                      ^\n    when = {{ subject = {{ regex = \"order #(\\\\d+\" }} }}\n                         ^\n1 error, 0 warnings\n",
             f.display()
         )
     );
