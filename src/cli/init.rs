@@ -11,20 +11,26 @@ use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 
 use crate::calendar::{Calendar, CalendarSpec, HolidaySpec, Hours, Span};
 
-/// What the policy is scaffolded from.
-#[derive(Debug, Clone)]
+/// What the policy is scaffolded from (`deskbot init`'s options).
+#[derive(Debug, Clone, clap::Args)]
 pub struct Answers {
-    /// `[policy] name`.
+    /// The policy's name.
+    #[arg(long, default_value = "Support")]
     pub name: String,
-    /// IANA time zone.
+    /// The support team's time zone (IANA name).
+    #[arg(long, default_value = "UTC")]
     pub timezone: String,
-    /// Weekday range and hours, as in a policy: `mon-fri=09:00-17:00` (several allowed).
+    /// Opening hours, DAYS=HH:MM-HH:MM (repeat for several).
+    #[arg(long, default_value = "mon-fri=09:00-17:00")]
     pub hours: Vec<String>,
-    /// `us-federal` or dates.
+    /// Holidays: us-federal, or dates YYYY-MM-DD (repeat for several).
+    #[arg(long)]
     pub holidays: Vec<String>,
-    /// `urgent=3 business hours` and so on.
+    /// First-response targets, PRIORITY=DURATION (repeat for several).
+    #[arg(long = "first-response", default_values = ["urgent=2 business hours", "high=1 business day", "normal=2 business days", "low=3 business days"])]
     pub first_response: Vec<String>,
-    /// `urgent=1 business day` and so on.
+    /// Resolution targets, PRIORITY=DURATION (repeat for several).
+    #[arg(long, default_values = ["urgent=1 business day", "high=3 business days", "normal=5 business days", "low=10 business days"])]
     pub resolution: Vec<String>,
 }
 

@@ -120,24 +120,9 @@ pub enum Command {
         /// Where to write it (never over an existing file); `-` prints it.
         #[arg(default_value = "policy.toml")]
         path: PathBuf,
-        /// The policy's name.
-        #[arg(long, default_value = "Support")]
-        name: String,
-        /// The support team's time zone (IANA name).
-        #[arg(long, default_value = "UTC")]
-        timezone: String,
-        /// Opening hours, DAYS=HH:MM-HH:MM (repeat for several).
-        #[arg(long, default_value = "mon-fri=09:00-17:00")]
-        hours: Vec<String>,
-        /// Holidays: us-federal, or dates YYYY-MM-DD (repeat for several).
-        #[arg(long)]
-        holidays: Vec<String>,
-        /// First-response targets, PRIORITY=DURATION (repeat for several).
-        #[arg(long = "first-response", default_values = ["urgent=2 business hours", "high=1 business day", "normal=2 business days", "low=3 business days"])]
-        first_response: Vec<String>,
-        /// Resolution targets, PRIORITY=DURATION (repeat for several).
-        #[arg(long, default_values = ["urgent=1 business day", "high=3 business days", "normal=5 business days", "low=10 business days"])]
-        resolution: Vec<String>,
+        /// The account's hours, holidays and targets.
+        #[command(flatten)]
+        answers: init::Answers,
     },
     /// List open SLA clocks, soonest breach first (or every clock of one ticket).
     Sla {
@@ -221,25 +206,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             .map_err(anyhow::Error::from),
         Command::DeadLetters { db, requeue, json } => dead_letters(db, requeue, json).await,
         Command::Sla { db, ticket, json } => sla::run(&db, ticket, json).await,
-        Command::Init {
-            path,
-            name,
-            timezone,
-            hours,
-            holidays,
-            first_response,
-            resolution,
-        } => init(
-            &path,
-            &init::Answers {
-                name,
-                timezone,
-                hours,
-                holidays,
-                first_response,
-                resolution,
-            },
-        ),
+        Command::Init { path, answers } => init(&path, &answers),
         Command::Version => {
             println!("deskbot {}", env!("CARGO_PKG_VERSION"));
             Ok(())

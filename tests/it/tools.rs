@@ -15,6 +15,14 @@ fn text(o: &[u8]) -> String {
     String::from_utf8_lossy(o).into_owned()
 }
 
+/// A policy file `p.toml` holding `policy`, in a directory that lives as long as the first value.
+fn policy_file(policy: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("p.toml");
+    std::fs::write(&f, policy).unwrap();
+    (dir, f)
+}
+
 const GOOD: &str = r#"[policy]
 name = "tools"
 
@@ -64,9 +72,7 @@ fn check_points_at_the_bad_value_not_its_section() {
 
 #[test]
 fn check_reports_errors_with_position_and_exits_1() {
-    let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("p.toml");
-    std::fs::write(&f, "[policy]\nname = \"x\"\n[[rule]]\nname = \"r\"\nwhen = { subject = { has_wrd = \"a\" } }\n").unwrap();
+    let (_dir, f) = policy_file("[policy]\nname = \"x\"\n[[rule]]\nname = \"r\"\nwhen = { subject = { has_wrd = \"a\" } }\n");
     let out = deskbot(&["check", f.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
@@ -88,9 +94,7 @@ fn check_reports_errors_with_position_and_exits_1() {
 
 #[test]
 fn test_prints_a_diff_per_failure_and_the_count_last() {
-    let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("p.toml");
-    std::fs::write(&f, GOOD).unwrap();
+    let (_dir, f) = policy_file(GOOD);
     let out = deskbot(&["test", f.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let stdout = text(&out.stdout);
@@ -106,13 +110,8 @@ fn test_prints_a_diff_per_failure_and_the_count_last() {
 
 #[test]
 fn test_on_a_policy_that_does_not_load_says_so() {
-    let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("p.toml");
-    std::fs::write(
-        &f,
-        "[policy]\nname = \"x\"\n[[rule]]\nname = \"r\"\npriority = \"urgnt\"\n",
-    )
-    .unwrap();
+    let (_dir, f) =
+        policy_file("[policy]\nname = \"x\"\n[[rule]]\nname = \"r\"\npriority = \"urgnt\"\n");
     let out = deskbot(&["test", f.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(text(&out.stdout), "");
@@ -736,16 +735,10 @@ fn init_scaffolds_a_policy_that_passes_check_and_test_and_never_overwrites() {
 
 #[test]
 fn check_reports_every_independent_error_in_one_run_in_file_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("p.toml");
-    std::fs::write(
-        &f,
-        "[policy]\nname = \"x\"\nonly_raise = \"yes\"\n[calendars.c]\ntimezone = \"Pacific Time\"\n\
+    let (_dir, f) = policy_file("[policy]\nname = \"x\"\nonly_raise = \"yes\"\n[calendars.c]\ntimezone = \"Pacific Time\"\n\
          hours = { mon-fri = \"08:00-17:00\" }\n[sla.urgent]\nfirst_response = \"3 bussiness hours\"\n\
          [[rule]]\nname = \"a\"\nwhen = { subjet = { has_word = \"x\" } }\n[[rule]]\nname = \"b\"\n\
-         priority = \"urgnt\"\n[[test]]\nticket = { subject = \"x\" }\nexpect = { priority = \"hgh\" }\n",
-    )
-    .unwrap();
+         priority = \"urgnt\"\n[[test]]\nticket = { subject = \"x\" }\nexpect = { priority = \"hgh\" }\n");
     let out = deskbot(&["check", f.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
@@ -764,13 +757,7 @@ fn check_reports_every_independent_error_in_one_run_in_file_order() {
 
 #[test]
 fn a_bad_regex_shows_the_pattern_with_a_caret_under_the_fault() {
-    let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("p.toml");
-    std::fs::write(
-        &f,
-        "[policy]\nname = \"x\"\n[[rule]]\nname = \"r\"\nwhen = { subject = { regex = \"order #(\\\\d+\" } }\n",
-    )
-    .unwrap();
+    let (_dir, f) = policy_file("[policy]\nname = \"x\"\n[[rule]]\nname = \"r\"\nwhen = { subject = { regex = \"order #(\\\\d+\" } }\n");
     let out = deskbot(&["check", f.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
