@@ -1,25 +1,16 @@
 //! SLA clock budgets: recomputing one ticket's clocks after an event under 50 µs; with 100,000
 //! running clocks in the database, the next due timer found and turned into a job under 1 ms.
 
+mod common;
+
 use std::hint::black_box;
 use std::path::Path;
 
 use chrono::{DateTime, Duration, Utc};
+use common::farapp;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use deskbot::calendar::{Calendar, CalendarSpec, HolidaySpec, Hours};
 use deskbot::queue::store::Store;
 use deskbot::sla::clock::{Change, Rules, Targets, TicketClocks, Warn};
-
-fn farapp() -> Calendar {
-    let spec = CalendarSpec {
-        timezone: "America/Los_Angeles".into(),
-        hours: [("mon-fri".to_string(), Hours::One("08:00-18:00".into()))]
-            .into_iter()
-            .collect(),
-        holidays: vec![HolidaySpec::Named("us-federal".into())],
-    };
-    Calendar::build(&spec, Path::new(".")).expect("calendar builds")
-}
 
 fn t(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s)
