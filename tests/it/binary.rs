@@ -223,3 +223,34 @@ fn one_log_line_per_webhook_and_the_test_secret_warning_only_when_it_let_one_in(
         "zen:event-type:user.active_changed: deskbot does not act on this event type"
     );
 }
+
+/// The README's sample of what `serve` logs for the first example comes from real output: each
+/// line's text up to a `…` must appear in the logs (levels and timestamps aside).
+#[test]
+fn the_readme_serve_log_sample_is_real_output() {
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    let intro =
+        "and the server logs the webhook and the update it would send (abbreviated):\n\n```\n";
+    let start = readme.find(intro).expect("the README shows the log sample") + intro.len();
+    let sample = readme[start..].split("```").next().unwrap();
+    let body = std::fs::read_to_string("examples/farapp-orders-not-syncing.json").unwrap();
+    let logs = serve_then_sigterm("pretty", false, |port| {
+        assert_eq!(post_test_signed(port, &body), 202);
+        std::thread::sleep(Duration::from_millis(500));
+    });
+    // The logs without line breaks inside a record, as the sample's wrapped lines read.
+    for line in sample.lines() {
+        let fragment = line
+            .trim()
+            .trim_start_matches("WARN ")
+            .trim_start_matches("INFO ")
+            .split('…')
+            .next()
+            .unwrap_or("")
+            .trim();
+        assert!(
+            fragment.is_empty() || logs.contains(fragment),
+            "README log sample line not in the real logs: {fragment:?}\n{logs}"
+        );
+    }
+}
