@@ -234,9 +234,31 @@ fn template(s: &str, path: &[String]) -> Result<Template, Located> {
     Ok(Template(pieces))
 }
 
-/// Compiles one policy file; `Err` holds every independent error (a section that fails is left
-/// out, and what depends on it is not checked further).
-pub fn compile(text: &str, file: &Path) -> Result<Policy, Vec<Located>> {
+/// A compiled file: the policy (`None` only when the file is not TOML) and every independent
+/// error (a section that fails is left out, and what depends on it is not checked further). With
+/// errors, the policy is what compiled, for the warnings about it; it must not be used.
+pub struct Compiled {
+    /// The policy, complete when `errors` is empty.
+    pub policy: Option<Policy>,
+    /// The errors.
+    pub errors: Vec<Located>,
+}
+
+/// Compiles one policy file.
+pub fn compile(text: &str, file: &Path) -> Compiled {
+    match compile_parts(text, file) {
+        Ok((policy, errors)) => Compiled {
+            policy: Some(policy),
+            errors,
+        },
+        Err(errors) => Compiled {
+            policy: None,
+            errors,
+        },
+    }
+}
+
+fn compile_parts(text: &str, file: &Path) -> Result<(Policy, Vec<Located>), Vec<Located>> {
     let root: Table = toml::from_str(text).map_err(|e| {
         // toml's own position comes back through its span; keep its one-line message.
         vec![Located {
@@ -445,10 +467,7 @@ pub fn compile(text: &str, file: &Path) -> Result<Policy, Vec<Located>> {
             _ => e.push(err(&p(&["test"]), "tests are written as [[test]] tables")),
         }
     }
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-    Ok(Policy {
+    let policy = Policy {
         name,
         source: file.to_path_buf(),
         only_raise,
@@ -462,7 +481,8 @@ pub fn compile(text: &str, file: &Path) -> Result<Policy, Vec<Located>> {
         slas,
         fields,
         tests,
-    })
+    };
+    Ok((policy, errors))
 }
 
 /// One `[levels]` entry.

@@ -292,19 +292,32 @@ impl Policy {
             ),
             None => locate(severity, source, text, problem),
         };
-        let policy = compile::compile(text, source).map_err(|errors| {
-            let mut diagnostics: Vec<Diagnostic> =
-                errors.iter().map(|e| to_diag(e, Severity::Error)).collect();
-            // In file order, as an editor lists them; one problem found twice is shown once.
-            diagnostics.sort_by_key(|d| (d.line, d.column));
-            diagnostics.dedup();
-            PolicyError { diagnostics }
-        })?;
-        let warnings = compile::lint(&policy)
+        let compiled = compile::compile(text, source);
+        let mut warnings: Vec<Diagnostic> = compiled
+            .policy
             .iter()
-            .map(|w| to_diag(w, Severity::Warning))
+            .flat_map(compile::lint)
+            .map(|w| to_diag(&w, Severity::Warning))
             .collect();
-        Ok(Loaded { policy, warnings })
+        match compiled.policy {
+            Some(policy) if compiled.errors.is_empty() => {
+                warnings.sort_by_key(|d| (d.line, d.column));
+                Ok(Loaded { policy, warnings })
+            }
+            _ => {
+                // Errors and warnings together, in file order as an editor lists them; a problem
+                // found twice is shown once.
+                let mut diagnostics: Vec<Diagnostic> = compiled
+                    .errors
+                    .iter()
+                    .map(|e| to_diag(e, Severity::Error))
+                    .chain(warnings)
+                    .collect();
+                diagnostics.sort_by_key(|d| (d.line, d.column));
+                diagnostics.dedup();
+                Err(PolicyError { diagnostics })
+            }
+        }
     }
 
     /// Reads and compiles one file.

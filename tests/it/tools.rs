@@ -768,3 +768,27 @@ fn a_bad_regex_shows_the_pattern_with_a_caret_under_the_fault() {
         )
     );
 }
+
+#[test]
+fn check_reports_warnings_with_the_errors() {
+    let (_dir, f) = policy_file(
+        "[policy]\nname = \"x\"\n[[rule]]\nname = \"never\"\nwhen = { any = [] }\n[[rule]]\nname = \"bad\"\npriority = \"urgnt\"\n",
+    );
+    let out = deskbot(&["check", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    let firsts: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with(f.to_str().unwrap()))
+        .collect();
+    assert_eq!(firsts.len(), 2, "{err}");
+    assert!(
+        firsts[0].contains(":5:1: warning: rule \"never\" can never match"),
+        "{err}"
+    );
+    assert!(
+        firsts[1].contains(":8:1: unknown priority `urgnt`"),
+        "{err}"
+    );
+    assert!(err.trim_end().ends_with("\n1 error, 1 warning"), "{err}");
+}
