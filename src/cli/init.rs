@@ -26,29 +26,63 @@ pub struct Answers {
     /// Holidays: us-federal, or dates YYYY-MM-DD (repeat for several).
     #[arg(long)]
     pub holidays: Vec<String>,
-    /// First-response targets, PRIORITY=DURATION (repeat for several).
+    /// Your own level names, NAME=PRIORITY (e.g. critical=urgent; repeat for several). Targets
+    /// may then name the levels.
+    #[arg(long = "level")]
+    pub levels: Vec<String>,
+    /// First-response targets, PRIORITY=DURATION or LEVEL=DURATION (repeat for several).
     #[arg(long = "first-response", default_values = ["urgent=2 business hours", "high=1 business day", "normal=2 business days", "low=3 business days"])]
     pub first_response: Vec<String>,
-    /// Resolution targets, PRIORITY=DURATION (repeat for several).
+    /// Resolution targets, PRIORITY=DURATION or LEVEL=DURATION (repeat for several).
     #[arg(long, default_values = ["urgent=1 business day", "high=3 business days", "normal=5 business days", "low=10 business days"])]
     pub resolution: Vec<String>,
 }
 
 const PRIORITIES: [&str; 4] = ["urgent", "high", "normal", "low"];
 
-/// `level=duration` pairs, checked.
-fn targets(list: &[String], flag: &str) -> Result<Vec<(String, Span)>, String> {
+/// `NAME=PRIORITY` level definitions, checked.
+fn levels(list: &[String]) -> Result<Vec<(String, String)>, String> {
+    list.iter()
+        .map(|pair| {
+            let (name, prio) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("--level {pair:?}: write NAME=PRIORITY, e.g. critical=urgent"))?;
+            let (name, prio) = (name.trim().to_ascii_lowercase(), prio.trim().to_ascii_lowercase());
+            let word = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !word || PRIORITIES.contains(&name.as_str()) {
+                return Err(format!(
+                    "--level {pair:?}: a level name is one word other than urgent, high, normal or low"
+                ));
+            }
+            if !PRIORITIES.contains(&prio.as_str()) {
+                return Err(format!(
+                    "--level {pair:?}: {prio:?} is not a priority: use urgent, high, normal or low"
+                ));
+            }
+            Ok((name, prio))
+        })
+        .collect()
+}
+
+/// `level=duration` pairs, checked; `known` are the level names besides the priorities.
+fn targets(
+    list: &[String],
+    flag: &str,
+    known: &[(String, String)],
+) -> Result<Vec<(String, Span)>, String> {
     list.iter()
         .map(|pair| {
             let (level, span) = pair.split_once('=').ok_or_else(|| {
-                format!(
-                    "{flag} {pair:?}: write PRIORITY=DURATION, e.g. urgent=\"3 business hours\""
-                )
+                format!("{flag} {pair:?}: write PRIORITY=DURATION, e.g. urgent=\"3 business hours\"")
             })?;
             let level = level.trim().to_ascii_lowercase();
-            if !PRIORITIES.contains(&level.as_str()) {
+            if !PRIORITIES.contains(&level.as_str()) && !known.iter().any(|(n, _)| *n == level) {
                 return Err(format!(
-                    "{flag} {pair:?}: {level:?} is not a priority: use urgent, high, normal or low"
+                    "{flag} {pair:?}: {level:?} is not a priority: use urgent, high, normal or low{}",
+                    if known.is_empty() { String::new() } else {
+                        let names: Vec<&str> = known.iter().map(|(n, _)| n.as_str()).collect();
+                        format!(", or a level: {}", names.join(", "))
+                    }
                 ));
             }
             let span: Span = span.trim().parse().map_err(|e| format!("{flag}: {e}"))?;
@@ -85,8 +119,9 @@ pub fn render(a: &Answers) -> Result<String, String> {
         return Err("--name: give the policy a name".into());
     }
     let (spec, cal) = calendar(a)?;
-    let first = targets(&a.first_response, "--first-response")?;
-    let resolution = targets(&a.resolution, "--resolution")?;
+    let named = levels(&a.levels)?;
+    let first = targets(&a.first_response, "--first-response", &named)?;
+    let resolution = targets(&a.resolution, "--resolution", &named)?;
     let mut out = String::new();
     let w = &mut out;
     // Writing to a String cannot fail.
@@ -103,6 +138,21 @@ pub fn render(a: &Answers) -> Result<String, String> {
         quote(&a.name)
     );
     let _ = writeln!(w, "# Agents' manual priorities survive: a rule never lowers a priority already on the ticket.\nonly_raise = true\n");
+    if !named.is_empty() {
+        let _ = writeln!(
+            w,
+            "# Your levels, each mapped onto a Zendesk priority and tagged on the ticket.\n[levels]"
+        );
+        for (name, prio) in &named {
+            let _ = writeln!(
+                w,
+                "{name} = {{ priority = {}, tag = {} }}",
+                quote(prio),
+                quote(name)
+            );
+        }
+        let _ = writeln!(w);
+    }
     let _ = writeln!(
         w,
         "[calendars.support_hours]\ntimezone = {}",
@@ -120,7 +170,9 @@ pub fn render(a: &Answers) -> Result<String, String> {
     let holidays: Vec<String> = a.holidays.iter().map(|h| quote(h)).collect();
     let _ = writeln!(w, "holidays = [{}]\n", holidays.join(", "));
     let _ = writeln!(w, "[sla]\npause_on = [\"pending\"]          # resolution waits while the customer owes an answer\nwarn_before = \"30 business minutes\"  # when the at-risk escalation below fires\n");
-    for level in PRIORITIES {
+    let mut order: Vec<&str> = named.iter().map(|(n, _)| n.as_str()).collect();
+    order.extend(PRIORITIES);
+    for level in order {
         let f = first.iter().find(|(l, _)| l == level);
         let r = resolution.iter().find(|(l, _)| l == level);
         if f.is_none() && r.is_none() {
@@ -137,7 +189,19 @@ pub fn render(a: &Answers) -> Result<String, String> {
     }
     let _ = writeln!(w, "# Rules apply in file order; every matching rule adds its tags, the most severe priority wins.");
     let _ = writeln!(w, "[[rule]]\nname = \"urgent in the subject\"\nwhen = {{ all = [\n  {{ subject = {{ has_word = \"urgent\" }} }},\n  {{ not = {{ subject = {{ has_any_word = [\"not urgent\", \"no rush\"] }} }} }},\n] }}\npriority = \"urgent\"\nadd_tags = [\"urgent_subject\"]\nnote = \"Classified urgent: the subject says so.\"\n");
-    let escalated = first.iter().any(|(l, _)| l == "urgent");
+    // The urgent ticket's targets come from one [sla] table, as in the policy: its level's (a
+    // level mapped onto urgent) when that has any target, else `urgent`'s.
+    let has = |key: &str| first.iter().chain(&resolution).any(|(l, _)| l == key);
+    let key = named
+        .iter()
+        .find(|(n, p)| p == "urgent" && has(n))
+        .map_or("urgent", |(n, _)| n.as_str());
+    let urgent_target = |list: &[(String, Span)]| -> Option<Span> {
+        list.iter().find(|(l, _)| l == key).map(|(_, s)| *s)
+    };
+    let urgent_first = urgent_target(&first);
+    let urgent_resolution = urgent_target(&resolution);
+    let escalated = urgent_first.is_some();
     if escalated {
         let _ = writeln!(w, "[[rule]]\nname = \"urgent ticket without a first reply, target missed\"\non = [\"sla.breached\"]\nwhen = {{ all = [{{ sla_metric = {{ equals = \"first_response\" }} }}, {{ priority = {{ equals = \"urgent\" }} }}] }}\nadd_tags = [\"sla_breached_first_response\"]\nnote = \"SLA breached: the {{{{sla.metric}}}} target ({{{{sla.target}}}}) was missed by {{{{sla.missed_by}}}}.\"\n");
     }
@@ -148,18 +212,18 @@ pub fn render(a: &Answers) -> Result<String, String> {
         "priority = \"urgent\"".to_string(),
         "tags = [\"urgent_subject\"]".to_string(),
     ];
-    let urgent_first = first.iter().find(|(l, _)| l == "urgent").map(|(_, s)| *s);
     if let Some(s) = urgent_first {
         expect.push(format!(
             "first_response_due = {}",
             quote(&local(cal.add(created, s)))
         ));
     }
-    if let Some((_, s)) = resolution.iter().find(|(l, _)| l == "urgent") {
-        expect.push(format!(
+    match urgent_resolution {
+        Some(s) => expect.push(format!(
             "resolution_due = {}",
-            quote(&local(cal.add(created, *s)))
-        ));
+            quote(&local(cal.add(created, s)))
+        )),
+        None => expect.push("resolution_due = \"none\"".into()),
     }
     let _ = writeln!(w, "[[test]]\nname = \"urgent in the subject\"\nticket = {{ subject = \"URGENT: checkout is down\", created_at = {} }}\nexpect = {{ {} }}\n", quote(&local(created)), expect.join(", "));
     let _ = writeln!(w, "[[test]]\nname = \"not urgent\"\nticket = {{ subject = \"Not urgent: a question about invoices\", created_at = {} }}\nexpect = {{ priority = \"none\", absent_tags = [\"urgent_subject\"] }}", quote(&local(created)));
@@ -192,6 +256,7 @@ mod tests {
             timezone: "Europe/Berlin".into(),
             hours: vec!["mon-fri=09:00-17:00".into()],
             holidays: vec!["2026-12-24".into()],
+            levels: vec![],
             first_response: vec![
                 "urgent=2 business hours".into(),
                 "high=1 business day".into(),
@@ -215,6 +280,40 @@ mod tests {
             text.contains("first_response_due = \"2026-11-23T12:00:00+01:00\""),
             "{text}"
         );
+    }
+
+    #[test]
+    fn levels_are_defined_and_targets_may_name_them() {
+        let mut a = answers();
+        a.levels = vec!["critical=urgent".into(), "minor=low".into()];
+        a.first_response = vec![
+            "critical=1 business hour".into(),
+            "minor=5 business days".into(),
+        ];
+        let text = render(&a).unwrap();
+        assert!(
+            text.contains("[levels]\ncritical = { priority = \"urgent\", tag = \"critical\" }"),
+            "{text}"
+        );
+        assert!(
+            text.contains("[sla.critical]\nfirst_response = \"1 business hour\""),
+            "{text}"
+        );
+        let loaded =
+            Policy::parse(&text, Path::new("acme.toml")).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let p = loaded.policy;
+        for case in p.tests() {
+            assert_eq!(case.run(&p), Ok(()), "{}\n{text}", case.name);
+        }
+        assert!(
+            text.contains("first_response_due = \"2026-11-23T11:00:00+01:00\""),
+            "{text}"
+        );
+        let mut a = answers();
+        a.levels = vec!["urgent=high".into()];
+        assert!(render(&a)
+            .unwrap_err()
+            .contains("a level name is one word other than urgent"));
     }
 
     #[test]
