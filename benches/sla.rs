@@ -9,6 +9,7 @@ use std::path::Path;
 use chrono::{DateTime, Duration, Utc};
 use common::farapp;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use deskbot::queue::clocks::ClockSave;
 use deskbot::queue::store::Store;
 use deskbot::sla::clock::{Change, Rules, Targets, TicketClocks, Warn};
 
@@ -149,7 +150,12 @@ fn timers(c: &mut Criterion) {
                 );
                 let timers = tc.timers(&cal, &rules());
                 let due: Vec<_> = timers.into_iter().filter(|x| x.at <= now).collect();
-                rt.block_on(store.save_clocks(&tc, Vec::new(), due, now))
+                let save = ClockSave {
+                    clocks: tc,
+                    summaries: Vec::new(),
+                    timers: due,
+                };
+                rt.block_on(store.settle_with_clocks(Vec::new(), vec![save], now))
                     .expect("save");
             },
             |()| {

@@ -176,9 +176,7 @@ pub async fn run(zendesk: Option<&ZendeskClient>, t: &Target<'_>) -> Vec<Check> 
     if let Some(set) = &policies {
         out.extend(field_checks(z, set).await);
     }
-    let clocks = policies
-        .as_ref()
-        .is_some_and(|set| set.policies().iter().any(|p| p.clock_rules().is_some()));
+    let clocks = policies.as_ref().is_some_and(PolicySet::runs_clocks);
     out.extend(webhook_checks(z, t.url, clocks).await);
     out
 }

@@ -489,15 +489,20 @@ impl Calendar {
 
     /// `t` as a person reads it in this calendar: `Mon 23 Nov, 11:00 PST`.
     pub fn describe(&self, t: DateTime<Utc>) -> String {
-        t.with_timezone(&self.tz)
-            .format("%a %-d %b, %H:%M %Z")
-            .to_string()
+        describe_in(self.tz, t)
     }
 
     /// `t` as a date in this calendar's zone (`YYYY-MM-DD`), for Zendesk date fields.
     pub fn local_day(&self, t: DateTime<Utc>) -> String {
         self.local_date(t).format("%Y-%m-%d").to_string()
     }
+}
+
+/// `t` as a person reads it in `tz`: `Mon 23 Nov, 11:00 PST`.
+pub fn describe_in(tz: Tz, t: DateTime<Utc>) -> String {
+    t.with_timezone(&tz)
+        .format("%a %-d %b, %H:%M %Z")
+        .to_string()
 }
 
 /// A test calendar: `timezone`, open `hours` (`"09:00-17:00"`) Monday to Friday, no holidays.

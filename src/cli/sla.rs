@@ -5,6 +5,7 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
+use crate::calendar::describe_in;
 use crate::config::LogFormat;
 use crate::queue::store::Store;
 use crate::sla::clock::{State, Summary};
@@ -12,13 +13,7 @@ use crate::telemetry;
 
 /// `t` as people in `zone` read it (`Mon 30 Nov, 12:00 PST`), or UTC when the zone is unknown.
 fn local(t: DateTime<Utc>, zone: &str) -> String {
-    match zone.parse::<Tz>() {
-        Ok(tz) => t
-            .with_timezone(&tz)
-            .format("%a %-d %b, %H:%M %Z")
-            .to_string(),
-        Err(_) => t.format("%a %-d %b, %H:%M UTC").to_string(),
-    }
+    describe_in(zone.parse::<Tz>().unwrap_or(Tz::UTC), t)
 }
 
 /// `3 h 05 min` of consumed time.

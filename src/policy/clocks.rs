@@ -11,10 +11,8 @@ use crate::ticket::Ticket;
 
 impl Policy {
     /// The calendar and the clock rules, when the policy runs SLA clocks (an `[sla]` with targets).
-    pub fn clock_rules(&self) -> Option<(&Calendar, Rules)> {
-        let cal = self.calendar.as_ref()?;
-        let rules = self.sla.as_ref()?.rules();
-        (!rules.metrics.is_empty()).then_some((cal, rules))
+    pub fn clock_rules(&self) -> Option<(&Calendar, &Rules)> {
+        Some((self.calendar.as_ref()?, self.clock_rules.as_ref()?))
     }
 
     /// The targets at the clocks' priority (through the policy's levels) and plan. A ticket

@@ -467,6 +467,10 @@ fn compile_parts(text: &str, file: &Path) -> Result<(Policy, Vec<Located>), Vec<
             _ => e.push(err(&p(&["test"]), "tests are written as [[test]] tables")),
         }
     }
+    let clock_rules = sla
+        .as_ref()
+        .map(Sla::rules)
+        .filter(|r| calendar.is_some() && !r.metrics.is_empty());
     let policy = Policy {
         name,
         source: file.to_path_buf(),
@@ -478,6 +482,7 @@ fn compile_parts(text: &str, file: &Path) -> Result<(Policy, Vec<Located>), Vec<
         levels,
         calendar,
         sla,
+        clock_rules,
         slas,
         fields,
         tests,

@@ -262,6 +262,8 @@ pub struct Policy {
     levels: Vec<Level>,
     calendar: Option<Calendar>,
     sla: Option<Sla>,
+    /// How the SLA clocks run, derived from `sla` once at load (`None`: no clocks).
+    clock_rules: Option<crate::sla::clock::Rules>,
     slas: BTreeMap<String, Sla>,
     fields: Fields,
     tests: Vec<TestCase>,
@@ -502,6 +504,11 @@ impl PolicySet {
         self.select(ticket)
             .map(|p| p.decide(ticket, now))
             .unwrap_or_default()
+    }
+
+    /// True when some policy runs SLA clocks.
+    pub fn runs_clocks(&self) -> bool {
+        self.policies.iter().any(|p| p.clock_rules.is_some())
     }
 
     /// True when some rule of some policy reacts to `kind`: only then does an event of that kind

@@ -27,10 +27,8 @@ use super::diagnostic::Located;
 use super::{Decision, Policy};
 use serde::Serialize;
 
-use crate::sla::clock::{
-    cleared_at_risk_tags, Change, Effect, Metric, TicketClocks, TimerKind, STATUSES,
-};
-use crate::ticket::{parse_time, EventKind, Priority, SlaAlert, Ticket};
+use crate::sla::clock::{Change, Effect, Metric, TicketClocks, TimerKind, STATUSES};
+use crate::ticket::{parse_time, EventKind, Priority, Ticket};
 
 const EVENT_KEYS: &[&str] = &["at", "comment_by", "public", "status", "priority"];
 const SLA_KEYS: &[&str] = &[
@@ -322,10 +320,10 @@ impl Scenario {
         };
         let mut t = ticket.clone();
         apply(&mut t, decision);
-        let (mut tc, _) = TicketClocks::start(t.id, created, None, &Default::default(), &rules);
+        let (mut tc, _) = TicketClocks::start(t.id, created, None, &Default::default(), rules);
         tc.priority = t.priority;
         tc.plan = policy.plan_of(&t);
-        tc.apply(&Change::Retarget, &policy.clock_targets(&tc), &rules);
+        tc.apply(&Change::Retarget, &policy.clock_targets(&tc), rules);
         let status = t.status.clone().unwrap_or_else(|| "new".into());
         tc.apply(
             &Change::Status {
@@ -333,7 +331,7 @@ impl Scenario {
                 status,
             },
             &policy.clock_targets(&tc),
-            &rules,
+            rules,
         );
         let mut moments: Vec<Moment> = tc
             .clocks
@@ -357,17 +355,11 @@ impl Scenario {
         let steps = self.events.iter().map(|(at, s)| (*at, Some(s)));
         for (at, step) in steps.chain([(end, None)]) {
             // Timers due before this event act first, in time order.
-            while let Some(timer) = tc.timers(cal, &rules).into_iter().find(|x| x.at <= at) {
-                let c = tc.get(timer.metric, timer.instance);
-                let due = c.and_then(|c| c.due(cal));
+            while let Some(timer) = tc.timers(cal, rules).into_iter().find(|x| x.at <= at) {
                 t.event = Some(EventKind::new(timer.kind.event()));
-                t.sla = Some(SlaAlert {
-                    metric: timer.metric.as_str().into(),
-                    kind: timer.kind.as_str().into(),
-                    target: c.and_then(|c| c.target).map(|s| s.to_string()),
-                    due,
-                    missed_by_secs: due.map_or(0, |d| (timer.at - d).num_seconds().max(0)),
-                });
+                t.sla = tc
+                    .get(timer.metric, timer.instance)
+                    .map(|c| c.alert(cal, timer.kind, timer.at));
                 let d = policy.decide(&t, timer.at);
                 t.sla = None;
                 apply(&mut t, &d);
@@ -399,7 +391,7 @@ impl Scenario {
                         public: *public,
                         by_agent: Some(*by_agent),
                     };
-                    tc.apply(&change, &targets, &rules)
+                    tc.apply(&change, &targets, rules)
                 }
                 Some(Step::Status(s)) => {
                     t.status = Some(s.clone());
@@ -409,17 +401,17 @@ impl Scenario {
                             status: s.clone(),
                         },
                         &targets,
-                        &rules,
+                        rules,
                     )
                 }
                 Some(Step::Priority(p)) => {
                     t.priority = Some(*p);
                     tc.priority = Some(*p);
-                    tc.apply(&Change::Retarget, &policy.clock_targets(&tc), &rules)
+                    tc.apply(&Change::Retarget, &policy.clock_targets(&tc), rules)
                 }
             };
             moments.extend(effects.iter().filter_map(|e| moment(e, at, &tc)));
-            let cleared = cleared_at_risk_tags(&tc);
+            let cleared = tc.cleared_at_risk_tags();
             t.tags.retain(|x| !cleared.contains(x));
         }
         Ok(Played {

@@ -120,29 +120,6 @@ impl Store {
         .await
     }
 
-    /// Saves a ticket's clocks, their summaries and the wake-ups still to come, replacing what
-    /// was stored for it.
-    pub async fn save_clocks(
-        &self,
-        clocks: &TicketClocks,
-        summaries: Vec<Summary>,
-        timers: Vec<Timer>,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let save = ClockSave {
-            clocks: clocks.clone(),
-            summaries,
-            timers,
-        };
-        self.call(move |c| {
-            let tx = c.transaction()?;
-            write_clocks(&tx, &save, now.timestamp_millis())?;
-            tx.commit()?;
-            Ok(())
-        })
-        .await
-    }
-
     /// Forgets a ticket's clocks and timers (the ticket is gone).
     pub async fn forget_clocks(&self, ticket_id: u64) -> Result<(), StoreError> {
         self.call(move |c| {
@@ -253,66 +230,38 @@ impl Store {
                  ORDER BY due_at IS NULL, due_at, ticket_id, metric, instance",
             )?;
             let rows = stmt.query_map([ticket.map(|t| t as i64)], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, u32>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, i64>(4)?,
-                    r.get::<_, Option<String>>(5)?,
-                    r.get::<_, i64>(6)?,
-                    r.get::<_, Option<i64>>(7)?,
-                    r.get::<_, Option<i64>>(8)?,
-                    r.get::<_, Option<i64>>(9)?,
-                    r.get::<_, String>(10)?,
-                ))
-            })?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (
-                    tid,
-                    metric,
-                    instance,
-                    state,
-                    started,
-                    target,
-                    consumed,
-                    risk,
-                    due,
-                    done,
-                    zone,
-                ) = row?;
-                let corrupt = |what: &str| StoreError::Corrupt {
-                    id: tid,
-                    message: format!("SLA clock row of ticket {tid}: {what}"),
+                let tid: i64 = r.get(0)?;
+                let corrupt = |col: usize, what: &str| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        col,
+                        rusqlite::types::Type::Text,
+                        format!("SLA clock row of ticket {tid}: {what}").into(),
+                    )
                 };
-                let metric = Metric::parse(&metric).ok_or_else(|| corrupt("unknown metric"))?;
-                let stored = match state.as_str() {
-                    "paused" => State::Paused,
-                    "fulfilled" => State::Fulfilled,
-                    "breached" => State::Breached,
-                    _ => State::Active,
-                };
-                let state = match stored {
-                    State::Fulfilled | State::Breached => stored,
+                let metric = Metric::parse(&r.get::<_, String>(1)?)
+                    .ok_or_else(|| corrupt(1, "unknown metric"))?;
+                let due: Option<i64> = r.get(8)?;
+                // The stored state is as of the last event; a due instant since passed means breached.
+                let state = match State::parse(&r.get::<_, String>(3)?) {
+                    Some(s @ (State::Fulfilled | State::Breached)) => s,
                     _ if due.is_some_and(|d| d <= now_ms) => State::Breached,
-                    s => s,
+                    stored => stored.unwrap_or(State::Active),
                 };
-                out.push(Summary {
+                Ok(Summary {
                     ticket_id: tid as u64,
                     metric,
-                    instance,
+                    instance: r.get(2)?,
                     state,
-                    started_at: time(Some(started)).ok_or_else(|| corrupt("bad start"))?,
-                    target,
-                    consumed_secs: consumed,
-                    at_risk_at: time(risk),
+                    started_at: time(Some(r.get(4)?)).ok_or_else(|| corrupt(4, "bad start"))?,
+                    target: r.get(5)?,
+                    consumed_secs: r.get(6)?,
+                    at_risk_at: time(r.get(7)?),
                     due_at: time(due),
-                    fulfilled_at: time(done),
-                    zone,
-                });
-            }
-            Ok(out)
+                    fulfilled_at: time(r.get(9)?),
+                    zone: r.get(10)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
     }
@@ -381,13 +330,13 @@ mod tests {
         };
         let (tc, _) = TicketClocks::start(ticket, t(created), None, &targets, &rules());
         let now = t(created);
+        let save = ClockSave {
+            clocks: tc.clone(),
+            summaries: tc.summaries(&cal(), &rules(), now),
+            timers: tc.timers(&cal(), &rules()),
+        };
         store
-            .save_clocks(
-                &tc,
-                tc.summaries(&cal(), &rules(), now),
-                tc.timers(&cal(), &rules()),
-                now,
-            )
+            .settle_with_clocks(Vec::new(), vec![save], now)
             .await
             .unwrap();
         tc

@@ -5,9 +5,7 @@
 use chrono::{DateTime, Duration, Utc};
 
 use crate::policy::Policy;
-use crate::sla::clock::{
-    cleared_at_risk_tags, Change, Effect, Metric, TicketClocks, Timer, TimerKind,
-};
+use crate::sla::clock::{Change, Effect, Metric, TicketClocks, Timer, TimerKind};
 use crate::ticket::{EventKind, Priority, SlaAlert, Ticket};
 use crate::webhook::payload::TicketEvent;
 use crate::zendesk::model::SeenComment;
@@ -61,11 +59,11 @@ pub fn ensure_started(
     if matches!(ticket.status.as_deref(), Some("solved" | "closed")) {
         return Vec::new();
     }
-    let mut fresh = TicketClocks::start(ticket.id, created, None, &Default::default(), &rules).0;
+    let mut fresh = TicketClocks::start(ticket.id, created, None, &Default::default(), rules).0;
     fresh.priority = ticket.priority;
     fresh.plan = policy.plan_of(ticket);
     let targets = policy.clock_targets(&fresh);
-    fresh.apply(&Change::Retarget, &targets, &rules);
+    fresh.apply(&Change::Retarget, &targets, rules);
     let mut effects: Vec<Effect> = fresh
         .clocks
         .iter()
@@ -82,7 +80,7 @@ pub fn ensure_started(
                 status,
             },
             &targets,
-            &rules,
+            rules,
         ));
     }
     *clocks = Some(fresh);
@@ -109,7 +107,7 @@ pub fn apply_event(
     }
     if let Some(change) = change_of(ev, now) {
         let targets = policy.clock_targets(tc);
-        effects.extend(tc.apply(&change, &targets, &rules));
+        effects.extend(tc.apply(&change, &targets, rules));
     }
     effects
 }
@@ -121,7 +119,7 @@ pub fn refresh(policy: &Policy, tc: &mut TicketClocks) -> Vec<Effect> {
         return Vec::new();
     };
     let targets = policy.clock_targets(tc);
-    tc.apply(&Change::Retarget, &targets, &rules)
+    tc.apply(&Change::Retarget, &targets, rules)
 }
 
 /// Re-targets the clocks to `priority` and `plan`, when either changed.
@@ -140,7 +138,7 @@ pub fn retarget(
     tc.priority = priority;
     tc.plan = plan;
     let targets = policy.clock_targets(tc);
-    tc.apply(&Change::Retarget, &targets, &rules)
+    tc.apply(&Change::Retarget, &targets, rules)
 }
 
 /// Whether a due timer still has cause to act at `now`: its alert, or why not.
@@ -178,14 +176,7 @@ pub fn check_timer(
             cal.describe(instant)
         ));
     }
-    let due = c.due(cal);
-    Ok(SlaAlert {
-        metric: timer.metric.as_str().to_string(),
-        kind: timer.kind.as_str().to_string(),
-        target: c.target.map(|t| t.to_string()),
-        due,
-        missed_by_secs: due.map_or(0, |d| (now - d).num_seconds().max(0)),
-    })
+    Ok(c.alert(cal, timer.kind, now))
 }
 
 /// Folds what Zendesk says now into the clocks before a timer acts: a public agent reply deskbot
@@ -217,7 +208,7 @@ pub fn catch_up(
                 public: true,
                 by_agent: Some(true),
             };
-            effects.extend(tc.apply(&change, &targets, &rules));
+            effects.extend(tc.apply(&change, &targets, rules));
         }
     }
     if let Some(status) = ticket.status.clone() {
@@ -227,16 +218,11 @@ pub fn catch_up(
                 .as_deref()
                 .and_then(crate::ticket::parse_time)
                 .unwrap_or(started);
-            effects.extend(tc.apply(&Change::Status { at, status }, &targets, &rules));
+            effects.extend(tc.apply(&Change::Status { at, status }, &targets, rules));
         }
     }
     effects.retain(|e| !matches!(e, Effect::Ignored { .. }));
     effects
-}
-
-/// Tags to remove because their metric is no longer at risk.
-pub fn cleared_tags(tc: &TicketClocks) -> Vec<String> {
-    cleared_at_risk_tags(tc)
 }
 
 /// How late a timer acts (zero when on time).

@@ -396,7 +396,13 @@ impl Worker {
         let attempts = live.iter().map(|j| j.attempts).max().unwrap_or(0);
         let ticket_id = last.event.ticket_id;
         let set = self.policy.current();
-        let (per_job, save) = match self.store.clocks(ticket_id).await {
+        // Without SLA clocks in any policy there is nothing to read back for the ticket.
+        let stored = if set.runs_clocks() {
+            self.store.clocks(ticket_id).await
+        } else {
+            Ok(None)
+        };
+        let (per_job, save) = match stored {
             Ok(stored) => match self.clock_only(&set, &live, stored.as_ref(), now) {
                 Some(done) => done,
                 None => {
@@ -482,7 +488,10 @@ impl Worker {
                 .filter_map(|(id, v)| Some((id, v?)))
                 .collect()
         };
-        let tags = |c: Option<&TicketClocks>| c.map(tracking::cleared_tags).unwrap_or_default();
+        let tags = |c: Option<&TicketClocks>| {
+            c.map(TicketClocks::cleared_at_risk_tags)
+                .unwrap_or_default()
+        };
         let (was, now_fields) = (fields(stored), fields(clocks.as_ref()));
         let (had, now_tags) = (tags(stored), tags(clocks.as_ref()));
         if now_fields.iter().any(|f| !was.contains(f)) || now_tags.iter().any(|t| !had.contains(t))
@@ -631,7 +640,7 @@ impl Worker {
                         None => after.custom_fields.remove(&id),
                     };
                 }
-                let cleared = tracking::cleared_tags(tc);
+                let cleared = tc.cleared_at_risk_tags();
                 after
                     .tags
                     .retain(|t| !cleared.iter().any(|c| c.eq_ignore_ascii_case(t)));
@@ -933,8 +942,8 @@ fn clock_save(
     let (tc, (cal, rules)) = (clocks?, policy.clock_rules()?);
     (Some(tc) != stored).then(|| ClockSave {
         clocks: tc.clone(),
-        summaries: tc.summaries(cal, &rules, now),
-        timers: tc.timers(cal, &rules),
+        summaries: tc.summaries(cal, rules, now),
+        timers: tc.timers(cal, rules),
     })
 }
 

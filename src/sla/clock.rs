@@ -13,7 +13,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::calendar::{Calendar, Span, Unit};
-use crate::ticket::Priority;
+use crate::ticket::{Priority, SlaAlert};
 
 /// An agent's public comment this close to the ticket's creation is the opening comment of a
 /// ticket an agent created on the customer's behalf (Zendesk sends both in one action).
@@ -182,6 +182,18 @@ pub enum State {
 }
 
 impl State {
+    /// Parses `active`, `paused`, `fulfilled`, `breached`.
+    pub fn parse(s: &str) -> Option<State> {
+        [
+            State::Active,
+            State::Paused,
+            State::Fulfilled,
+            State::Breached,
+        ]
+        .into_iter()
+        .find(|x| x.as_str() == s)
+    }
+
     /// `active`, `paused`, `fulfilled`, `breached`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -331,6 +343,18 @@ impl Clock {
         let due = self.due(cal)?;
         let end = self.fulfilled_at.unwrap_or(now);
         (end > due).then(|| end - due)
+    }
+
+    /// The timer `kind` of this clock as escalation rules see it when it acts at `at`.
+    pub fn alert(&self, cal: &Calendar, kind: TimerKind, at: DateTime<Utc>) -> SlaAlert {
+        let due = self.due(cal);
+        SlaAlert {
+            metric: self.metric.as_str().to_string(),
+            kind: kind.as_str().to_string(),
+            target: self.target.map(|t| t.to_string()),
+            due,
+            missed_by_secs: due.map_or(0, |d| (at - d).num_seconds().max(0)),
+        }
     }
 
     /// The state at `now`.
@@ -792,6 +816,19 @@ impl TicketClocks {
             .collect()
     }
 
+    /// Tags to remove because their metric is no longer at risk: the at-risk tag of every metric
+    /// whose at-risk timer acted and whose latest clock has since been fulfilled.
+    pub fn cleared_at_risk_tags(&self) -> Vec<String> {
+        Metric::ALL
+            .into_iter()
+            .filter(|m| {
+                self.latest(*m)
+                    .is_some_and(|c| !c.is_open() && c.fired.contains(&TimerKind::AtRisk))
+            })
+            .map(|m| format!("{AT_RISK_TAG}{m}"))
+            .collect()
+    }
+
     /// Fulfils at `at` every open clock that `which` picks.
     fn fulfil(&mut self, at: DateTime<Utc>, which: impl Fn(&Clock) -> bool) -> Vec<Effect> {
         let mut out = Vec::new();
@@ -831,19 +868,6 @@ impl TicketClocks {
         out.sort();
         out
     }
-}
-
-/// Tags to remove because their metric is no longer at risk: the at-risk tag of every metric
-/// whose at-risk timer acted and whose latest clock has since been fulfilled.
-pub fn cleared_at_risk_tags(tc: &TicketClocks) -> Vec<String> {
-    Metric::ALL
-        .into_iter()
-        .filter(|m| {
-            tc.latest(*m)
-                .is_some_and(|c| !c.is_open() && c.fired.contains(&TimerKind::AtRisk))
-        })
-        .map(|m| format!("{AT_RISK_TAG}{m}"))
-        .collect()
 }
 
 #[cfg(test)]
