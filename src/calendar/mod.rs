@@ -349,13 +349,36 @@ impl Calendar {
             LocalResult::Single(t) => t.with_timezone(&Utc),
             LocalResult::Ambiguous(first, _) => first.with_timezone(&Utc),
             LocalResult::None => {
-                // In a spring-forward gap: read the time with the offset in force before the gap,
-                // which names the instant the wall clock resumes after it.
-                let before = self
-                    .tz
-                    .offset_from_utc_datetime(&(naive - Duration::hours(3)))
-                    .fix();
-                (naive - Duration::seconds(i64::from(before.local_minus_utc()))).and_utc()
+                // In a spring-forward gap: every wall time in it names the instant the clock
+                // resumes (02:30 on a 02:00→03:00 night is 03:00), so an interval that starts
+                // inside the gap opens when the gap ends instead of after its own end. The
+                // transition lies between the two readings of `naive` (offsets from 15 h either
+                // side, beyond any zone's offset from UTC); find its second.
+                let reading = |hours: i64| {
+                    let off = self
+                        .tz
+                        .offset_from_utc_datetime(&(naive + Duration::hours(hours)))
+                        .fix();
+                    (naive - Duration::seconds(i64::from(off.local_minus_utc()))).and_utc()
+                };
+                let (mut lo, mut hi) = (reading(15).timestamp(), reading(-15).timestamp());
+                if hi < lo {
+                    std::mem::swap(&mut lo, &mut hi);
+                }
+                let offset_at = |secs: i64| {
+                    DateTime::from_timestamp(secs, 0)
+                        .map(|t| self.tz.offset_from_utc_datetime(&t.naive_utc()).fix())
+                };
+                let after = offset_at(hi);
+                while hi - lo > 1 {
+                    let mid = lo + (hi - lo) / 2;
+                    if offset_at(mid) == after {
+                        hi = mid;
+                    } else {
+                        lo = mid;
+                    }
+                }
+                DateTime::from_timestamp(hi, 0).unwrap_or_else(|| naive.and_utc())
             }
         }
     }
@@ -369,9 +392,11 @@ impl Calendar {
         d: NaiveDate,
     ) -> impl Iterator<Item = (DateTime<Utc>, DateTime<Utc>)> + '_ {
         let intervals = self.local_intervals(d);
-        (0..intervals.len()).map(move |i| {
+        // An interval wholly inside a spring-forward gap has no real time: it is left out.
+        (0..intervals.len()).filter_map(move |i| {
             let (a, b) = intervals[i];
-            (self.instant(d, a), self.instant(d, b))
+            let (start, end) = (self.instant(d, a), self.instant(d, b));
+            (end > start).then_some((start, end))
         })
     }
 

@@ -305,6 +305,65 @@ fn a_spring_forward_gap_inside_hours_is_skipped() {
 }
 
 #[test]
+fn an_interval_starting_inside_the_spring_forward_gap_opens_when_the_gap_ends() {
+    // 2006-04-02, Los Angeles: 02:00 PST jumps to 03:00 PDT. 02:30–03:15 is 15 real minutes,
+    // from 03:00 to 03:15 PDT; it used to come out as 03:30→03:15, a negative interval.
+    let gap = cal("America/Los_Angeles", &[("sun", &["02:30-03:15"])], &[]);
+    let sunday = t("2006-04-02T00:00:00-08:00");
+    assert_eq!(
+        gap.add(sunday, span("0 business minutes")),
+        t("2006-04-02T03:00:00-07:00")
+    );
+    assert_eq!(
+        gap.add(sunday, span("15 business minutes")),
+        t("2006-04-02T03:15:00-07:00")
+    );
+    assert_eq!(
+        gap.add(sunday, span("16 business minutes")),
+        t("2006-04-09T02:31:00-07:00")
+    );
+    assert_eq!(
+        gap.business_between(sunday, t("2006-04-03T00:00:00-07:00")),
+        Duration::minutes(15)
+    );
+    assert!(gap.is_open(t("2006-04-02T03:10:00-07:00")));
+    assert!(!gap.is_open(t("2006-04-02T03:20:00-07:00")));
+    // Wholly inside the gap: no time at all that day, never a negative amount.
+    let inside = cal("America/Los_Angeles", &[("sun", &["02:10-02:50"])], &[]);
+    assert_eq!(
+        inside.business_between(sunday, t("2006-04-03T00:00:00-07:00")),
+        Duration::zero()
+    );
+    assert_eq!(
+        inside.add(sunday, span("0 business minutes")),
+        t("2006-04-09T02:10:00-07:00")
+    );
+}
+
+#[test]
+fn an_interval_inside_the_fall_back_fold_is_read_once() {
+    // 2006-10-29, Los Angeles: 01:00–02:00 happens twice; the interval is the first 01:15–01:45.
+    let fold = cal("America/Los_Angeles", &[("sun", &["01:15-01:45"])], &[]);
+    let sunday = t("2006-10-29T00:00:00-07:00");
+    assert_eq!(
+        fold.add(sunday, span("0 business minutes")),
+        t("2006-10-29T01:15:00-07:00")
+    );
+    assert_eq!(
+        fold.add(sunday, span("30 business minutes")),
+        t("2006-10-29T01:45:00-07:00")
+    );
+    assert_eq!(
+        fold.add(sunday, span("31 business minutes")),
+        t("2006-11-05T01:16:00-08:00")
+    );
+    assert_eq!(
+        fold.business_between(sunday, t("2006-10-30T00:00:00-08:00")),
+        Duration::minutes(30)
+    );
+}
+
+#[test]
 fn day_length_and_describe() {
     assert_eq!(farapp().business_day(), Duration::hours(10));
     let short_friday = cal(
