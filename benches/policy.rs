@@ -40,8 +40,8 @@ const WORDS: &[&str] = &[
 ];
 
 /// A policy of `n` rules, each with word, phrase and proximity tests, like a large real policy.
-fn generated_policy(n: usize) -> String {
-    let mut s = String::from("[policy]\nname = \"generated\"\n");
+fn generated_policy(n: usize, reading: &str) -> String {
+    let mut s = format!("[policy]\nname = \"generated\"\n{reading}\n");
     for i in 0..n {
         let w = |k: usize| WORDS[(i * 7 + k * 13) % WORDS.len()];
         s.push_str(&format!(
@@ -60,9 +60,20 @@ fn ticket_text() -> String {
 }
 
 fn decisions(c: &mut Criterion) {
-    let policy = Policy::parse(&generated_policy(1000), Path::new("generated.toml"))
-        .expect("generated policy compiles")
-        .policy;
+    // The budget: word forms (stemming, the default) and typo tolerance on.
+    let policy = Policy::parse(
+        &generated_policy(1000, "typos = true"),
+        Path::new("generated.toml"),
+    )
+    .expect("generated policy compiles")
+    .policy;
+    // The reference, measured in the same run: exact words (plural rule only), no typos.
+    let exact = Policy::parse(
+        &generated_policy(1000, "stemming = false"),
+        Path::new("generated.toml"),
+    )
+    .expect("generated policy compiles")
+    .policy;
     let ticket = Ticket {
         id: 1,
         event: Some(EventKind::new("created")),
@@ -74,18 +85,21 @@ fn decisions(c: &mut Criterion) {
     c.bench_function("1000 rules, 10 KB ticket", |b| {
         b.iter(|| black_box(policy.decide(black_box(&ticket), now)))
     });
+    c.bench_function("1000 rules, 10 KB ticket, exact words (reference)", |b| {
+        b.iter(|| black_box(exact.decide(black_box(&ticket), now)))
+    });
 
     let text = ticket_text();
-    c.bench_function("normalise 10 KB of text", |b| {
-        b.iter(|| black_box(Words::new(black_box(&text))))
-    });
-    let mut phrases = Phrases::default();
+    let mut phrases = Phrases::new(true);
     for w in WORDS {
-        phrases.add(w);
-        phrases.add(&format!("not {w}ing"));
+        phrases.add(w, true);
+        phrases.add(&format!("not {w}ing"), true);
     }
     phrases.build().expect("phrases build");
-    let words = Words::new(&text);
+    c.bench_function("normalise 10 KB of text", |b| {
+        b.iter(|| black_box(phrases.words(black_box(&text))))
+    });
+    let words: Words = phrases.words(&text);
     c.bench_function("find 54 phrases in 10 KB", |b| {
         b.iter(|| black_box(phrases.find(black_box(&words))))
     });

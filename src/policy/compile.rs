@@ -8,7 +8,7 @@ use serde::Deserialize;
 use toml::{Table, Value};
 
 use super::cases::TestCase;
-use super::condition::{unknown, Compiler, Condition, Field, Op};
+use super::condition::{unknown, Compiler, Condition, Field, Op, Vocabulary};
 use super::diagnostic::Located;
 use super::text::Phrases;
 use super::{
@@ -25,10 +25,33 @@ const TOP_KEYS: &[&str] = &[
     "sla",
     "slas",
     "fields",
+    "words",
     "rule",
+    "unclassified",
     "test",
 ];
-const POLICY_KEYS: &[&str] = &["name", "calendar", "only_raise", "scope", "plan"];
+const POLICY_KEYS: &[&str] = &[
+    "name",
+    "calendar",
+    "only_raise",
+    "scope",
+    "plan",
+    "stemming",
+    "typos",
+];
+const WORDS_KEYS: &[&str] = &["terms", "typos"];
+/// `[unclassified]` is a rule without a name or a condition: it applies when no rule classified.
+const UNCLASSIFIED_KEYS: &[&str] = &[
+    "on",
+    "priority",
+    "add_tags",
+    "remove_tags",
+    "set_fields",
+    "group",
+    "note",
+    "notify",
+    "sla",
+];
 const RULE_KEYS: &[&str] = &[
     "name",
     "on",
@@ -300,15 +323,18 @@ fn compile_parts(text: &str, file: &Path) -> Result<(Policy, Vec<Located>), Vec<
             String::new()
         }
     };
-    let only_raise = match pol.get("only_raise") {
-        None => false,
+    let mut flag = |key: &str, default: bool| match pol.get(key) {
+        None => default,
         Some(v) => attempt(
             e,
             v.as_bool()
-                .ok_or_else(|| err(&child(&pol_path, "only_raise"), "expected true or false")),
+                .ok_or_else(|| err(&child(&pol_path, key), "expected true or false")),
         )
-        .unwrap_or(false),
+        .unwrap_or(default),
     };
+    let only_raise = flag("only_raise", false);
+    let stemming = flag("stemming", true);
+    let typos = flag("typos", false);
 
     // Where plan tiers are read from, for notes and plan-based targets alike.
     let plan = pol.get("plan").and_then(|v| {
@@ -418,10 +444,18 @@ fn compile_parts(text: &str, file: &Path) -> Result<(Policy, Vec<Located>), Vec<
         Some(v) => attempt(e, fields(v, has_sla)).unwrap_or_default(),
     };
 
-    let mut phrases = Phrases::default();
+    let vocabularies = root
+        .get("words")
+        .map(|v| words(v, e))
+        .unwrap_or_default();
+    let mut phrases = Phrases::new(stemming);
     let mut compiler = Compiler {
         phrases: &mut phrases,
         has_calendar: calendar.is_some() || broken_calendar,
+        vocabularies: &vocabularies,
+        typos,
+        expanded: Default::default(),
+        used: Default::default(),
     };
     let scope = pol
         .get("scope")
@@ -442,6 +476,18 @@ fn compile_parts(text: &str, file: &Path) -> Result<(Policy, Vec<Located>), Vec<
             _ => e.push(err(&p(&["rule"]), "rules are written as [[rule]] tables")),
         }
     }
+    let unclassified = root.get("unclassified").and_then(|v| {
+        let at = p(&["unclassified"]);
+        attempt(
+            e,
+            unclassified_rule(&mut compiler, v, &at, &levels, &slas, sla.is_some()),
+        )
+    });
+    let unused: Vec<String> = vocabularies
+        .keys()
+        .filter(|k| !compiler.used.contains(*k))
+        .cloned()
+        .collect();
     let mut names = std::collections::HashSet::new();
     for r in &rules {
         if !names.insert(r.name.clone()) {
@@ -486,8 +532,163 @@ fn compile_parts(text: &str, file: &Path) -> Result<(Policy, Vec<Located>), Vec<
         slas,
         fields,
         tests,
+        unclassified,
+        unused_vocabularies: unused,
     };
     Ok((policy, errors))
+}
+
+/// `[words]`: named vocabularies, `name = ["phrase", "@other", ...]` or
+/// `name = { terms = [...], typos = true }`. Every reference is checked here, with its position.
+fn words(v: &Value, e: &mut Vec<Located>) -> BTreeMap<String, Vocabulary> {
+    let wp = p(&["words"]);
+    let mut out = BTreeMap::new();
+    let mut places: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, def) in attempt(e, table(v, &wp, "[words]")).into_iter().flatten() {
+        let at = child(&wp, name.clone());
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            e.push(err(
+                &at,
+                format!("vocabulary name {name:?}: use letters, digits, _ or -"),
+            ));
+            continue;
+        }
+        let (terms_at, list, typos) = match def {
+            Value::Array(_) => (at.clone(), strings(def, &at), false),
+            Value::Table(t) => {
+                if attempt(e, check_keys(t, WORDS_KEYS, &at, "key of a vocabulary")).is_none() {
+                    continue;
+                }
+                let tp = child(&at, "terms");
+                let list = match t.get("terms") {
+                    Some(l) => strings(l, &tp),
+                    None => Err(err(&at, "a vocabulary table needs terms = [\"...\"]")),
+                };
+                let typos = match t.get("typos") {
+                    None => false,
+                    Some(Value::Boolean(b)) => *b,
+                    Some(_) => {
+                        e.push(err(&child(&at, "typos"), "expected true or false"));
+                        false
+                    }
+                };
+                (tp, list, typos)
+            }
+            _ => {
+                e.push(err(
+                    &at,
+                    format!("a vocabulary is a list of phrases, like {name} = [\"not syncing\", \"stuck\"]"),
+                ));
+                continue;
+            }
+        };
+        let Some(terms) = attempt(e, list) else {
+            continue;
+        };
+        if terms.is_empty() {
+            e.push(err(&terms_at, format!("vocabulary @{name} has no phrases")));
+            continue;
+        }
+        places.insert(name.clone(), terms_at);
+        out.insert(name.clone(), Vocabulary { terms, typos });
+    }
+    // References: known names, and no circle.
+    let names: Vec<String> = out.keys().map(|k| format!("@{k}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut broken = Vec::new();
+    for (name, v) in &out {
+        for (i, t) in v.terms.iter().enumerate() {
+            let at = child(&places[name], i.to_string());
+            match t.trim().strip_prefix('@') {
+                Some(r) if !out.contains_key(r) => {
+                    e.push(err(&at, unknown("vocabulary", &format!("@{r}"), &names)));
+                    broken.push(name.clone());
+                }
+                Some(_) => {}
+                None if !t.chars().any(char::is_alphanumeric) => {
+                    e.push(err(&at, format!("{t:?} has no words to match")));
+                    broken.push(name.clone());
+                }
+                None => {}
+            }
+        }
+    }
+    for name in out.keys() {
+        if let Some(cycle) = circle(&out, name, &mut vec![name.clone()]) {
+            e.push(err(
+                &places[name],
+                format!(
+                    "vocabularies name each other in a circle: @{}",
+                    cycle.join(" → @")
+                ),
+            ));
+            broken.push(name.clone());
+        }
+    }
+    for b in broken {
+        out.remove(&b);
+    }
+    out
+}
+
+/// A chain of references from `chain`'s last vocabulary back to its first, if there is one.
+fn circle(
+    all: &BTreeMap<String, Vocabulary>,
+    start: &str,
+    chain: &mut Vec<String>,
+) -> Option<Vec<String>> {
+    let last = chain.last()?.clone();
+    for r in all
+        .get(&last)
+        .into_iter()
+        .flat_map(|v| &v.terms)
+        .filter_map(|t| t.trim().strip_prefix('@'))
+    {
+        if r == start {
+            let mut c = chain.clone();
+            c.push(r.to_string());
+            return Some(c);
+        }
+        if chain.iter().any(|c| c == r) {
+            continue;
+        }
+        chain.push(r.to_string());
+        if let Some(c) = circle(all, start, chain) {
+            return Some(c);
+        }
+        chain.pop();
+    }
+    None
+}
+
+/// `[unclassified]`: what a ticket gets when no rule gave it a level.
+fn unclassified_rule(
+    c: &mut Compiler<'_>,
+    v: &Value,
+    at: &[String],
+    levels: &[Level],
+    slas: &BTreeMap<String, Sla>,
+    has_default_sla: bool,
+) -> Result<Rule, Located> {
+    let t = table(v, at, "[unclassified]")?;
+    for k in t.keys() {
+        if !UNCLASSIFIED_KEYS.contains(&k.as_str()) {
+            let why = match k.as_str() {
+                "when" | "name" | "stop" | "raise" => format!(
+                    "[unclassified] takes no `{k}`: it applies exactly when no rule set a priority or level"
+                ),
+                _ => unknown("key of [unclassified]", k, UNCLASSIFIED_KEYS),
+            };
+            return Err(err(&child(at, k.clone()), why));
+        }
+    }
+    let mut named = t.clone();
+    named.insert("name".into(), Value::String("[unclassified]".into()));
+    rule(c, &Value::Table(named), at, levels, slas, has_default_sla)
 }
 
 /// One `[levels]` entry.
@@ -736,6 +937,12 @@ fn rule(
 /// and note placeholders that are always empty for the policy as written.
 pub fn lint(policy: &Policy) -> Vec<Located> {
     let mut out = Vec::new();
+    for name in &policy.unused_vocabularies {
+        out.push(Located::new(
+            &p(&["words", name]),
+            format!("vocabulary @{name} is not used by any rule"),
+        ));
+    }
     for r in &policy.rules {
         for (key, t) in [("note", &r.note), ("notify", &r.notify)] {
             for why in t.iter().flat_map(|t| empty_placeholders(policy, r, t)) {

@@ -60,10 +60,10 @@ impl Condition {
     pub fn necessary_phrases(&self) -> Option<Vec<usize>> {
         match self {
             Condition::Test(Field::Text(_) | Field::AnyText, op) => match op {
-                Op::HasWord(id) => Some(vec![*id]),
-                Op::HasAnyWord(ids) => Some(ids.clone()),
-                Op::HasAllWords(ids) => ids.first().map(|id| vec![*id]),
-                Op::Near { a, .. } => Some(vec![*a]),
+                Op::HasWord(t) => Some(t.ids.clone()),
+                Op::HasAnyWord(ts) => Some(ts.iter().flat_map(|t| t.ids.iter().copied()).collect()),
+                Op::HasAllWords(ts) => ts.first().map(|t| t.ids.clone()),
+                Op::Near { a, .. } => Some(a.ids.clone()),
                 _ => None,
             },
             Condition::Test(..) | Condition::Not(_) => None,
@@ -206,6 +206,25 @@ pub struct Quote {
     /// Byte offsets in that text, `[start, end)`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub span: Option<[usize; 2]>,
+    /// The vocabulary the words matched through (`@sync_failure`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vocabulary: Option<String>,
+    /// Words read as another one edit away: `"oders" as "orders" (one edit)`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub typos: Vec<String>,
+}
+
+impl Quote {
+    /// What the quote adds to the bare words: the vocabulary, and typos read through.
+    fn detail(&self) -> String {
+        let mut parts: Vec<String> = self.vocabulary.iter().cloned().collect();
+        parts.extend(self.typos.iter().map(|t| format!("matched {t}")));
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", parts.join("; "))
+        }
+    }
 }
 
 impl Evidence {
@@ -215,7 +234,7 @@ impl Evidence {
             .matched
             .iter()
             .map(|q| match q.part {
-                Some(part) => format!("{:?} in {part}", q.text),
+                Some(part) => format!("{:?} in {part}{}", q.text, q.detail()),
                 None => q.text.clone(),
             })
             .collect();
@@ -230,7 +249,9 @@ impl std::fmt::Display for Evidence {
             .matched
             .iter()
             .map(|q| match (q.part, q.span) {
-                (Some(part), Some([a, b])) => format!("{:?} in {part} at {a}..{b}", q.text),
+                (Some(part), Some([a, b])) => {
+                    format!("{:?} in {part} at {a}..{b}{}", q.text, q.detail())
+                }
                 _ => q.text.clone(),
             })
             .collect();
@@ -243,6 +264,8 @@ fn value(text: String) -> Vec<Quote> {
         text,
         part: None,
         span: None,
+        vocabulary: None,
+        typos: Vec::new(),
     }]
 }
 
@@ -284,18 +307,18 @@ pub enum Op {
     In(Vec<String>),
     /// Substring (case-insensitive, not word-aware).
     Contains(String),
-    /// The phrase appears on word boundaries.
-    HasWord(usize),
-    /// Any of the phrases appears.
-    HasAnyWord(Vec<usize>),
-    /// All of the phrases appear.
-    HasAllWords(Vec<usize>),
-    /// Two phrases within N words of each other.
+    /// The term appears on word boundaries.
+    HasWord(Term),
+    /// Any of the terms appears.
+    HasAnyWord(Vec<Term>),
+    /// All of the terms appear.
+    HasAllWords(Vec<Term>),
+    /// Two terms within N words of each other.
     Near {
-        /// First phrase.
-        a: usize,
-        /// Second phrase.
-        b: usize,
+        /// First term.
+        a: Term,
+        /// Second term.
+        b: Term,
         /// Most words allowed between them.
         within: usize,
     },
@@ -305,6 +328,24 @@ pub enum Op {
     Exists(bool),
     /// Numeric or date comparison.
     Compare(Cmp, Bound),
+}
+
+/// What a word operator looks for: one phrase, or a named vocabulary (any of its phrases).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Term {
+    /// Phrase ids (one for a phrase).
+    pub ids: Vec<usize>,
+    /// The vocabulary's name, when the term is `@name`.
+    pub vocabulary: Option<String>,
+}
+
+/// A named vocabulary as `[words]` defines it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vocabulary {
+    /// Phrases and `@references`, as written.
+    pub terms: Vec<String>,
+    /// Whether its words tolerate one typo.
+    pub typos: bool,
 }
 
 /// Operator names, for suggestions and the schema.
@@ -330,6 +371,14 @@ pub struct Compiler<'p> {
     pub phrases: &'p mut Phrases,
     /// Whether the policy has a calendar (needed by `business_hours`).
     pub has_calendar: bool,
+    /// The policy's named vocabularies.
+    pub vocabularies: &'p std::collections::BTreeMap<String, Vocabulary>,
+    /// `[policy] typos`: every word operator tolerates one typo.
+    pub typos: bool,
+    /// Vocabularies already turned into phrase ids, and those being expanded (to stop cycles).
+    pub expanded: std::collections::HashMap<(String, bool), Vec<usize>>,
+    /// Vocabulary names used somewhere.
+    pub used: std::collections::BTreeSet<String>,
 }
 
 impl Compiler<'_> {
@@ -430,10 +479,69 @@ impl Compiler<'_> {
         })
     }
 
-    fn phrase(&mut self, s: &str) -> Result<usize, CondError> {
+    fn phrase(&mut self, s: &str, typos: bool) -> Result<usize, CondError> {
         self.phrases
-            .add(s)
+            .add(s, typos)
             .ok_or_else(|| CondError::new(format!("{s:?} has no words to match")))
+    }
+
+    /// A term as written: a phrase, or `@name` for a vocabulary.
+    pub fn term(&mut self, s: &str) -> Result<Term, CondError> {
+        match s.trim().strip_prefix('@') {
+            Some(name) => Ok(Term {
+                ids: self.vocabulary(name, self.typos, &mut Vec::new())?,
+                vocabulary: Some(name.to_string()),
+            }),
+            None => Ok(Term {
+                ids: vec![self.phrase(s, self.typos)?],
+                vocabulary: None,
+            }),
+        }
+    }
+
+    /// The phrase ids of vocabulary `name` (and of those it names), typo-tolerant when it or
+    /// whatever names it says so.
+    fn vocabulary(
+        &mut self,
+        name: &str,
+        typos: bool,
+        chain: &mut Vec<String>,
+    ) -> Result<Vec<usize>, CondError> {
+        let Some(v) = self.vocabularies.get(name) else {
+            let known: Vec<String> = self.vocabularies.keys().map(|k| format!("@{k}")).collect();
+            let known: Vec<&str> = known.iter().map(String::as_str).collect();
+            return Err(CondError::new(if known.is_empty() {
+                format!("no vocabulary is named `@{name}`: define it under [words], e.g. {name} = [\"...\"]")
+            } else {
+                unknown("vocabulary", &format!("@{name}"), &known)
+            }));
+        };
+        self.used.insert(name.to_string());
+        let typos = typos || v.typos;
+        let key = (name.to_string(), typos);
+        if let Some(ids) = self.expanded.get(&key) {
+            return Ok(ids.clone());
+        }
+        if chain.iter().any(|c| c == name) {
+            chain.push(name.to_string());
+            return Err(CondError::new(format!(
+                "vocabularies name each other in a circle: @{}",
+                chain.join(" → @")
+            )));
+        }
+        chain.push(name.to_string());
+        let mut ids = Vec::new();
+        for term in v.terms.clone() {
+            match term.trim().strip_prefix('@') {
+                Some(inner) => ids.extend(self.vocabulary(inner, typos, chain)?),
+                None => ids.push(self.phrase(&term, typos)?),
+            }
+        }
+        chain.pop();
+        ids.sort_unstable();
+        ids.dedup();
+        self.expanded.insert(key, ids.clone());
+        Ok(ids)
     }
 
     fn op(&mut self, field: &Field, name: &str, v: &Value) -> Result<Op, CondError> {
@@ -447,9 +555,13 @@ impl Compiler<'_> {
                 Op::In(items.iter().map(|s| s.to_lowercase()).collect())
             }
             "contains" => Op::Contains(string(v)?.to_lowercase()),
-            "has_word" => Op::HasWord(self.phrase(&string(v)?)?),
+            "has_word" => Op::HasWord(self.term(&string(v)?)?),
             "has_any_word" | "has_all_words" => {
-                let list = strings(v)?;
+                // A single "@name" stands for the vocabulary's list.
+                let list = match v {
+                    Value::String(one) if one.trim().starts_with('@') => vec![one.clone()],
+                    _ => strings(v)?,
+                };
                 if list.is_empty() {
                     return Err(CondError::new(format!(
                         "`{name}` needs at least one phrase"
@@ -458,7 +570,7 @@ impl Compiler<'_> {
                 let ids = list
                     .iter()
                     .enumerate()
-                    .map(|(i, s)| self.phrase(s).map_err(|e| e.at(i.to_string())))
+                    .map(|(i, s)| self.term(s).map_err(|e| e.at(i.to_string())))
                     .collect::<Result<Vec<_>, _>>()?;
                 if name == "has_any_word" {
                     Op::HasAnyWord(ids)
@@ -500,8 +612,8 @@ impl Compiler<'_> {
                     None => 5,
                 };
                 Op::Near {
-                    a: self.phrase(a).map_err(|e| e.at("terms"))?,
-                    b: self.phrase(b).map_err(|e| e.at("terms"))?,
+                    a: self.term(a).map_err(|e| e.at("0").at("terms"))?,
+                    b: self.term(b).map_err(|e| e.at("1").at("terms"))?,
                     within,
                 }
             }
@@ -656,9 +768,9 @@ impl<'a> Eval<'a> {
         self.texts[part as usize].get_or_init(|| {
             let raw = self.raw(part);
             let words = if self.spans {
-                Words::with_spans(raw)
+                self.phrases.words_with_spans(raw)
             } else {
-                Words::new(raw)
+                self.phrases.words(raw)
             };
             let hits = self.phrases.find(&words);
             (words, hits)
@@ -772,46 +884,67 @@ impl<'a> Eval<'a> {
     fn text_test(&self, parts: &[Part], op: &Op, spell_out: bool) -> Option<Option<Vec<Quote>>> {
         if !spell_out {
             // Deciding (not explaining): lookups only, no allocation.
-            let found = |id: usize| parts.iter().any(|p| !self.searched(*p).1.of(id).is_empty());
+            let found = |t: &Term| {
+                t.ids
+                    .iter()
+                    .any(|id| parts.iter().any(|p| !self.searched(*p).1.of(*id).is_empty()))
+            };
             let hit = match op {
-                Op::HasWord(id) => found(*id),
-                Op::HasAnyWord(ids) => ids.iter().any(|id| found(*id)),
-                Op::HasAllWords(ids) => ids.iter().all(|id| found(*id)),
+                Op::HasWord(t) => found(t),
+                Op::HasAnyWord(ts) => ts.iter().any(found),
+                Op::HasAllWords(ts) => ts.iter().all(found),
                 Op::Near { a, b, within } => parts
                     .iter()
-                    .any(|p| near(&self.searched(*p).1, *a, *b, *within).is_some()),
+                    .any(|p| near(&self.searched(*p).1, &a.ids, &b.ids, *within).is_some()),
                 _ => return None,
             };
             return Some(hit.then(Vec::new));
         }
-        let quote = |part: Part, words: &Words, first: usize, last: usize| {
+        let quote = |part: Part, words: &Words, first: usize, last: usize, via: &[&Term]| {
             let span = words.original_span(first, last);
             let name = match part {
                 Part::Subject => "subject",
                 Part::Description => "description",
                 Part::Comment => "comment",
             };
+            let raw = self.raw(part);
+            let typos = self
+                .phrases
+                .corrections(words, first, last)
+                .into_iter()
+                .map(|c| format!("{:?} as {:?} (one edit)", &raw[c.span], c.read_as))
+                .collect();
+            let vocabularies: Vec<String> = via
+                .iter()
+                .filter_map(|t| t.vocabulary.as_ref().map(|v| format!("@{v}")))
+                .collect();
             Quote {
-                text: self.raw(part)[span.clone()].to_string(),
+                text: raw[span.clone()].to_string(),
                 part: Some(name),
                 span: Some([span.start, span.end]),
+                vocabulary: (!vocabularies.is_empty()).then(|| vocabularies.join(", ")),
+                typos,
             }
         };
-        let find = |id: usize| {
+        let find = |t: &Term| {
             parts.iter().find_map(|p| {
                 let (w, hits) = self.searched(*p);
-                hits.of(id).first().map(|h| quote(*p, w, h.first, h.last))
+                t.ids
+                    .iter()
+                    .filter_map(|id| hits.of(*id).first())
+                    .min_by_key(|h| h.first)
+                    .map(|h| quote(*p, w, h.first, h.last, &[t]))
             })
         };
         Some(match op {
-            Op::HasWord(id) => find(*id).map(|q| vec![q]),
-            Op::HasAnyWord(ids) => ids.iter().find_map(|id| find(*id)).map(|q| vec![q]),
-            Op::HasAllWords(ids) => ids.iter().map(|id| find(*id)).collect::<Option<Vec<_>>>(),
+            Op::HasWord(t) => find(t).map(|q| vec![q]),
+            Op::HasAnyWord(ts) => ts.iter().find_map(find).map(|q| vec![q]),
+            Op::HasAllWords(ts) => ts.iter().map(find).collect::<Option<Vec<_>>>(),
             Op::Near { a, b, within } => parts.iter().find_map(|p| {
                 let (w, hits) = self.searched(*p);
-                near(hits, *a, *b, *within).map(|(x, y)| {
+                near(hits, &a.ids, &b.ids, *within).map(|(x, y)| {
                     let (first, last) = (x.first.min(y.first), x.last.max(y.last));
-                    vec![quote(*p, w, first, last)]
+                    vec![quote(*p, w, first, last, &[a, b])]
                 })
             }),
             _ => return None,
@@ -881,14 +1014,19 @@ pub fn describe(field: &Field, op: &Op, phrases: &Phrases) -> String {
     let f = field_name(field);
     // Long phrase lists are abbreviated: the evidence after the description quotes what matched.
     // Phrases that read alike once normalised ("mapping", "mappings") are listed once.
-    let list = |ids: &[usize]| {
-        let mut unique: Vec<&str> = Vec::new();
-        for p in ids.iter().map(|i| phrases.written(*i)) {
+    let term = |t: &Term| match (&t.vocabulary, t.ids.first()) {
+        (Some(v), _) => format!("@{v}"),
+        (None, Some(id)) => format!("{:?}", phrases.written(*id)),
+        (None, None) => String::new(),
+    };
+    let list = |ts: &[Term]| {
+        let mut unique: Vec<String> = Vec::new();
+        for p in ts.iter().map(term) {
             if !unique.contains(&p) {
                 unique.push(p);
             }
         }
-        let shown: Vec<String> = unique.iter().take(3).map(|p| format!("{p:?}")).collect();
+        let shown: Vec<&str> = unique.iter().take(3).map(String::as_str).collect();
         match unique.len() {
             n if n > 3 => format!("{}, … {} more", shown.join(", "), n - 3),
             _ => shown.join(", "),
@@ -898,14 +1036,12 @@ pub fn describe(field: &Field, op: &Op, phrases: &Phrases) -> String {
         Op::Equals(v) => format!("{f} equals {v:?}"),
         Op::In(v) => format!("{f} in {v:?}"),
         Op::Contains(v) => format!("{f} contains {v:?}"),
-        Op::HasWord(id) => format!("{f} has_word {:?}", phrases.written(*id)),
-        Op::HasAnyWord(ids) => format!("{f} has_any_word [{}]", list(ids)),
-        Op::HasAllWords(ids) => format!("{f} has_all_words [{}]", list(ids)),
-        Op::Near { a, b, within } => format!(
-            "{f} near {:?} and {:?} within {within} words",
-            phrases.written(*a),
-            phrases.written(*b)
-        ),
+        Op::HasWord(t) => format!("{f} has_word {}", term(t)),
+        Op::HasAnyWord(ts) => format!("{f} has_any_word [{}]", list(ts)),
+        Op::HasAllWords(ts) => format!("{f} has_all_words [{}]", list(ts)),
+        Op::Near { a, b, within } => {
+            format!("{f} near {} and {} within {within} words", term(a), term(b))
+        }
         Op::Regex(re) => format!("{f} regex {:?}", re.as_str()),
         Op::Exists(b) => format!("{f} exists = {b}"),
         Op::Compare(c, b) => format!("{f} {c:?} {b:?}").to_lowercase(),
@@ -932,9 +1068,14 @@ mod tests {
     fn compile(src: &str) -> Result<Fixture, CondError> {
         let v: toml::Table = toml::from_str(&format!("when = {src}")).unwrap();
         let mut phrases = Phrases::default();
+        let vocabularies = std::collections::BTreeMap::new();
         let cond = Compiler {
             phrases: &mut phrases,
             has_calendar: false,
+            vocabularies: &vocabularies,
+            typos: false,
+            expanded: Default::default(),
+            used: Default::default(),
         }
         .compile(&v["when"])?;
         phrases.build().unwrap();
@@ -959,7 +1100,8 @@ mod tests {
         let c = r#"{ subject = { has_word = "urgent" } }"#;
         assert!(matches(c, &subject("URGENT: orders stopped")));
         assert!(matches(c, &subject("this is (urgent)!")));
-        assert!(!matches(c, &subject("urgently needed")));
+        assert!(matches(c, &subject("urgently needed")), "a word form of urgent");
+        assert!(!matches(c, &subject("urgency")), "another word, not a form of it");
         let c = r#"{ text = { has_word = "order not syncing" } }"#;
         assert!(matches(c, &subject("Orders not syncing")));
         let c = r#"{ subject = { has_word = "aren't syncing" } }"#;

@@ -78,14 +78,9 @@ impl Policy {
         } else {
             Eval::new(ticket, &self.phrases, self.calendar.as_ref())
         };
-        let mut d = Decision::default();
+        let mut acc = Acc::default();
         let mut matched = Vec::new();
         let mut near_misses = Vec::new();
-        let mut winner: Option<&LevelRef> = None;
-        let mut notes: Vec<(&str, &Template)> = Vec::new();
-        let mut notices: Vec<(&str, &Template)> = Vec::new();
-        let mut sla_choice: Option<&str> = None;
-        let mut raise = 0u8;
         for rule in &self.rules {
             // The gate is only a shortcut for deciding; explaining looks at every rule for near misses.
             if !explain {
@@ -112,48 +107,46 @@ impl Policy {
                 }
                 continue;
             }
-            d.matched_rules.push(rule.name.clone());
             if explain {
                 matched.push(Matched {
                     rule: rule.name.clone(),
                     evidence,
                 });
             }
-            raise = raise.max(rule.raise);
-            if let Some(p) = &rule.priority {
-                if winner.is_none_or(|w| p.priority > w.priority) {
-                    winner = Some(p);
-                }
-            }
-            for t in &rule.add_tags {
-                if !d.add_tags.contains(t) {
-                    d.add_tags.push(t.clone());
-                }
-            }
-            for t in &rule.remove_tags {
-                if !d.remove_tags.contains(t) {
-                    d.remove_tags.push(t.clone());
-                }
-            }
-            for (id, v) in &rule.set_fields {
-                d.fields.insert(*id, v.clone());
-            }
-            if rule.group.is_some() {
-                d.group_id = rule.group;
-            }
-            if let Some(n) = &rule.note {
-                notes.push((&rule.name, n));
-            }
-            if let Some(n) = &rule.notify {
-                notices.push((&rule.name, n));
-            }
-            if sla_choice.is_none() {
-                sla_choice = rule.sla.as_deref();
-            }
+            take(&mut acc, rule);
             if rule.stop {
                 break;
             }
         }
+        // No rule gave a level: say so, and apply [unclassified] when the policy has one.
+        if acc.winner.is_none() && acc.raise == 0 {
+            let fallback = self
+                .unclassified
+                .as_ref()
+                .filter(|u| Self::reacts(u, ticket));
+            let classifying = self
+                .rules
+                .iter()
+                .any(|r| (r.priority.is_some() || r.raise > 0) && Self::reacts(r, ticket));
+            acc.d.unclassified = classifying || fallback.is_some();
+            if let Some(u) = fallback {
+                if explain {
+                    matched.push(Matched {
+                        rule: u.name.clone(),
+                        evidence: Vec::new(),
+                    });
+                }
+                take(&mut acc, u);
+            }
+        }
+        let Acc {
+            mut d,
+            mut winner,
+            notes,
+            notices,
+            sla_choice,
+            raise,
+        } = acc;
         let raised;
         if raise > 0 {
             // Levels up from what the rules decided, or else from what the ticket has.
@@ -371,6 +364,54 @@ impl Policy {
             }
         }
         out
+    }
+}
+
+/// What the matching rules have decided so far.
+#[derive(Default)]
+struct Acc<'r> {
+    d: Decision,
+    winner: Option<&'r LevelRef>,
+    notes: Vec<(&'r str, &'r Template)>,
+    notices: Vec<(&'r str, &'r Template)>,
+    sla_choice: Option<&'r str>,
+    raise: u8,
+}
+
+/// Adds a matching rule's effects.
+fn take<'r>(acc: &mut Acc<'r>, rule: &'r Rule) {
+    let d = &mut acc.d;
+    d.matched_rules.push(rule.name.clone());
+    acc.raise = acc.raise.max(rule.raise);
+    if let Some(p) = &rule.priority {
+        if acc.winner.is_none_or(|w| p.priority > w.priority) {
+            acc.winner = Some(p);
+        }
+    }
+    for t in &rule.add_tags {
+        if !d.add_tags.contains(t) {
+            d.add_tags.push(t.clone());
+        }
+    }
+    for t in &rule.remove_tags {
+        if !d.remove_tags.contains(t) {
+            d.remove_tags.push(t.clone());
+        }
+    }
+    for (id, v) in &rule.set_fields {
+        d.fields.insert(*id, v.clone());
+    }
+    if rule.group.is_some() {
+        d.group_id = rule.group;
+    }
+    if let Some(n) = &rule.note {
+        acc.notes.push((&rule.name, n));
+    }
+    if let Some(n) = &rule.notify {
+        acc.notices.push((&rule.name, n));
+    }
+    if acc.sla_choice.is_none() {
+        acc.sla_choice = rule.sla.as_deref();
     }
 }
 

@@ -102,6 +102,9 @@ pub struct Decision {
     /// Messages for the team's chat, one per matching rule with `notify`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notify: Vec<String>,
+    /// No rule gave the ticket a level (the policy's `[unclassified]` applied, if it has one).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unclassified: bool,
 }
 
 /// A policy (or set of policies) that failed to load: every problem at `file:line:col`.
@@ -267,6 +270,10 @@ pub struct Policy {
     slas: BTreeMap<String, Sla>,
     fields: Fields,
     tests: Vec<TestCase>,
+    /// `[unclassified]`: applied when no rule gave the ticket a level.
+    unclassified: Option<Rule>,
+    /// Vocabularies no rule refers to (a warning).
+    unused_vocabularies: Vec<String>,
 }
 
 /// A loaded file: the policy and the warnings about it.
