@@ -1,7 +1,9 @@
-//! Command-line interface: `serve`, `check`, `test`, `explain`, `schema`, `dead-letters`, `sla`.
+//! Command-line interface: `serve`, `check`, `test`, `explain`, `replay`, `schema`, `dead-letters`,
+//! `sla`, and the set-up commands.
 //! Errors become one message for humans here, at the edge.
 
 mod init;
+mod replay;
 mod sla;
 
 use std::path::PathBuf;
@@ -51,6 +53,9 @@ pub enum Command {
         #[arg(long)]
         at: Option<String>,
     },
+    /// Decide a corpus of tickets: per policy, the count per level and tag and the unclassified;
+    /// with labels, the agreement; with --against, the tickets two versions decide differently.
+    Replay(replay::Args),
     /// Print the JSON Schema of the policy format (for editor completion).
     Schema,
     /// Create (or update) the Zendesk webhook and trigger that send tickets to deskbot.
@@ -201,6 +206,11 @@ pub async fn run(cli: Cli) -> ExitCode {
             )
             .await
         }
+        Command::Replay(args) => match replay::run(&args) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
         Command::Schema => serde_json::to_string_pretty(&schema::schema())
             .map(|s| println!("{s}"))
             .map_err(anyhow::Error::from),
@@ -488,6 +498,7 @@ fn explain(
             "group_id": d.group_id,
             "note": d.note,
             "matched_rules": d.matched_rules,
+            "unclassified": d.unclassified,
             "evidence": evidence,
             "near_misses": e.near_misses,
             "sla_timeline": timeline,
@@ -529,6 +540,9 @@ fn explain(
     let was = ticket
         .priority
         .map_or("none".to_string(), |p| p.to_string());
+    if d.unclassified {
+        println!("unclassified: no rule gave this ticket a level");
+    }
     match (d.priority, &d.level) {
         (Some(p), Some(l)) => println!("priority: {p} (level {l}; was {was})"),
         (Some(p), None) => println!("priority: {p} (was {was})"),
