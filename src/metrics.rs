@@ -38,6 +38,11 @@ struct ClockState {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyName {
+    policy: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Endpoint {
     endpoint: String,
 }
@@ -55,6 +60,7 @@ struct Inner {
     dead_letters: Gauge,
     sla_clocks: Family<ClockState, Gauge>,
     sla_timers_due: Gauge,
+    unclassified: Family<PolicyName, Counter>,
 }
 
 /// Shared handle to deskbot's metrics; cheap to clone.
@@ -90,6 +96,12 @@ impl Metrics {
         let dead_letters = Gauge::default();
         let sla_clocks = Family::<ClockState, Gauge>::default();
         let sla_timers_due = Gauge::default();
+        let unclassified = Family::<PolicyName, Counter>::default();
+        registry.register(
+            "tickets_unclassified",
+            "Tickets no rule gave a level (the policy's [unclassified] applied, if it has one), by policy",
+            unclassified.clone(),
+        );
         registry.register(
             "sla_clocks",
             "Open SLA clocks by state (running, paused, at_risk, breached; at_risk is part of running)",
@@ -158,6 +170,7 @@ impl Metrics {
             dead_letters,
             sla_clocks,
             sla_timers_due,
+            unclassified,
         }))
     }
 
@@ -177,6 +190,16 @@ impl Metrics {
             .rejected
             .get_or_create(&Reason {
                 reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Policy `policy` gave a ticket no level.
+    pub fn unclassified(&self, policy: &str) {
+        self.0
+            .unclassified
+            .get_or_create(&PolicyName {
+                policy: policy.to_string(),
             })
             .inc();
     }

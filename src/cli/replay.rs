@@ -232,7 +232,11 @@ fn read_corpus(path: &Path) -> anyhow::Result<(Vec<Case>, Vec<String>)> {
             let (ticket, _) = super::explain_input(&bytes).map_err(|e| e.to_string())?;
             let expected = serde_json::from_slice::<serde_json::Value>(&bytes)
                 .ok()
-                .and_then(|v| v.pointer("/expect/level").and_then(|l| l.as_str()).map(str::to_string))
+                .and_then(|v| {
+                    v.pointer("/expect/level")
+                        .and_then(|l| l.as_str())
+                        .map(str::to_string)
+                })
                 .map(|l| l.trim().to_lowercase());
             Ok((ticket, expected))
         });
@@ -386,10 +390,20 @@ fn row<'a>(rows: &'a mut Vec<LevelRow>, level: &str) -> &'a mut LevelRow {
 /// Report order: Zendesk's priorities and the usual level names, most severe first; others after.
 fn order(level: &str) -> (usize, String) {
     const KNOWN: &[&str] = &[
-        "critical", "urgent", "high", "medium", "normal", "low", "none", UNCLASSIFIED,
+        "critical",
+        "urgent",
+        "high",
+        "medium",
+        "normal",
+        "low",
+        "none",
+        UNCLASSIFIED,
     ];
     (
-        KNOWN.iter().position(|k| *k == level).unwrap_or(KNOWN.len() - 2),
+        KNOWN
+            .iter()
+            .position(|k| *k == level)
+            .unwrap_or(KNOWN.len() - 2),
         level.to_string(),
     )
 }

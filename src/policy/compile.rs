@@ -444,10 +444,7 @@ fn compile_parts(text: &str, file: &Path) -> Result<(Policy, Vec<Located>), Vec<
         Some(v) => attempt(e, fields(v, has_sla)).unwrap_or_default(),
     };
 
-    let vocabularies = root
-        .get("words")
-        .map(|v| words(v, e))
-        .unwrap_or_default();
+    let vocabularies = root.get("words").map(|v| words(v, e)).unwrap_or_default();
     let mut phrases = Phrases::new(stemming);
     let mut compiler = Compiler {
         phrases: &mut phrases,

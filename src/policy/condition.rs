@@ -885,9 +885,11 @@ impl<'a> Eval<'a> {
         if !spell_out {
             // Deciding (not explaining): lookups only, no allocation.
             let found = |t: &Term| {
-                t.ids
-                    .iter()
-                    .any(|id| parts.iter().any(|p| !self.searched(*p).1.of(*id).is_empty()))
+                t.ids.iter().any(|id| {
+                    parts
+                        .iter()
+                        .any(|p| !self.searched(*p).1.of(*id).is_empty())
+                })
             };
             let hit = match op {
                 Op::HasWord(t) => found(t),
@@ -1100,8 +1102,14 @@ mod tests {
         let c = r#"{ subject = { has_word = "urgent" } }"#;
         assert!(matches(c, &subject("URGENT: orders stopped")));
         assert!(matches(c, &subject("this is (urgent)!")));
-        assert!(matches(c, &subject("urgently needed")), "a word form of urgent");
-        assert!(!matches(c, &subject("urgency")), "another word, not a form of it");
+        assert!(
+            matches(c, &subject("urgently needed")),
+            "a word form of urgent"
+        );
+        assert!(
+            !matches(c, &subject("urgency")),
+            "another word, not a form of it"
+        );
         let c = r#"{ text = { has_word = "order not syncing" } }"#;
         assert!(matches(c, &subject("Orders not syncing")));
         let c = r#"{ subject = { has_word = "aren't syncing" } }"#;

@@ -442,3 +442,158 @@ note = "from a {{plan}} customer"
         Some("[deskbot] from a gold customer")
     );
 }
+
+const VOCAB: &str = r#"[policy]
+name = "n"
+[words]
+sync_failure = ["not syncing", "stuck", "@outage"]
+outage = { terms = ["down", "offline"] }
+orders = { typos = true, terms = ["order"] }
+[[rule]]
+name = "orders"
+when = { all = [
+  { text = { has_any_word = "@orders" } },
+  { text = { has_any_word = ["@sync_failure", "broken"] } },
+] }
+priority = "urgent"
+[[rule]]
+name = "near"
+when = { text = { near = { terms = ["@orders", "@outage"], within = 2 } } }
+add_tags = ["near"]
+[unclassified]
+priority = "normal"
+add_tags = ["deskbot_unclassified"]
+"#;
+
+#[test]
+fn vocabularies_are_defined_once_and_used_by_name() {
+    let p = policy(VOCAB);
+    let d = p.decide(&ticket("Our orders are stuck", "created"), Utc::now());
+    assert_eq!(d.priority, Some(Priority::Urgent));
+    assert!(!d.unclassified);
+    // A vocabulary can name another: @sync_failure includes @outage.
+    let d = p.decide(&ticket("order sync down", "created"), Utc::now());
+    assert_eq!(d.priority, Some(Priority::Urgent));
+    assert_eq!(d.add_tags, vec!["near".to_string()]);
+    // Typo tolerance is the vocabulary's: "oders" reads as "orders", evidence says so.
+    let e = p.evaluate(&ticket("oders stuck", "created"), Utc::now(), true);
+    let evidence: Vec<String> = e.matched[0].evidence.iter().map(|x| x.plain()).collect();
+    assert_eq!(
+        evidence,
+        vec![
+            "text has_any_word [@orders]: \"oders\" in subject (@orders; matched \"oders\" as \"order\" (one edit))".to_string(),
+            "text has_any_word [@sync_failure, \"broken\"]: \"stuck\" in subject (@sync_failure)".to_string(),
+        ]
+    );
+}
+
+#[test]
+fn unclassified_applies_only_when_no_rule_gave_a_level() {
+    let p = policy(VOCAB);
+    let d = p.decide(&ticket("Thanks!", "created"), Utc::now());
+    assert!(d.unclassified);
+    assert_eq!(d.priority, Some(Priority::Normal));
+    assert_eq!(d.add_tags, vec!["deskbot_unclassified".to_string()]);
+    assert_eq!(d.matched_rules, vec!["[unclassified]".to_string()]);
+    // Classification runs on creation (the default `on`): a comment is not unclassified.
+    let d = p.decide(&ticket("Thanks!", "comment_added"), Utc::now());
+    assert!(!d.unclassified);
+    assert!(d.add_tags.is_empty());
+    // Without [unclassified], the decision still says so, and changes nothing.
+    let bare = policy("[policy]\nname = \"n\"\n[[rule]]\nname = \"r\"\nwhen = { subject = { has_word = \"down\" } }\npriority = \"high\"\n");
+    let d = bare.decide(&ticket("Thanks!", "created"), Utc::now());
+    assert!(d.unclassified);
+    assert_eq!(d.priority, None);
+}
+
+#[test]
+fn stemming_can_be_switched_off_per_policy() {
+    let src = |on: bool| {
+        format!("[policy]\nname = \"n\"\nstemming = {on}\n[[rule]]\nname = \"r\"\nwhen = {{ text = {{ has_word = \"price\" }} }}\npriority = \"high\"\n")
+    };
+    let t = ticket("Pricing is wrong", "created");
+    assert_eq!(
+        policy(&src(true)).decide(&t, Utc::now()).priority,
+        Some(Priority::High)
+    );
+    assert_eq!(policy(&src(false)).decide(&t, Utc::now()).priority, None);
+    // Plurals still match without stemming.
+    let t = ticket("Prices are wrong", "created");
+    assert_eq!(
+        policy(&src(false)).decide(&t, Utc::now()).priority,
+        Some(Priority::High)
+    );
+}
+
+#[test]
+fn vocabulary_mistakes_are_errors_at_their_position() {
+    let base = "[policy]\nname = \"n\"\n[words]\nsync_failure = [\"stuck\"]\n";
+    let rule = |when: &str| format!("{base}[[rule]]\nname = \"r\"\nwhen = {when}\n");
+    let e = error(&rule(
+        "{ text = { has_any_word = [\"x\", \"@sync_falure\"] } }",
+    ));
+    assert!(
+        e.contains(
+            "p.toml:7:40: unknown vocabulary `@sync_falure` (did you mean `@sync_failure`?)"
+        ),
+        "{e}"
+    );
+    let e = error(&rule(
+        "{ text = { near = { terms = [\"x\", \"@nope\"] } } }",
+    ));
+    assert!(e.contains("p.toml:7:42: unknown vocabulary `@nope`"), "{e}");
+    let e = error("[policy]\nname = \"n\"\n[[rule]]\nname = \"r\"\nwhen = { text = { has_word = \"@stuff\" } }\n");
+    assert!(
+        e.contains("p.toml:5:19: no vocabulary is named `@stuff`: define it under [words]"),
+        "{e}"
+    );
+    let e = error("[policy]\nname = \"n\"\n[words]\na = [\"@b\"]\nb = [\"x\", \"@a\"]\n");
+    assert!(
+        e.contains("p.toml:4:1: vocabularies name each other in a circle: @a → @b → @a"),
+        "{e}"
+    );
+    let e = error("[policy]\nname = \"n\"\n[words]\na = [\"x\", \"@c\"]\nb = [\"y\"]\n");
+    assert!(e.contains("p.toml:4:11: unknown vocabulary `@c`"), "{e}");
+    let e = error("[policy]\nname = \"n\"\n[words]\na = []\n");
+    assert!(
+        e.contains("p.toml:4:1: vocabulary @a has no phrases"),
+        "{e}"
+    );
+    let e = error("[policy]\nname = \"n\"\n[words]\na = { terms = [\"x\"], typo = true }\n");
+    assert!(
+        e.contains("p.toml:4:22: unknown key of a vocabulary `typo` (did you mean `typos`?)"),
+        "{e}"
+    );
+    let e = error("[policy]\nname = \"n\"\n[words]\na = { terms = [\"x\"], typos = \"yes\" }\n");
+    assert!(e.contains("p.toml:4:22: expected true or false"), "{e}");
+    let e = error("[policy]\nname = \"n\"\n[words]\na = \"x\"\n");
+    assert!(
+        e.contains("p.toml:4:1: a vocabulary is a list of phrases"),
+        "{e}"
+    );
+    let e = error("[policy]\nname = \"n\"\nstemming = \"no\"\n");
+    assert!(e.contains("p.toml:3:1: expected true or false"), "{e}");
+    let e = error(
+        "[policy]\nname = \"n\"\n[unclassified]\nwhen = { subject = { has_word = \"x\" } }\n",
+    );
+    assert!(
+        e.contains("p.toml:4:1: [unclassified] takes no `when`: it applies exactly when no rule set a priority or level"),
+        "{e}"
+    );
+    let e = error("[policy]\nname = \"n\"\n[unclassified]\nprority = \"normal\"\n");
+    assert!(
+        e.contains("unknown key of [unclassified] `prority` (did you mean `priority`?)"),
+        "{e}"
+    );
+    // An unused vocabulary is a warning, not an error.
+    let w = Policy::parse(
+        "[policy]\nname = \"n\"\n[words]\nspare = [\"x\"]\n",
+        Path::new("p.toml"),
+    )
+    .unwrap()
+    .warnings;
+    assert_eq!(
+        w[0].to_string().lines().next(),
+        Some("p.toml:4:1: warning: vocabulary @spare is not used by any rule")
+    );
+}

@@ -786,7 +786,11 @@ mod tests {
 
     #[test]
     fn stems_match_every_form_of_a_word() {
-        let (p, ids) = built(&["price", "cancel", "duplicate", "not syncing", "sync"], true, false);
+        let (p, ids) = built(
+            &["price", "cancel", "duplicate", "not syncing", "sync"],
+            true,
+            false,
+        );
         let [price, cancel, duplicate, not_syncing, sync] = ids[..] else {
             panic!("five phrases")
         };
@@ -804,19 +808,47 @@ mod tests {
             ("re-synced twice", sync),
         ] {
             let hits = p.find(&p.words(text));
-            assert_eq!(hits.of(id).len(), 1, "{text:?} should match {}", p.written(id));
+            assert_eq!(
+                hits.of(id).len(),
+                1,
+                "{text:?} should match {}",
+                p.written(id)
+            );
         }
         // Words no phrase could match are left as written (and never stemmed).
-        assert_eq!(p.words("hello team, pricing").words(), vec!["hello", "team", "price"]);
+        assert_eq!(
+            p.words("hello team, pricing").words(),
+            vec!["hello", "team", "price"]
+        );
     }
 
     #[test]
     fn a_stems_root_begins_the_word_it_came_from() {
         // The property the stemming gate relies on; the module notes give the full-list check.
         for w in [
-            "using", "hoping", "happily", "relational", "organization", "sensibility", "cries",
-            "agreed", "hopping", "generously", "communication", "its", "ties", "early", "only",
-            "ugly", "gently", "skis", "news", "syncing", "fulfillments", "shipping", "availability",
+            "using",
+            "hoping",
+            "happily",
+            "relational",
+            "organization",
+            "sensibility",
+            "cries",
+            "agreed",
+            "hopping",
+            "generously",
+            "communication",
+            "its",
+            "ties",
+            "early",
+            "only",
+            "ugly",
+            "gently",
+            "skis",
+            "news",
+            "syncing",
+            "fulfillments",
+            "shipping",
+            "availability",
         ] {
             assert!(w.starts_with(root(&porter2(w))), "{w} → {}", porter2(w));
         }
@@ -850,7 +882,12 @@ mod tests {
         let hits = p.find(&w);
         assert_eq!(hits.of(ids[0]).len(), 1);
         assert_eq!(hits.of(ids[1]).len(), 1);
-        assert_eq!(hits.of(ids[2]).len(), 1, "two typos in one phrase: {:?}", w.words());
+        assert_eq!(
+            hits.of(ids[2]).len(),
+            1,
+            "two typos in one phrase: {:?}",
+            w.words()
+        );
         let c = p.corrections(&w, 1, 1);
         assert_eq!(
             c,
@@ -889,7 +926,10 @@ mod tests {
             }]
         );
         assert_eq!(hits.of(ids[1]).len(), 1);
-        assert!(hits.of(ids[2]).is_empty(), "\"synchronise\" is not \"syncing\"");
+        assert!(
+            hits.of(ids[2]).is_empty(),
+            "\"synchronise\" is not \"syncing\""
+        );
         let h = hits.of(ids[0])[0];
         assert_eq!(&text[w.original_span(h.first, h.last)], "NOT syncing");
     }
@@ -902,7 +942,10 @@ mod tests {
         assert!(near(&hits, &[orders], &[not_syncing], 4).is_some());
         assert!(near(&hits, &[orders], &[not_syncing], 3).is_none());
         let hits = p.find(&p.words("not syncing: the orders"));
-        assert!(near(&hits, &[orders], &[not_syncing], 1).is_some(), "either order");
+        assert!(
+            near(&hits, &[orders], &[not_syncing], 1).is_some(),
+            "either order"
+        );
         // A term may be a vocabulary: any of its phrases.
         let hits = p.find(&p.words("orders are stuck, and far later not syncing"));
         assert!(near(&hits, &[orders], &[not_syncing, stuck], 1).is_some());

@@ -607,6 +607,14 @@ impl Worker {
                 after.comment_by_staff = ev.comment.as_ref().and_then(|c| c.by_staff);
                 let decision = set.decide(&after, now);
                 debug!(job = job.id, ?decision, "decided");
+                if let (true, Some(p)) = (decision.unclassified, policy) {
+                    self.metrics.unclassified(p.name());
+                    info!(
+                        job = job.id,
+                        policy = p.name(),
+                        "no rule gave the ticket a level"
+                    );
+                }
                 if update::apply(&mut after, &decision) {
                     notes.extend(decision.note.clone());
                 }

@@ -592,3 +592,50 @@ async fn calls_to_zendesk_never_exceed_the_rate_limit() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_ticket_no_rule_classifies_gets_the_fallback_and_is_counted() {
+    const FALLBACK: &str = r#"
+[policy]
+name = "fallback"
+[words]
+outage = ["down", "not syncing"]
+[[rule]]
+name = "outage"
+when = { text = { has_any_word = "@outage" } }
+priority = "urgent"
+[unclassified]
+add_tags = ["deskbot_unclassified"]
+note = "No rule matched: please triage."
+"#;
+    let app = spawn_app_with(Options {
+        policy: FALLBACK,
+        ..Options::default()
+    })
+    .await;
+    let mut t = api_ticket(131, "Hello");
+    t["description"] = json!("Just saying thanks for last week.");
+    app.zendesk.put_ticket(t);
+    app.zendesk
+        .put_user(json!({"id": 7, "email": "ops@shop.example", "name": "Ops"}));
+    app.zendesk
+        .put_org(json!({"id": 3, "name": "Shop", "organization_fields": {}}));
+    let r = app
+        .post_signed(event_body("fallback-1", "created", 131, "Hello"))
+        .await;
+    assert_eq!(r.status(), 202);
+    let z = app.zendesk.clone();
+    eventually(10, "one PUT", || z.applied_puts().len() == 1).await;
+    let put = &app.zendesk.applied_puts()[0]["ticket"];
+    assert_eq!(put["tags"], json!(["vip", "deskbot_unclassified"]));
+    assert_eq!(
+        put["comment"]["body"],
+        "[deskbot] No rule matched: please triage."
+    );
+    let metrics = app.get_text("/metrics").await;
+    assert!(
+        metrics.contains("deskbot_tickets_unclassified_total{policy=\"fallback\"} 1"),
+        "{metrics}"
+    );
+    app.stop().await;
+}
