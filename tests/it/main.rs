@@ -4,6 +4,7 @@ mod admin;
 mod bad_input;
 mod binary;
 mod contract;
+mod corpus;
 mod crash;
 mod disk;
 mod drain;

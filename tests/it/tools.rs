@@ -184,7 +184,7 @@ fn explain_json_has_the_documented_keys() {
     assert_eq!(
         urgent[0],
         &serde_json::json!({"rule": "3.1 URGENT in the subject", "field": "subject",
-            "condition": "subject has_any_word [\"urgent\", \"urgently\"]",
+            "condition": "subject has_word \"urgent\"",
             "matched": [{"text": "URGENT", "part": "subject", "span": [0, 6]}]})
     );
     assert_eq!(v["first_response_due"], "2026-11-23T20:04:10Z");
