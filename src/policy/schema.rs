@@ -20,9 +20,10 @@ pub fn schema() -> Value {
     let mut ops = Map::new();
     for op in OPS {
         let v = match *op {
-            "in" | "has_any_word" | "has_all_words" => {
-                json!({"type": "array", "items": {"type": ["string", "integer"]}})
-            }
+            "in" => json!({"type": "array", "items": {"type": ["string", "integer"]}}),
+            "has_any_word" | "has_all_words" => json!({"oneOf": [
+                {"type": "array", "items": {"type": ["string", "integer"]}},
+                {"type": "string", "pattern": "^\\s*@", "description": "a vocabulary: \"@name\" from [words]"}]}),
             "near" => {
                 json!({"type": "object", "additionalProperties": false, "required": ["terms"],
                              "properties": {"terms": {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 2},
@@ -72,6 +73,11 @@ pub fn schema() -> Value {
     let test = json!({"type": "array", "items": {"type": "object", "additionalProperties": false, "required": ["ticket"], "properties": {
         "name": {"type": "string"}, "ticket": {"type": "object"}, "expect": {"type": "object"},
         "events": {"type": "array", "items": step}, "sla": scenario}}});
+    let phrases = json!({"type": "array", "minItems": 1, "items": {"type": "string"}});
+    let words = json!({"type": "object", "description": "Named vocabularies, used in word operators as \"@name\".",
+        "additionalProperties": {"oneOf": [phrases.clone(),
+            {"type": "object", "additionalProperties": false, "required": ["terms"],
+             "properties": {"terms": phrases, "typos": {"type": "boolean", "description": "one edit tolerated on words of five letters or more"}}}]}});
     let mut events: Vec<&str> = KNOWN_EVENTS.to_vec();
     events.push("*");
     json!({
@@ -86,7 +92,10 @@ pub fn schema() -> Value {
         "properties": {
             "policy": {"type": "object", "additionalProperties": false, "required": ["name"], "properties": {
                 "name": {"type": "string"}, "calendar": {"type": "string"}, "only_raise": {"type": "boolean"},
-                "scope": {"$ref": "#/definitions/condition"}, "plan": plan}},
+                "scope": {"$ref": "#/definitions/condition"}, "plan": plan,
+                "stemming": {"type": "boolean", "description": "word forms: \"price\" matches \"pricing\" (default true)"},
+                "typos": {"type": "boolean", "description": "every word operator tolerates one edit on words of five letters or more (default false)"}}},
+            "words": words,
             "levels": {"type": "object", "additionalProperties": {"oneOf": [
                 {"enum": ["low", "normal", "high", "urgent"]},
                 {"type": "object", "additionalProperties": false, "required": ["priority"],
@@ -116,6 +125,18 @@ pub fn schema() -> Value {
                 "notify": {"type": "string", "description": "a message POSTed as {\"text\": ...} to DESKBOT_NOTIFY_URL"},
                 "sla": {"type": "string"},
                 "stop": {"type": "boolean"}}}},
+            "unclassified": {"type": "object", "additionalProperties": false,
+                "description": "What a ticket gets when no rule gave it a level",
+                "properties": {
+                "on": {"type": "array", "items": {"enum": events.clone()}},
+                "priority": {"type": "string"},
+                "add_tags": {"type": "array", "items": {"type": "string", "pattern": "^\\S+$"}},
+                "remove_tags": {"type": "array", "items": {"type": "string", "pattern": "^\\S+$"}},
+                "set_fields": {"type": "object"},
+                "group": {"type": ["integer", "string"]},
+                "note": {"type": "string"},
+                "notify": {"type": "string"},
+                "sla": {"type": "string"}}},
             "test": test
         }
     })

@@ -336,6 +336,24 @@ fn schema_is_valid_json_with_every_operator() {
     assert!(s["definitions"]["condition"]["properties"]
         .get("organization_fields")
         .is_some());
+    // Vocabularies, the fallback and the reading switches are known keys, as the compiler's are.
+    for key in ["words", "unclassified"] {
+        assert!(s["properties"].get(key).is_some(), "{key}");
+    }
+    for key in ["stemming", "typos"] {
+        assert!(
+            s["properties"]["policy"]["properties"].get(key).is_some(),
+            "{key}"
+        );
+    }
+    assert_eq!(
+        s["properties"]["words"]["additionalProperties"]["oneOf"][1]["properties"]["typos"]["type"],
+        "boolean"
+    );
+    assert_eq!(
+        s["definitions"]["operators"]["properties"]["has_any_word"]["oneOf"][1]["pattern"],
+        "^\\s*@"
+    );
 }
 
 mod properties {
