@@ -13,7 +13,7 @@
 //! ticket, so a word is only stemmed when its stem could be one of the policy's words: a Porter2
 //! stem's first four letters, less a final "e" or "i", always begin the word it came from (checked
 //! over the 104,334 words of Debian's wamerican list; dying, lying, tying and skies are the
-//! exceptions, handled by name). Words no phrase could match are left as written.
+//! exceptions, handled by name). Words no phrase could match only keep their place.
 //!
 //! Typo tolerance (opt-in per policy or per vocabulary) reads a word as a phrase word one edit
 //! away (Damerau-Levenshtein: a letter added, dropped, changed, or two swapped), for words of five
@@ -22,11 +22,13 @@
 //! the vocabulary. A corrected word is laid out as "target~", which only typo-tolerant patterns
 //! contain: a rule without typo tolerance never sees a correction.
 
-use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use rust_stemmers::{Algorithm, Stemmer};
+// Fx hashing: the keys are short words and packed prefixes hashed on every text word, where the
+// default SipHash (built against flooding, which a policy's own words cannot do) costs 3× more.
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 /// Words that negate: never corrected, and never a correction's target.
 const NEGATIONS: &[&str] = &[
@@ -41,6 +43,9 @@ const NEGATING_PREFIXES: &[&str] = &["un", "non", "dis"];
 
 /// Shortest word (in letters) that typo tolerance applies to.
 pub const TYPO_MIN_LETTERS: usize = 5;
+
+/// Stands in the laid-out text for a word no phrase can match (not a word character).
+const UNMATCHABLE: char = '_';
 
 /// Most automaton patterns one typo-tolerant phrase may expand to.
 const MAX_TYPO_VARIANTS: usize = 16;
@@ -122,14 +127,33 @@ fn pack(b: &[u8]) -> u32 {
 }
 
 /// Which text words are worth stemming: those that begin with the root of a phrase word's stem.
+///
+/// A filter, not a set: a false "yes" only costs stemming a word (its stem then matches nothing),
+/// while a "no" is always right. Bits keep the test to a few array reads per word.
 #[derive(Debug, Clone)]
 struct StemGate {
     /// Single-letter phrase words (a one-letter stem only comes from that very word).
     one: [bool; 256],
     /// First two bytes of every longer root: most words are turned away by this bit alone.
     two: Vec<u64>,
-    /// The roots of two to four bytes.
-    roots: HashSet<u32>,
+    /// First two bytes of the two-byte roots: such a prefix admits the word outright.
+    whole_two: Vec<u64>,
+    /// Hashed three- and four-byte roots.
+    longer: Vec<u64>,
+}
+
+const LONGER_BITS: usize = 1 << 16;
+
+fn bit(bits: &[u64], k: usize) -> bool {
+    bits[k / 64] & (1 << (k % 64)) != 0
+}
+
+fn set_bit(bits: &mut [u64], k: usize) {
+    bits[k / 64] |= 1 << (k % 64);
+}
+
+fn longer_key(b: &[u8]) -> usize {
+    (pack(b).wrapping_mul(0x9E37_79B9) >> 16) as usize % LONGER_BITS
 }
 
 impl Default for StemGate {
@@ -137,7 +161,8 @@ impl Default for StemGate {
         StemGate {
             one: [false; 256],
             two: vec![0; 1024],
-            roots: HashSet::new(),
+            whole_two: vec![0; 1024],
+            longer: vec![0; LONGER_BITS / 64],
         }
     }
 }
@@ -152,16 +177,18 @@ impl StemGate {
                 // A one-letter root of a longer stem: every word starting with it qualifies.
                 for second in 0..256usize {
                     let k = (usize::from(*b) << 8) | second;
-                    self.two[k / 64] |= 1 << (k % 64);
-                }
-                for second in 0..=255u8 {
-                    self.roots.insert(pack(&[*b, second]));
+                    set_bit(&mut self.two, k);
+                    set_bit(&mut self.whole_two, k);
                 }
             }
             _ => {
                 let k = (usize::from(r[0]) << 8) | usize::from(r[1]);
-                self.two[k / 64] |= 1 << (k % 64);
-                self.roots.insert(pack(r));
+                set_bit(&mut self.two, k);
+                if r.len() == 2 {
+                    set_bit(&mut self.whole_two, k);
+                } else {
+                    set_bit(&mut self.longer, longer_key(r));
+                }
             }
         }
     }
@@ -172,10 +199,12 @@ impl StemGate {
             [b] => self.one[usize::from(*b)],
             _ => {
                 let k = (usize::from(w[0]) << 8) | usize::from(w[1]);
-                if self.two[k / 64] & (1 << (k % 64)) == 0 {
+                if !bit(&self.two, k) {
                     return stem_exception(w);
                 }
-                (2..=w.len().min(4)).any(|n| self.roots.contains(&pack(&w[..n])))
+                bit(&self.whole_two, k)
+                    || (w.len() >= 3 && bit(&self.longer, longer_key(&w[..3])))
+                    || (w.len() >= 4 && bit(&self.longer, longer_key(&w[..4])))
                     || stem_exception(w)
             }
         }
@@ -254,7 +283,8 @@ impl TypoIndex {
     /// Whether a word could be one edit from a target: one of its three-letter prefixes (as
     /// written, or with one of its first three letters dropped) begins a neighbourhood key.
     fn may_hold(&self, w: &[u8]) -> bool {
-        if self.targets.is_empty() || w.len() < 4 {
+        // Bytes, not letters: a word of five letters has at least five bytes.
+        if self.targets.is_empty() || w.len() < TYPO_MIN_LETTERS {
             return false;
         }
         let bit = |t: [u8; 3]| {
@@ -320,7 +350,7 @@ impl Words {
         self.starts.is_empty()
     }
 
-    /// The normalised words (a typo-corrected word ends in `~`).
+    /// The normalised words (a typo-corrected word ends in `~`; a word no phrase can match is `_`).
     pub fn words(&self) -> Vec<&str> {
         self.laid_out.split_whitespace().collect()
     }
@@ -403,7 +433,7 @@ impl Phrases {
             lengths: Vec::new(),
             patterns: Vec::new(),
             pattern_phrase: Vec::new(),
-            known: HashSet::new(),
+            known: HashSet::default(),
             gate: StemGate::default(),
             typos: TypoIndex::default(),
             automaton: None,
@@ -524,11 +554,22 @@ impl Phrases {
         };
         w.laid_out.push(' ');
         // Each distinct word is read once per text: tickets repeat their key words.
-        let mut memo: HashMap<Box<str>, Reading> = HashMap::new();
+        let mut memo: HashMap<Box<str>, u32> = HashMap::default();
+        let mut readings: Vec<Reading> = Vec::new();
         // The word being read: where it began in `text`, and where it begins in `laid_out`.
         let mut start: Option<(usize, usize)> = None;
-        let mut chars = text.char_indices().peekable();
-        while let Some((i, c)) = chars.next() {
+        let bytes = text.as_bytes();
+        let mut i = 0;
+        // Bytes, with chars decoded only outside ASCII: most ticket text is ASCII, and this loop
+        // runs over every byte of every ticket.
+        while i < bytes.len() {
+            let (c, width) = match bytes[i] {
+                b if b < 0x80 => (char::from(b), 1),
+                _ => match text[i..].chars().next() {
+                    Some(c) => (c, c.len_utf8()),
+                    None => break,
+                },
+            };
             if c.is_alphanumeric() {
                 if start.is_none() {
                     start = Some((i, w.laid_out.len()));
@@ -540,15 +581,19 @@ impl Phrases {
                 }
             } else if is_apostrophe(c)
                 && start.is_some()
-                && chars.peek().is_some_and(|(_, n)| n.is_alphanumeric())
+                && text[i + width..]
+                    .chars()
+                    .next()
+                    .is_some_and(char::is_alphanumeric)
             {
                 // "aren't": the apostrophe joins the word.
             } else if let Some((s, at)) = start.take() {
-                self.end_word(&mut w, &mut memo, s..i, at);
+                self.end_word(&mut w, (&mut memo, &mut readings), s..i, at);
             }
+            i += width;
         }
         if let Some((s, at)) = start {
-            self.end_word(&mut w, &mut memo, s..text.len(), at);
+            self.end_word(&mut w, (&mut memo, &mut readings), s..text.len(), at);
         }
         w
     }
@@ -556,7 +601,7 @@ impl Phrases {
     fn end_word(
         &self,
         w: &mut Words,
-        memo: &mut HashMap<Box<str>, Reading>,
+        (memo, readings): (&mut HashMap<Box<str>, u32>, &mut Vec<Reading>),
         original: Range<usize>,
         at: usize,
     ) {
@@ -565,14 +610,15 @@ impl Phrases {
         let stemmable = self.stemming && self.gate.admits(word.as_bytes());
         let typo = self.typos.may_hold(word.as_bytes());
         if stemmable || typo {
-            let reading = match memo.get(word) {
-                Some(r) => r.clone(),
+            let i = match memo.get(word) {
+                Some(i) => *i as usize,
                 None => {
-                    let r = self.read(word);
-                    memo.insert(word.into(), r.clone());
-                    r
+                    readings.push(self.read(word));
+                    memo.insert(word.into(), (readings.len() - 1) as u32);
+                    readings.len() - 1
                 }
             };
+            let reading = &readings[i];
             w.laid_out.truncate(at);
             w.laid_out.push_str(&reading.token);
             if let (Some(t), true) = (reading.corrected, w.keep_spans) {
@@ -580,6 +626,11 @@ impl Phrases {
             }
         } else if !self.stemming {
             plural_in_place(&mut w.laid_out, at);
+        } else {
+            // No phrase word can be this word's stem (the gate never turns one away): it keeps
+            // its place, but as one byte, so the automaton has less text to read.
+            w.laid_out.truncate(at);
+            w.laid_out.push(UNMATCHABLE);
         }
         w.starts.push(at);
         w.laid_out.push(' ');
@@ -815,10 +866,10 @@ mod tests {
                 p.written(id)
             );
         }
-        // Words no phrase could match are left as written (and never stemmed).
+        // Words no phrase could match are never stemmed: they only keep their place.
         assert_eq!(
             p.words("hello team, pricing").words(),
-            vec!["hello", "team", "price"]
+            vec!["_", "_", "price"]
         );
     }
 
@@ -901,14 +952,20 @@ mod tests {
 
     #[test]
     fn typos_never_touch_short_words_or_negations() {
-        let (p, ids) = built(&["sync", "enable", "nothing", "able to log in"], true, true);
+        let (p, ids) = built(&["sync", "enable", "nothing", "cannon"], true, true);
         // "sinc" is one edit from "sync" but four letters: short words are never corrected.
         assert!(p.find(&p.words("sinc")).of(ids[0]).is_empty());
         // "unable" is one edit from "enable" and means its opposite.
         assert!(p.find(&p.words("unable")).of(ids[1]).is_empty());
         // A negation is never a target, and never corrected.
         assert!(p.find(&p.words("nothinf")).of(ids[2]).is_empty());
-        assert_eq!(p.words("cannot").words(), vec!["cannot"]);
+        assert_eq!(
+            p.words("cannot").words(),
+            vec!["cannot"],
+            "not read as \"cannon~\""
+        );
+        assert!(p.find(&p.words("cannot")).of(ids[3]).is_empty());
+        assert_eq!(p.find(&p.words("cannom")).of(ids[3]).len(), 1);
     }
 
     #[test]
