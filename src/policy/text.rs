@@ -324,6 +324,27 @@ struct Reading {
     corrected: Option<u32>,
 }
 
+/// Most words the policy remembers the reading of, across tickets.
+const CACHE_LIMIT: usize = 100_000;
+
+/// Readings of words seen in earlier tickets: ticket vocabulary repeats, and stemming a word costs
+/// more than the rest of reading it. A clone starts empty.
+#[derive(Debug, Default)]
+struct ReadCache(std::sync::RwLock<HashMap<Box<str>, Reading>>);
+
+impl Clone for ReadCache {
+    fn clone(&self) -> Self {
+        ReadCache::default()
+    }
+}
+
+/// What one text's reading knows: the policy's cache, and the words first met in this text.
+struct Memo<'a> {
+    shared: &'a HashMap<Box<str>, Reading>,
+    local: HashMap<Box<str>, u32>,
+    readings: Vec<Reading>,
+}
+
 /// A text split into normalised words, remembering where each word stood in the original.
 #[derive(Debug, Clone, Default)]
 pub struct Words {
@@ -353,11 +374,6 @@ impl Words {
     /// The normalised words (a typo-corrected word ends in `~`; a word no phrase can match is `_`).
     pub fn words(&self) -> Vec<&str> {
         self.laid_out.split_whitespace().collect()
-    }
-
-    /// Index of the word starting at byte `offset` of the laid-out text.
-    fn word_at(&self, offset: usize) -> usize {
-        self.starts.partition_point(|s| *s < offset)
     }
 
     /// Byte range in the original text covered by words `first..=last` (empty unless made with spans).
@@ -407,6 +423,7 @@ pub struct Phrases {
     gate: StemGate,
     typos: TypoIndex,
     automaton: Option<AhoCorasick>,
+    cache: ReadCache,
 }
 
 impl Default for Phrases {
@@ -437,6 +454,7 @@ impl Phrases {
             gate: StemGate::default(),
             typos: TypoIndex::default(),
             automaton: None,
+            cache: ReadCache::default(),
         }
     }
 
@@ -549,13 +567,19 @@ impl Phrases {
     fn split(&self, text: &str, keep_spans: bool) -> Words {
         let mut w = Words {
             laid_out: String::with_capacity(text.len() + 2),
+            // About one word per six bytes of prose: room enough to rarely grow.
+            starts: Vec::with_capacity(text.len() / 6 + 1),
             keep_spans,
             ..Words::default()
         };
         w.laid_out.push(' ');
-        // Each distinct word is read once per text: tickets repeat their key words.
-        let mut memo: HashMap<Box<str>, u32> = HashMap::default();
-        let mut readings: Vec<Reading> = Vec::new();
+        // A poisoned lock only means a reader panicked; the readings themselves are whole.
+        let shared = self.cache.0.read().unwrap_or_else(|e| e.into_inner());
+        let mut memo = Memo {
+            shared: &shared,
+            local: HashMap::default(),
+            readings: Vec::new(),
+        };
         // The word being read: where it began in `text`, and where it begins in `laid_out`.
         let mut start: Option<(usize, usize)> = None;
         let bytes = text.as_bytes();
@@ -588,37 +612,53 @@ impl Phrases {
             {
                 // "aren't": the apostrophe joins the word.
             } else if let Some((s, at)) = start.take() {
-                self.end_word(&mut w, (&mut memo, &mut readings), s..i, at);
+                self.end_word(&mut w, &mut memo, s..i, at);
             }
             i += width;
         }
         if let Some((s, at)) = start {
-            self.end_word(&mut w, (&mut memo, &mut readings), s..text.len(), at);
+            self.end_word(&mut w, &mut memo, s..text.len(), at);
+        }
+        let Memo {
+            local, readings, ..
+        } = memo;
+        drop(shared);
+        if !local.is_empty() {
+            let mut cache = self.cache.0.write().unwrap_or_else(|e| e.into_inner());
+            let mut readings: Vec<Option<Reading>> = readings.into_iter().map(Some).collect();
+            for (word, i) in local {
+                if cache.len() >= CACHE_LIMIT {
+                    break;
+                }
+                if let Some(r) = readings.get_mut(i as usize).and_then(Option::take) {
+                    cache.insert(word, r);
+                }
+            }
         }
         w
     }
 
-    fn end_word(
-        &self,
-        w: &mut Words,
-        (memo, readings): (&mut HashMap<Box<str>, u32>, &mut Vec<Reading>),
-        original: Range<usize>,
-        at: usize,
-    ) {
+    fn end_word(&self, w: &mut Words, memo: &mut Memo<'_>, original: Range<usize>, at: usize) {
         let word = &w.laid_out[at..];
         let index = w.starts.len();
         let stemmable = self.stemming && self.gate.admits(word.as_bytes());
         let typo = self.typos.may_hold(word.as_bytes());
         if stemmable || typo {
-            let i = match memo.get(word) {
-                Some(i) => *i as usize,
+            let reading = match memo.shared.get(word) {
+                Some(r) => r,
                 None => {
-                    readings.push(self.read(word));
-                    memo.insert(word.into(), (readings.len() - 1) as u32);
-                    readings.len() - 1
+                    let i = match memo.local.get(word) {
+                        Some(i) => *i as usize,
+                        None => {
+                            memo.readings.push(self.read(word));
+                            let i = memo.readings.len() - 1;
+                            memo.local.insert(word.into(), i as u32);
+                            i
+                        }
+                    };
+                    &memo.readings[i]
                 }
             };
-            let reading = &readings[i];
             w.laid_out.truncate(at);
             w.laid_out.push_str(&reading.token);
             if let (Some(t), true) = (reading.corrected, w.keep_spans) {
@@ -685,18 +725,24 @@ impl Phrases {
         let Some(ac) = &self.automaton else {
             return Hits::default();
         };
-        let found: Vec<Hit> = ac
-            .find_overlapping_iter(&words.laid_out)
-            .map(|m| {
-                let phrase = self.pattern_phrase[m.pattern().as_usize()];
-                let first = words.word_at(m.start() + 1);
-                Hit {
-                    phrase,
-                    first,
-                    last: first + self.lengths[phrase] - 1,
-                }
-            })
-            .collect();
+        // Matches come in order of where they end, so the word a match ends on is found by a
+        // cursor that only moves forward, not by a search per match.
+        let mut cursor = 0;
+        let mut found: Vec<Hit> = Vec::new();
+        for m in ac.find_overlapping_iter(&words.laid_out) {
+            let phrase = self.pattern_phrase[m.pattern().as_usize()];
+            while words.starts.get(cursor).is_some_and(|s| *s < m.end()) {
+                cursor += 1;
+            }
+            let Some(first) = (cursor + 1).checked_sub(self.lengths[phrase] + 1) else {
+                continue;
+            };
+            found.push(Hit {
+                phrase,
+                first,
+                last: cursor - 1,
+            });
+        }
         // Counting sort by phrase (stable, so each phrase's hits stay in text order): linear, where
         // a comparison sort of thousands of hits would cost more than the scan itself.
         let mut offsets = vec![0usize; self.keys.len() + 1];
@@ -908,6 +954,22 @@ mod tests {
         }
         let (p, _) = built(&["die", "sky"], true, false);
         assert_eq!(p.words("dying skies").words(), vec!["die", "sky"]);
+    }
+
+    #[test]
+    fn a_second_reading_from_the_cache_is_the_same() {
+        let (p, ids) = built(&["orders", "price"], true, true);
+        let text = "oders and pricing, oders again";
+        let first = p.words_with_spans(text);
+        let second = p.words_with_spans(text);
+        assert_eq!(first.words(), vec!["order~", "_", "price", "order~", "_"]);
+        assert_eq!(second.words(), first.words());
+        assert_eq!(p.corrections(&second, 0, 4), p.corrections(&first, 0, 4));
+        assert_eq!(p.corrections(&second, 0, 4).len(), 2);
+        assert_eq!(p.find(&second).of(ids[0]).len(), 2);
+        // Another policy reads the same word by its own phrases.
+        let (strict, _) = built(&["orders"], true, false);
+        assert_eq!(strict.words("oders").words(), vec!["_"]);
     }
 
     #[test]
