@@ -27,10 +27,14 @@ const RECORDED: &[(&str, &str, u64, u64)] = &[
     ("farapp", "held", 79, 80),
     ("farapp", "blind", 60, 60),
     ("farapp", "blind2", 40, 40),
+    ("farapp", "blind3", 50, 50),
+    ("farapp", "blind4", 50, 50),
     ("storeconnect", "tune", 80, 80),
     ("storeconnect", "held", 77, 77),
     ("storeconnect", "blind", 60, 60),
     ("storeconnect", "blind2", 40, 40),
+    ("storeconnect", "blind3", 50, 50),
+    ("storeconnect", "blind4", 50, 50),
 ];
 
 #[test]
