@@ -1081,4 +1081,54 @@ mod tests {
         }
         assert_eq!(w.words()[1], "straße");
     }
+
+    /// Optimal string alignment distance, the plain quadratic way: the reference for the fast test.
+    fn osa(a: &[u8], b: &[u8]) -> usize {
+        let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+        for (i, row) in d.iter_mut().enumerate() {
+            row[0] = i;
+        }
+        for j in 0..=b.len() {
+            d[0][j] = j;
+        }
+        for i in 1..=a.len() {
+            for j in 1..=b.len() {
+                let cost = usize::from(a[i - 1] != b[j - 1]);
+                d[i][j] = (d[i - 1][j] + 1)
+                    .min(d[i][j - 1] + 1)
+                    .min(d[i - 1][j - 1] + cost);
+                if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                    d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+                }
+            }
+        }
+        d[a.len()][b.len()]
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(500))]
+
+            #[test]
+            fn one_edit_agrees_with_the_reference(a in "[abc]{0,7}", b in "[abc]{0,7}") {
+                prop_assert_eq!(within_one_edit(a.as_bytes(), b.as_bytes()), osa(a.as_bytes(), b.as_bytes()) <= 1);
+            }
+
+            #[test]
+            fn any_text_reads_the_same_twice_with_spans_inside_it(text in "\\PC{0,200}") {
+                let (p, _) = built(&["orders", "not syncing", "café", "straße"], true, true);
+                let first = p.words_with_spans(&text);
+                let second = p.words_with_spans(&text);
+                prop_assert_eq!(first.words(), second.words());
+                for i in 0..first.len() {
+                    let span = first.original_span(i, i);
+                    prop_assert!(text.get(span.clone()).is_some_and(|w| !w.is_empty()), "{:?}", span);
+                }
+                let _ = p.find(&first);
+            }
+        }
+    }
 }
