@@ -187,8 +187,10 @@ pub fn render(a: &Answers) -> Result<String, String> {
         }
         let _ = writeln!(w);
     }
+    let _ = writeln!(w, "# Vocabularies: lists several rules use, written once and named with @ (\"@not_urgent\").");
+    let _ = writeln!(w, "[words]\nnot_urgent = [\"not urgent\", \"no rush\", \"whenever you can\"]\n");
     let _ = writeln!(w, "# Rules apply in file order; every matching rule adds its tags, the most severe priority wins.");
-    let _ = writeln!(w, "[[rule]]\nname = \"urgent in the subject\"\nwhen = {{ all = [\n  {{ subject = {{ has_word = \"urgent\" }} }},\n  {{ not = {{ subject = {{ has_any_word = [\"not urgent\", \"no rush\"] }} }} }},\n] }}\npriority = \"urgent\"\nadd_tags = [\"urgent_subject\"]\nnote = \"Classified urgent: the subject says so.\"\n");
+    let _ = writeln!(w, "[[rule]]\nname = \"urgent in the subject\"\nwhen = {{ all = [\n  {{ subject = {{ has_word = \"urgent\" }} }},\n  {{ not = {{ subject = {{ has_any_word = \"@not_urgent\" }} }} }},\n] }}\npriority = \"urgent\"\nadd_tags = [\"urgent_subject\"]\nnote = \"Classified urgent: the subject says so.\"\n");
     // The urgent ticket's targets come from one [sla] table, as in the policy: its level's (a
     // level mapped onto urgent) when that has any target, else `urgent`'s.
     let has = |key: &str| first.iter().chain(&resolution).any(|(l, _)| l == key);
@@ -225,8 +227,9 @@ pub fn render(a: &Answers) -> Result<String, String> {
         )),
         None => expect.push("resolution_due = \"none\"".into()),
     }
+    let _ = writeln!(w, "# A ticket no rule classified is never left silently: it is tagged for triage.\n[unclassified]\nadd_tags = [\"deskbot_unclassified\"]\nnote = \"No rule classified this ticket: please set its priority by hand.\"\n");
     let _ = writeln!(w, "[[test]]\nname = \"urgent in the subject\"\nticket = {{ subject = \"URGENT: checkout is down\", created_at = {} }}\nexpect = {{ {} }}\n", quote(&local(created)), expect.join(", "));
-    let _ = writeln!(w, "[[test]]\nname = \"not urgent\"\nticket = {{ subject = \"Not urgent: a question about invoices\", created_at = {} }}\nexpect = {{ priority = \"none\", absent_tags = [\"urgent_subject\"] }}", quote(&local(created)));
+    let _ = writeln!(w, "[[test]]\nname = \"not urgent: no rule classifies it, so [unclassified] tags it for triage\"\nticket = {{ subject = \"Not urgent: a question about invoices\", created_at = {} }}\nexpect = {{ priority = \"none\", tags = [\"deskbot_unclassified\"], absent_tags = [\"urgent_subject\"] }}", quote(&local(created)));
     if let (true, Some(s)) = (escalated, urgent_first) {
         let due = cal.add(created, s);
         let _ = writeln!(w, "\n[[test]]\nname = \"urgent, no reply: escalated at the breach\"\nticket = {{ subject = \"URGENT: checkout is down\", created_at = {} }}\nsla = {{ until = {}, first_response = \"breached\", tags = [\"sla_breached_first_response\"] }}", quote(&local(created)), quote(&local(due)));
