@@ -188,6 +188,20 @@ fn explain_json_has_the_documented_keys() {
             "matched": [{"text": "URGENT", "part": "subject", "span": [0, 6]}]})
     );
     assert_eq!(v["first_response_due"], "2026-11-23T20:04:10Z");
+    assert_eq!(v["unclassified"], false);
+    // A match through a vocabulary names it.
+    let orders = v["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["rule"] == "4.1a orders not syncing")
+        .unwrap();
+    assert_eq!(
+        orders,
+        &serde_json::json!({"rule": "4.1a orders not syncing", "field": "text",
+            "condition": "text has_any_word [@orders]",
+            "matched": [{"text": "orders", "part": "subject", "span": [8, 14], "vocabulary": "@orders"}]})
+    );
 }
 
 #[test]
