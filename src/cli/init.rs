@@ -187,8 +187,14 @@ pub fn render(a: &Answers) -> Result<String, String> {
         }
         let _ = writeln!(w);
     }
-    let _ = writeln!(w, "# Vocabularies: lists several rules use, written once and named with @ (\"@not_urgent\").");
-    let _ = writeln!(w, "[words]\nnot_urgent = [\"not urgent\", \"no rush\", \"whenever you can\"]\n");
+    let _ = writeln!(
+        w,
+        "# Vocabularies: lists several rules use, written once and named with @ (\"@not_urgent\")."
+    );
+    let _ = writeln!(
+        w,
+        "[words]\nnot_urgent = [\"not urgent\", \"no rush\", \"whenever you can\"]\n"
+    );
     let _ = writeln!(w, "# Rules apply in file order; every matching rule adds its tags, the most severe priority wins.");
     let _ = writeln!(w, "[[rule]]\nname = \"urgent in the subject\"\nwhen = {{ all = [\n  {{ subject = {{ has_word = \"urgent\" }} }},\n  {{ not = {{ subject = {{ has_any_word = \"@not_urgent\" }} }} }},\n] }}\npriority = \"urgent\"\nadd_tags = [\"urgent_subject\"]\nnote = \"Classified urgent: the subject says so.\"\n");
     // The urgent ticket's targets come from one [sla] table, as in the policy: its level's (a

@@ -113,7 +113,7 @@ impl Policy {
                     evidence,
                 });
             }
-            take(&mut acc, rule);
+            take(&mut acc, rule, ticket);
             if rule.stop {
                 break;
             }
@@ -136,7 +136,7 @@ impl Policy {
                         evidence: Vec::new(),
                     });
                 }
-                take(&mut acc, u);
+                take(&mut acc, u, ticket);
             }
         }
         let Acc {
@@ -379,10 +379,20 @@ struct Acc<'r> {
 }
 
 /// Adds a matching rule's effects.
-fn take<'r>(acc: &mut Acc<'r>, rule: &'r Rule) {
+fn take<'r>(acc: &mut Acc<'r>, rule: &'r Rule, ticket: &Ticket) {
     let d = &mut acc.d;
     d.matched_rules.push(rule.name.clone());
-    acc.raise = acc.raise.max(rule.raise);
+    // A rule raises a ticket once: when the ticket already carries every tag the rule adds, it
+    // was raised by it before (a customer writing "escalate" three times, or a ticket decided
+    // again later, does not climb three levels).
+    let raised_before = !rule.add_tags.is_empty()
+        && rule
+            .add_tags
+            .iter()
+            .all(|t| ticket.tags.iter().any(|have| have.eq_ignore_ascii_case(t)));
+    if !raised_before {
+        acc.raise = acc.raise.max(rule.raise);
+    }
     if let Some(p) = &rule.priority {
         if acc.winner.is_none_or(|w| p.priority > w.priority) {
             acc.winner = Some(p);

@@ -615,3 +615,18 @@ fn vocabulary_mistakes_are_errors_at_their_position() {
         Some("p.toml:4:1: warning: vocabulary @spare is not used by any rule")
     );
 }
+
+#[test]
+fn a_rule_raises_a_ticket_once() {
+    let p = policy("[policy]\nname = \"n\"\n[[rule]]\nname = \"asks\"\non = [\"comment_added\"]\nwhen = { comment = { has_word = \"escalate\" } }\nraise = 1\nadd_tags = [\"escalation_requested\"]\n");
+    let mut t = ticket("Re: order", "comment_added");
+    t.latest_comment = Some("Please escalate.".into());
+    t.priority = Some(Priority::Normal);
+    assert_eq!(p.decide(&t, Utc::now()).priority, Some(Priority::High));
+    // Raised before (the rule's tag is on the ticket): asking again raises nothing.
+    t.priority = Some(Priority::High);
+    t.tags = vec!["Escalation_Requested".into()];
+    let d = p.decide(&t, Utc::now());
+    assert_eq!(d.priority, None);
+    assert_eq!(d.matched_rules, vec!["asks".to_string()]);
+}
