@@ -4,6 +4,7 @@
 //! (decide) → `update` (diff) → `zendesk` (API client). `server` wires them together; `cli` is the edge.
 #![forbid(unsafe_code)]
 
+pub mod backfill;
 pub mod calendar;
 pub mod cli;
 pub mod config;

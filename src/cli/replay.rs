@@ -78,12 +78,13 @@ impl Limit {
     }
 }
 
-/// One ticket of the corpus.
-struct Case {
-    /// Where it came from: `file:line`, or the file of a directory.
-    place: String,
-    ticket: Ticket,
-    expected: Option<String>,
+/// One ticket to decide.
+pub(super) struct Case {
+    /// Where it came from: `file:line`, the file of a directory, or `#id` from Zendesk.
+    pub(super) place: String,
+    pub(super) ticket: Ticket,
+    /// The level a support lead would give it, when labelled.
+    pub(super) expected: Option<String>,
 }
 
 /// The level a decision gives, as the report counts it.
@@ -253,7 +254,7 @@ fn read_corpus(path: &Path) -> anyhow::Result<(Vec<Case>, Vec<String>)> {
 }
 
 /// Decides every case; returns the report.
-fn replay(
+pub(super) fn replay(
     cases: &[Case],
     set: &PolicySet,
     against: Option<&PolicySet>,
@@ -420,12 +421,9 @@ fn show(v: Option<f64>) -> String {
     v.map_or("—".to_string(), |v| format!("{v:.1} %"))
 }
 
-fn print(report: &Report, args: &Args) {
-    println!(
-        "replay: {} tickets from {}",
-        report.tickets,
-        args.file.display()
-    );
+/// The report as a table, under `heading` (what was read, from where).
+pub(super) fn print(report: &Report, heading: &str, against: Option<&Path>) {
+    println!("{heading}");
     if report.unmatched > 0 {
         println!(
             "{} tickets matched no policy's scope (not counted below)",
@@ -489,7 +487,7 @@ fn print(report: &Report, args: &Args) {
             }
         }
     }
-    if let (Some(diffs), Some(other)) = (&report.differences, &args.against) {
+    if let (Some(diffs), Some(other)) = (&report.differences, against) {
         println!(
             "\n{} of {} tickets are decided differently by {}:",
             diffs.len(),
@@ -544,7 +542,12 @@ pub fn run(args: &Args) -> anyhow::Result<bool> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print(&report, args);
+        let heading = format!(
+            "replay: {} tickets from {}",
+            report.tickets,
+            args.file.display()
+        );
+        print(&report, &heading, args.against.as_deref());
     }
     let mut ok = report.errors.is_empty();
     for r in &report.policies {

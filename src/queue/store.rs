@@ -24,8 +24,9 @@ const CHANNEL_CAPACITY: usize = 4096;
 /// How long SQLite waits for a lock held by another process before failing (→ 503).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 /// Schema version stored in `PRAGMA user_version`. 2: the state indexes cover only the rows the
-/// queue looks for (pending, dead), not every finished job. 3: SLA clocks and timers.
-const SCHEMA_VERSION: i32 = 3;
+/// queue looks for (pending, dead), not every finished job. 3: SLA clocks and timers. 4: kept
+/// positions in Zendesk's exports (a backfill resumes where it stopped).
+const SCHEMA_VERSION: i32 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
@@ -83,6 +84,12 @@ CREATE TABLE IF NOT EXISTS sla_timers (
     PRIMARY KEY (ticket_id, metric, instance, kind)
 );
 CREATE INDEX IF NOT EXISTS timers_by_due ON sla_timers (due_at);
+-- Positions kept in Zendesk's exports (schema 4), by name: `backfill <selection>`.
+CREATE TABLE IF NOT EXISTS cursors (
+    name        TEXT PRIMARY KEY,
+    position    TEXT NOT NULL,
+    updated_at  INTEGER NOT NULL
+);
 -- Schema 1's indexes over every row.
 DROP INDEX IF EXISTS events_by_state;
 DROP INDEX IF EXISTS events_by_state_id;
@@ -882,7 +889,7 @@ mod tests {
             .unwrap()
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 3);
+        assert_eq!(version, 4);
         assert_eq!(
             s.enqueue(event("old", 9)).await.unwrap(),
             Enqueued::Duplicate
@@ -903,7 +910,7 @@ mod tests {
             .unwrap();
         let err = Store::open(&path).err().unwrap().to_string();
         assert!(
-            err.contains("written by a newer deskbot (schema 9; this build knows up to 3)"),
+            err.contains("written by a newer deskbot (schema 9; this build knows up to 4)"),
             "{err}"
         );
     }

@@ -618,7 +618,9 @@ impl Worker {
                 if update::apply(&mut after, &decision) {
                     notes.extend(decision.note.clone());
                 }
-                if let Some(p) = policy {
+                // A backfilled ticket is classified, not timed: its past (replies, pauses) is not
+                // known from the export, so starting its clocks now could report false breaches.
+                if let (Some(p), false) = (policy, ev.source == Source::Backfill) {
                     // The ticket as read is the authority on its creation, before the payload.
                     effects.extend(tracking::ensure_started(p, &mut clocks, &after));
                     effects.extend(tracking::apply_event(p, &mut clocks, ev, now));

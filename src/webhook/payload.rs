@@ -41,6 +41,8 @@ pub enum Source {
     Trigger,
     /// deskbot's own job: an SLA timer or a notification.
     Internal,
+    /// `deskbot backfill --apply`: an existing ticket to decide.
+    Backfill,
 }
 
 /// The comment carried by a `ticket.comment_added` event.

@@ -184,6 +184,7 @@ async fn handle(
         Source::Event => "event",
         Source::Trigger => "trigger",
         Source::Internal => "internal",
+        Source::Backfill => "backfill",
     };
     let ticket_id = event.ticket_id;
     let kind = event.kind.clone();

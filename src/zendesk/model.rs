@@ -19,6 +19,50 @@ pub struct TicketResponse {
     pub users: Vec<ApiUser>,
 }
 
+/// One page of `GET /api/v2/incremental/tickets/cursor.json` (Incremental Ticket Export).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ExportPage {
+    /// Tickets changed since the start time, oldest change first.
+    pub tickets: Vec<ApiTicket>,
+    /// Side-loaded users (`include=users`).
+    pub users: Vec<ApiUser>,
+    /// Side-loaded organizations (`include=organizations`).
+    pub organizations: Vec<ApiOrganization>,
+    /// Where the next page starts.
+    pub after_cursor: Option<String>,
+    /// True on the last page.
+    pub end_of_stream: bool,
+}
+
+impl ExportPage {
+    /// The page's tickets with their requesters' e-mails and organizations folded in.
+    pub fn into_tickets(self) -> Vec<Ticket> {
+        let ExportPage {
+            tickets,
+            users,
+            organizations,
+            ..
+        } = self;
+        tickets
+            .into_iter()
+            .map(|t| {
+                let org = t
+                    .organization_id
+                    .and_then(|id| organizations.iter().find(|o| o.id == id))
+                    .cloned();
+                let mut ticket = TicketResponse {
+                    ticket: t,
+                    users: users.clone(),
+                }
+                .into_ticket();
+                ticket.organization = org.map(Organization::from);
+                ticket
+            })
+            .collect()
+    }
+}
+
 /// A ticket as the REST API returns it.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]

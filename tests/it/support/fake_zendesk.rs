@@ -107,6 +107,7 @@ impl FakeZendesk {
                 get(show_ticket).put(update_ticket),
             )
             .route("/api/v2/tickets/{id}/comments.json", get(list_comments))
+            .route("/api/v2/incremental/tickets/cursor.json", get(export_tickets))
             .route("/api/v2/organizations/{file}", get(show_org))
             .route("/hooks/chat", axum::routing::post(chat))
             .route("/api/v2/users/me", get(admin_api))
@@ -385,6 +386,107 @@ async fn list_comments(
         .collect();
     record(&mut st, Method::GET, path, &headers, None, 200);
     axum::Json(json!({ "comments": comments, "users": users })).into_response()
+}
+
+/// The query string's pairs, percent-decoded (`+` is a space, as forms encode it).
+fn query_of(uri: &axum::http::Uri) -> HashMap<String, String> {
+    let decode = |s: &str| {
+        let b = s.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            match b[i] {
+                b'%' if i + 2 < b.len() => {
+                    let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("");
+                    out.push(u8::from_str_radix(hex, 16).unwrap_or(b'?'));
+                    i += 3;
+                }
+                b'+' => {
+                    out.push(b' ');
+                    i += 1;
+                }
+                c => {
+                    out.push(c);
+                    i += 1;
+                }
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    uri.query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (decode(k), decode(v)))
+        .collect()
+}
+
+/// Incremental Ticket Export, cursor-based: tickets whose `updated_at` is at or after
+/// `start_time`, oldest change first, `per_page` at a time, users and organizations side-loaded.
+/// The cursor is opaque to the client (here: the position, base64-looking on purpose).
+async fn export_tickets(
+    State(state): State<Arc<Mutex<FakeState>>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    let q = query_of(&uri);
+    let path = "/api/v2/incremental/tickets/cursor.json".to_string();
+    let mut st = state.lock().unwrap();
+    if let Some(s) = scripted(&mut st, &Method::GET) {
+        record(&mut st, Method::GET, path, &headers, None, s.status);
+        return error_response(&s);
+    }
+    let per_page: usize = q.get("per_page").and_then(|p| p.parse().ok()).unwrap_or(1000);
+    let start: usize = match (q.get("cursor"), q.get("start_time")) {
+        (Some(c), _) => match c.strip_prefix("pos ").and_then(|n| n.parse().ok()) {
+            Some(n) => n,
+            None => {
+                record(&mut st, Method::GET, path, &headers, None, 422);
+                return (StatusCode::UNPROCESSABLE_ENTITY, "bad cursor").into_response();
+            }
+        },
+        (None, Some(_)) => 0,
+        (None, None) => {
+            record(&mut st, Method::GET, path, &headers, None, 400);
+            return (StatusCode::BAD_REQUEST, "start_time or cursor required").into_response();
+        }
+    };
+    let since = q
+        .get("start_time")
+        .and_then(|t| t.parse::<i64>().ok())
+        .unwrap_or(0);
+    let stamp = |t: &Value| {
+        t["updated_at"]
+            .as_str()
+            .and_then(|s| s.parse::<DateTime<Utc>>().ok())
+            .map_or(0, |d| d.timestamp())
+    };
+    // The cursor carries the start time in real Zendesk; here the whole list is re-sorted.
+    let mut all: Vec<Value> = st.tickets.values().cloned().collect();
+    all.sort_by_key(|t| (stamp(t), t["id"].as_u64().unwrap_or(0)));
+    let all: Vec<Value> = if q.contains_key("cursor") {
+        all
+    } else {
+        all.into_iter().filter(|t| stamp(t) >= since).collect()
+    };
+    let page: Vec<Value> = all.iter().skip(start).take(per_page).cloned().collect();
+    let next = start + page.len();
+    let users: Vec<Value> = page
+        .iter()
+        .filter_map(|t| t["requester_id"].as_u64())
+        .filter_map(|id| st.users.get(&id).cloned())
+        .collect();
+    let orgs: Vec<Value> = page
+        .iter()
+        .filter_map(|t| t["organization_id"].as_u64())
+        .filter_map(|id| st.orgs.get(&id).cloned())
+        .collect();
+    record(&mut st, Method::GET, path, &headers, None, 200);
+    axum::Json(json!({
+        "tickets": page, "users": users, "organizations": orgs,
+        "after_cursor": format!("pos {next}"), "end_of_stream": next >= all.len()
+    }))
+    .into_response()
 }
 
 async fn show_org(

@@ -1,0 +1,59 @@
+//! Positions kept in Zendesk's exports, by name, so a backfill interrupted at any point resumes
+//! where it stopped.
+
+use chrono::Utc;
+use rusqlite::OptionalExtension;
+
+use super::store::{Store, StoreError};
+
+impl Store {
+    /// The position kept under `name`, if any.
+    pub async fn cursor(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let name = name.to_string();
+        self.call(move |c| {
+            Ok(c.query_row(
+                "SELECT position FROM cursors WHERE name = ?1",
+                [&name],
+                |r| r.get(0),
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    /// Keeps `position` under `name`, or forgets the name (`None`: the export was read to its end).
+    pub async fn set_cursor(&self, name: &str, position: Option<&str>) -> Result<(), StoreError> {
+        let (name, position) = (name.to_string(), position.map(str::to_string));
+        self.call(move |c| {
+            match position {
+                Some(p) => c.execute(
+                    "INSERT INTO cursors (name, position, updated_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (name) DO UPDATE SET position = ?2, updated_at = ?3",
+                    rusqlite::params![name, p, Utc::now().timestamp()],
+                )?,
+                None => c.execute("DELETE FROM cursors WHERE name = ?1", [name])?,
+            };
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_position_is_kept_replaced_and_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("q.db")).unwrap();
+        assert_eq!(store.cursor("backfill a").await.unwrap(), None);
+        store.set_cursor("backfill a", Some("c1")).await.unwrap();
+        store.set_cursor("backfill a", Some("c2")).await.unwrap();
+        store.set_cursor("backfill b", Some("x")).await.unwrap();
+        assert_eq!(store.cursor("backfill a").await.unwrap().as_deref(), Some("c2"));
+        store.set_cursor("backfill a", None).await.unwrap();
+        assert_eq!(store.cursor("backfill a").await.unwrap(), None);
+        assert_eq!(store.cursor("backfill b").await.unwrap().as_deref(), Some("x"));
+    }
+}
