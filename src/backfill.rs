@@ -31,7 +31,11 @@ impl Selection {
     pub fn key(&self) -> String {
         let mut statuses = self.statuses.clone();
         statuses.sort();
-        format!("since={};status={}", self.since.timestamp(), statuses.join(","))
+        format!(
+            "since={};status={}",
+            self.since.timestamp(),
+            statuses.join(",")
+        )
     }
 
     /// Whether the ticket is one to decide.
@@ -128,7 +132,10 @@ impl<'c> Reader<'c> {
         let page = loop {
             self.pace().await;
             tries += 1;
-            let result = self.client.export_tickets(&from, self.pacing.per_page).await;
+            let result = self
+                .client
+                .export_tickets(&from, self.pacing.per_page)
+                .await;
             let err = match result {
                 Ok(page) => break page,
                 Err(e) => e,
@@ -145,8 +152,13 @@ impl<'c> Reader<'c> {
                 ErrorClass::Permanent | ErrorClass::Conflict | ErrorClass::NotFound => {
                     // An expired or unknown cursor: start again from the last change seen
                     // (a ticket seen twice is decided twice, never skipped).
-                    if let (ExportFrom::Cursor(_), Some(seen), ZendeskError::Status { status: 422 | 400, .. }) =
-                        (&from, self.last_seen, &err)
+                    if let (
+                        ExportFrom::Cursor(_),
+                        Some(seen),
+                        ZendeskError::Status {
+                            status: 422 | 400, ..
+                        },
+                    ) = (&from, self.last_seen, &err)
                     {
                         from = ExportFrom::Start(seen.timestamp());
                         continue;
@@ -193,7 +205,8 @@ fn updated(t: &Ticket) -> Option<DateTime<Utc>> {
 /// ticket and the change it was read at, so running a backfill again enqueues nothing new until
 /// the ticket changes.
 pub fn job(ticket: &Ticket) -> TicketEvent {
-    let stamp = updated(ticket).map_or_else(|| "unknown".to_string(), |t| t.timestamp().to_string());
+    let stamp =
+        updated(ticket).map_or_else(|| "unknown".to_string(), |t| t.timestamp().to_string());
     let mut snapshot = ticket.clone();
     snapshot.event = Some(EventKind::new(EventKind::CREATED));
     TicketEvent {

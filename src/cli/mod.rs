@@ -2,6 +2,7 @@
 //! `sla`, and the set-up commands.
 //! Errors become one message for humans here, at the edge.
 
+mod backfill;
 mod init;
 mod replay;
 mod sla;
@@ -56,6 +57,9 @@ pub enum Command {
     /// Decide a corpus of tickets: per policy, the count per level and tag and the unclassified;
     /// with labels, the agreement; with --against, the tickets two versions decide differently.
     Replay(replay::Args),
+    /// Decide the tickets already in Zendesk (a dry run: the replay report and what would change);
+    /// --apply queues the updates for the worker, resumably.
+    Backfill(Box<backfill::Args>),
     /// Print the JSON Schema of the policy format (for editor completion).
     Schema,
     /// Create (or update) the Zendesk webhook and trigger that send tickets to deskbot.
@@ -206,6 +210,11 @@ pub async fn run(cli: Cli) -> ExitCode {
             )
             .await
         }
+        Command::Backfill(args) => match backfill::run(&args).await {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
         Command::Replay(args) => match replay::run(&args) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::FAILURE,

@@ -51,9 +51,15 @@ mod tests {
         store.set_cursor("backfill a", Some("c1")).await.unwrap();
         store.set_cursor("backfill a", Some("c2")).await.unwrap();
         store.set_cursor("backfill b", Some("x")).await.unwrap();
-        assert_eq!(store.cursor("backfill a").await.unwrap().as_deref(), Some("c2"));
+        assert_eq!(
+            store.cursor("backfill a").await.unwrap().as_deref(),
+            Some("c2")
+        );
         store.set_cursor("backfill a", None).await.unwrap();
         assert_eq!(store.cursor("backfill a").await.unwrap(), None);
-        assert_eq!(store.cursor("backfill b").await.unwrap().as_deref(), Some("x"));
+        assert_eq!(
+            store.cursor("backfill b").await.unwrap().as_deref(),
+            Some("x")
+        );
     }
 }

@@ -182,10 +182,7 @@ impl ZendeskClient {
             ExportFrom::Start(t) => ("start_time", t.to_string()),
             ExportFrom::Cursor(c) => ("cursor", c.clone()),
         };
-        let url = format!(
-            "{}/api/v2/incremental/tickets/cursor.json",
-            self.base_url
-        );
+        let url = format!("{}/api/v2/incremental/tickets/cursor.json", self.base_url);
         let request = self.http.get(url).query(&[
             position,
             ("per_page", per_page.to_string()),

@@ -1,6 +1,7 @@
 //! Integration tests: the real app on a random port against an in-process fake Zendesk.
 
 mod admin;
+mod backfill;
 mod bad_input;
 mod binary;
 mod contract;

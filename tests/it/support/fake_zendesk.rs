@@ -107,7 +107,10 @@ impl FakeZendesk {
                 get(show_ticket).put(update_ticket),
             )
             .route("/api/v2/tickets/{id}/comments.json", get(list_comments))
-            .route("/api/v2/incremental/tickets/cursor.json", get(export_tickets))
+            .route(
+                "/api/v2/incremental/tickets/cursor.json",
+                get(export_tickets),
+            )
             .route("/api/v2/organizations/{file}", get(show_org))
             .route("/hooks/chat", axum::routing::post(chat))
             .route("/api/v2/users/me", get(admin_api))
@@ -436,7 +439,10 @@ async fn export_tickets(
         record(&mut st, Method::GET, path, &headers, None, s.status);
         return error_response(&s);
     }
-    let per_page: usize = q.get("per_page").and_then(|p| p.parse().ok()).unwrap_or(1000);
+    let per_page: usize = q
+        .get("per_page")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(1000);
     let start: usize = match (q.get("cursor"), q.get("start_time")) {
         (Some(c), _) => match c.strip_prefix("pos ").and_then(|n| n.parse().ok()) {
             Some(n) => n,

@@ -1,0 +1,325 @@
+//! `deskbot backfill`: decides the tickets already in Zendesk and prints the report `replay`
+//! prints, plus the tickets whose update would change something. A dry run unless `--apply`,
+//! which queues those tickets for the worker (same diff, `safe_update` and rate limits as a
+//! webhook's), keeping its place so that an interrupted run resumes and a second run queues
+//! nothing new.
+
+use std::path::PathBuf;
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use serde::Serialize;
+
+use super::replay::{self, Case};
+use crate::backfill::{job, Pacing, Reader, Selection};
+use crate::config::ZendeskArgs;
+use crate::policy::PolicySet;
+use crate::queue::store::{Enqueued, NewEvent, Store};
+use crate::ticket::{parse_time, EventKind, Ticket};
+use crate::zendesk::client::ExportFrom;
+
+/// What `backfill` was asked.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A policy file or a directory of them.
+    #[arg(long, env = "DESKBOT_RULES", default_value = "rules")]
+    pub rules: PathBuf,
+    /// SQLite file of the queue (`--apply` queues there and keeps its place).
+    #[arg(long, env = "DESKBOT_DB", default_value = "deskbot.db")]
+    pub db: PathBuf,
+    /// Only tickets changed since: `30d`, `12h`, or a date (`2026-11-01`); default every ticket.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Statuses to decide, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "new,open,pending,hold")]
+    pub status: Vec<String>,
+    /// Queue the updates (without it, nothing is written anywhere).
+    #[arg(long)]
+    pub apply: bool,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Export requests per minute (Zendesk allows 10, or 30 with High Volume).
+    #[arg(long, env = "ZENDESK_EXPORT_PER_MINUTE", default_value_t = 10)]
+    pub export_per_minute: u32,
+    /// Tickets per export page.
+    #[arg(long, default_value_t = 1000)]
+    pub per_page: u32,
+    /// Zendesk connection.
+    #[command(flatten)]
+    pub zendesk: ZendeskArgs,
+}
+
+const STATUSES: &[&str] = &["new", "open", "pending", "hold", "solved", "closed"];
+
+/// A ticket whose update would change something.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Change {
+    /// Ticket id.
+    pub ticket: u64,
+    /// Subject.
+    pub subject: String,
+    /// What the update does: `priority none → urgent`, `+tag`, `-tag`, `field 360001`, `note`.
+    pub what: Vec<String>,
+}
+
+/// The backfill's own figures, beside the replay report.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+struct Summary {
+    /// Tickets the export returned.
+    read: usize,
+    /// Of those, in a wanted status.
+    decided: usize,
+    /// Tickets whose update would change something.
+    changes: Vec<Change>,
+    /// With `--apply`: queued now.
+    queued: usize,
+    /// With `--apply`: already queued by an earlier run (same ticket, same change).
+    already_queued: usize,
+    /// Whether anything was written.
+    applied: bool,
+}
+
+/// `30d`, `12h`, `90m`, or a date or RFC 3339 time.
+fn since(s: &str, now: DateTime<Utc>) -> anyhow::Result<DateTime<Utc>> {
+    let t = s.trim();
+    let relative = |unit: char, per: i64| {
+        t.strip_suffix(unit)
+            .and_then(|n| n.trim().parse::<i64>().ok())
+            .filter(|n| *n >= 0)
+            .map(|n| now - Duration::seconds(n.saturating_mul(per)))
+    };
+    relative('d', 86_400)
+        .or_else(|| relative('h', 3_600))
+        .or_else(|| relative('m', 60))
+        .or_else(|| parse_time(t))
+        .or_else(|| {
+            NaiveDate::parse_from_str(t, "%Y-%m-%d")
+                .ok()
+                .map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc())
+        })
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "--since {s:?}: write a span like 30d, 12h or 90m, or a date like 2026-11-01"
+            )
+        })
+}
+
+/// What `update` would change on `ticket`, in words.
+fn change_of(ticket: &Ticket, d: &crate::policy::Decision) -> Option<Vec<String>> {
+    let u = crate::update::plan(ticket, d)?;
+    let mut what = Vec::new();
+    if let Some(p) = u.priority.filter(|p| Some(*p) != ticket.priority) {
+        let was = ticket
+            .priority
+            .map_or("none".to_string(), |p| p.to_string());
+        what.push(format!("priority {was} → {p}"));
+    }
+    let has = |t: &str| ticket.tags.iter().any(|x| x.eq_ignore_ascii_case(t));
+    what.extend(u.tags.iter().filter(|t| !has(t)).map(|t| format!("+{t}")));
+    what.extend(
+        ticket
+            .tags
+            .iter()
+            .filter(|t| !u.tags.iter().any(|x| x.eq_ignore_ascii_case(t)))
+            .map(|t| format!("-{t}")),
+    );
+    what.extend(u.custom_fields.iter().map(|f| format!("field {}", f.id)));
+    if let Some(g) = u.group_id {
+        what.push(format!("group {g}"));
+    }
+    if u.comment.is_some() {
+        what.push("note".to_string());
+    }
+    Some(what)
+}
+
+/// Runs `deskbot backfill`; `Ok(false)` when it stopped before the end of the export.
+pub async fn run(args: &Args) -> anyhow::Result<bool> {
+    let now = Utc::now();
+    for s in &args.status {
+        if !STATUSES.contains(&s.as_str()) {
+            anyhow::bail!(
+                "--status: {}",
+                crate::policy::condition::unknown("status", s, STATUSES)
+            );
+        }
+    }
+    let selection = Selection {
+        since: match &args.since {
+            Some(s) => since(s, now)?,
+            None => DateTime::UNIX_EPOCH,
+        },
+        statuses: args.status.clone(),
+    };
+    let (set, _) = PolicySet::load(&args.rules).map_err(|e| {
+        anyhow::anyhow!("the policy does not load, so backfill does not start:\n{e}")
+    })?;
+    let client = super::client(&args.zendesk)?.ok_or_else(|| {
+        anyhow::anyhow!("backfill reads tickets from Zendesk: set ZENDESK_SUBDOMAIN (or ZENDESK_URL) and ZENDESK_EMAIL with ZENDESK_API_TOKEN (or ZENDESK_OAUTH_TOKEN)")
+    })?;
+    let store = if args.apply {
+        Some(Store::open(&args.db).map_err(|e| anyhow::anyhow!("{e}"))?)
+    } else {
+        None
+    };
+    let place = format!("backfill {}", selection.key());
+    let kept = match &store {
+        Some(s) => s.cursor(&place).await?,
+        None => None,
+    };
+    let start = match &kept {
+        Some(c) => ExportFrom::Cursor(c.clone()),
+        None => ExportFrom::Start(selection.since.timestamp()),
+    };
+    if kept.is_some() {
+        eprintln!("deskbot: resuming the backfill where the last run stopped");
+    }
+    let pacing = Pacing {
+        per_minute: args.export_per_minute,
+        per_page: args.per_page,
+        ..Pacing::default()
+    };
+    let mut reader = Reader::new(&client, pacing, start);
+    // A count and a rate on a terminal (the export gives no total to estimate from).
+    let progress = indicatif::ProgressBar::new_spinner();
+    progress.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {pos} tickets read, {per_sec} [{elapsed}]",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    let mut cases = Vec::new();
+    let mut summary = Summary {
+        read: 0,
+        decided: 0,
+        changes: Vec::new(),
+        queued: 0,
+        already_queued: 0,
+        applied: args.apply,
+    };
+    let mut stopped = None;
+    loop {
+        let page = match reader.next_page().await {
+            Ok(Some(page)) => page,
+            Ok(None) => break,
+            Err(e) => {
+                stopped = Some(e.to_string());
+                break;
+            }
+        };
+        for mut ticket in page.tickets {
+            summary.read += 1;
+            progress.inc(1);
+            if !selection.wants(&ticket) {
+                continue;
+            }
+            summary.decided += 1;
+            ticket.event = Some(EventKind::new(EventKind::CREATED));
+            let d = set.decide(&ticket, now);
+            if let Some(what) = change_of(&ticket, &d) {
+                if let Some(s) = &store {
+                    let queued = s
+                        .enqueue(NewEvent {
+                            event: job(&ticket),
+                            invocation_key: None,
+                            received_at: now,
+                        })
+                        .await?;
+                    match queued {
+                        Enqueued::Queued(_) => summary.queued += 1,
+                        Enqueued::Duplicate => summary.already_queued += 1,
+                    }
+                }
+                summary.changes.push(Change {
+                    ticket: ticket.id,
+                    subject: ticket.subject.clone(),
+                    what,
+                });
+            }
+            cases.push(Case {
+                place: format!("#{}", ticket.id),
+                ticket,
+                expected: None,
+            });
+        }
+        // Kept after the page's tickets are queued: a stop in between re-reads the page, and
+        // the queue's keys make the second enqueue of a ticket a no-op.
+        if let Some(s) = &store {
+            let position = match reader.position() {
+                Some(ExportFrom::Cursor(c)) => Some(c.as_str()),
+                _ => None,
+            };
+            s.set_cursor(&place, position).await?;
+        }
+    }
+    progress.finish_and_clear();
+    let report = replay::replay(
+        &cases,
+        &set,
+        None,
+        now,
+        Vec::new(),
+        &indicatif::ProgressBar::hidden(),
+    );
+    if args.json {
+        let out = serde_json::json!({"backfill": summary, "report": report, "stopped": stopped});
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        let heading = format!(
+            "backfill: {} tickets read from Zendesk, {} in status {} decided",
+            summary.read,
+            summary.decided,
+            selection.statuses.join("/")
+        );
+        replay::print(&report, &heading, None);
+        println!(
+            "\n{} tickets would change{}",
+            summary.changes.len(),
+            if summary.changes.is_empty() { "." } else { ":" }
+        );
+        for c in &summary.changes {
+            println!("  #{} {:?}: {}", c.ticket, c.subject, c.what.join(", "));
+        }
+        if args.apply {
+            println!(
+                "queued {} for the worker ({} already queued by an earlier run); `deskbot serve` sends them at the account's rate",
+                summary.queued, summary.already_queued
+            );
+        } else {
+            println!("dry run: nothing was written; add --apply to queue these updates");
+        }
+    }
+    if let Some(why) = &stopped {
+        eprintln!("deskbot: the backfill stopped before the end: {why}");
+    }
+    Ok(stopped.is_none())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_reads_spans_and_dates() {
+        let now = parse_time("2026-11-30T12:00:00Z").unwrap();
+        assert_eq!(
+            since("30d", now).unwrap(),
+            parse_time("2026-10-31T12:00:00Z").unwrap()
+        );
+        assert_eq!(
+            since(" 12h", now).unwrap(),
+            parse_time("2026-11-30T00:00:00Z").unwrap()
+        );
+        assert_eq!(
+            since("90m", now).unwrap(),
+            parse_time("2026-11-30T10:30:00Z").unwrap()
+        );
+        assert_eq!(
+            since("2026-11-01", now).unwrap(),
+            parse_time("2026-11-01T00:00:00Z").unwrap()
+        );
+        let e = since("last week", now).unwrap_err().to_string();
+        assert!(e.contains("write a span like 30d"), "{e}");
+        assert!(since("-3d", now).is_err());
+    }
+}

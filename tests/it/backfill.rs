@@ -1,0 +1,332 @@
+//! `deskbot backfill` against the fake Zendesk: the dry run writes nothing, `--apply` queues
+//! exactly the tickets that need an update and the worker sends one update each, a second run
+//! queues nothing new, an interrupted run resumes, and the export's 429s and outages are waited out.
+
+use std::process::Output;
+use std::time::Duration;
+
+use axum::http::Method;
+use serde_json::{json, Value};
+
+use crate::support::{
+    api_ticket, count, deskbot_command, eventually, spawn_app_with, FakeZendesk, Options, Reaped,
+};
+
+const POLICY: &str = r#"
+[policy]
+name = "shop"
+[[rule]]
+name = "urgent subject"
+when = { subject = { has_word = "urgent" } }
+priority = "urgent"
+add_tags = ["urgent_subject"]
+"#;
+
+/// 30 tickets: every third needs an update (URGENT, not yet urgent), every third is already right,
+/// every third matches nothing; every fifth is solved and not decided at all.
+fn seed(z: &FakeZendesk) -> Vec<u64> {
+    let mut needs = Vec::new();
+    for id in 1..=30u64 {
+        let mut t = api_ticket(
+            id,
+            if id % 3 == 2 {
+                "Hello"
+            } else {
+                "URGENT: checkout down"
+            },
+        );
+        t["updated_at"] = json!(format!("2026-11-{:02}T10:00:00Z", 1 + id % 28));
+        if id % 3 == 1 {
+            t["priority"] = json!("urgent");
+            t["tags"] = json!(["vip", "urgent_subject"]);
+        }
+        if id % 5 == 0 {
+            t["status"] = json!("solved");
+        } else if id % 3 == 0 {
+            needs.push(id);
+        }
+        z.put_ticket(t);
+    }
+    z.put_user(json!({"id": 7, "email": "ops@shop.example", "name": "Ops"}));
+    z.put_org(json!({"id": 3, "name": "Shop", "organization_fields": {}}));
+    needs
+}
+
+/// Runs a backfill to its end, off the runtime's threads (the fake answers on them).
+async fn backfill(
+    z: &FakeZendesk,
+    rules: &std::path::Path,
+    db: &std::path::Path,
+    extra: &[&str],
+) -> Output {
+    let mut c = command(z, rules, db, extra);
+    c.args(["--export-per-minute", "6000"]);
+    tokio::task::spawn_blocking(move || c.output().unwrap())
+        .await
+        .unwrap()
+}
+
+fn command(
+    z: &FakeZendesk,
+    rules: &std::path::Path,
+    db: &std::path::Path,
+    extra: &[&str],
+) -> std::process::Command {
+    let mut c = deskbot_command();
+    c.arg("backfill")
+        .args(["--rules", &rules.display().to_string()])
+        .args(["--db", &db.display().to_string()])
+        .args(["--per-page", "4"])
+        .args(extra)
+        .env("ZENDESK_URL", &z.url)
+        .env("ZENDESK_EMAIL", "bot@example.com")
+        .env("ZENDESK_API_TOKEN", "token");
+    c
+}
+
+fn text(o: &[u8]) -> String {
+    String::from_utf8_lossy(o).into_owned()
+}
+
+fn exports(z: &FakeZendesk) -> usize {
+    z.requests()
+        .iter()
+        .filter(|r| r.path.starts_with("/api/v2/incremental/"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_reports_what_would_change_and_writes_nothing() {
+    let z = FakeZendesk::start().await;
+    let needs = seed(&z);
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("p.toml");
+    std::fs::write(&rules, POLICY).unwrap();
+    let db = dir.path().join("q.db");
+    let out = backfill(&z, &rules, &db, &["--json"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["backfill"]["read"], 30);
+    assert_eq!(v["backfill"]["decided"], 24);
+    let changed: Vec<u64> = v["backfill"]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["ticket"].as_u64().unwrap())
+        .collect();
+    let mut changed_sorted = changed.clone();
+    changed_sorted.sort_unstable();
+    assert_eq!(changed_sorted, needs);
+    assert_eq!(
+        v["backfill"]["changes"][0]["what"],
+        json!(["priority normal → urgent", "+urgent_subject"])
+    );
+    // The replay report: levels of the decided tickets.
+    let levels = &v["report"]["policies"][0]["levels"];
+    assert_eq!(
+        levels[0],
+        json!({"level": "urgent", "decided": 16, "expected": 0, "agreed": 0, "precision": null, "recall": null})
+    );
+    assert_eq!(
+        levels[1]["level"], "unclassified",
+        "no rule gave them a level"
+    );
+    assert_eq!(levels[1]["decided"], 8);
+    // 30 tickets, 4 a page: 8 export pages; nothing written, no database made.
+    assert_eq!(exports(&z), 8);
+    assert!(z.writes().is_empty(), "{:?}", z.writes());
+    assert!(!db.exists());
+    let out = backfill(&z, &rules, &db, &[]).await;
+    let t = text(&out.stdout);
+    assert!(
+        t.contains(
+            "backfill: 30 tickets read from Zendesk, 24 in status new/open/pending/hold decided"
+        ),
+        "{t}"
+    );
+    assert!(
+        t.contains(&format!("{} tickets would change:", needs.len())),
+        "{t}"
+    );
+    assert!(
+        t.contains("#3 \"URGENT: checkout down\": priority normal → urgent, +urgent_subject"),
+        "{t}"
+    );
+    assert!(
+        t.contains("dry run: nothing was written; add --apply"),
+        "{t}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_queues_each_needed_update_once_and_the_worker_sends_it() {
+    let app = spawn_app_with(Options {
+        policy: POLICY,
+        ..Options::default()
+    })
+    .await;
+    let needs = seed(&app.zendesk);
+    let rules = app.db.parent().unwrap().join("policy.toml");
+    let out = backfill(&app.zendesk, &rules, &app.db, &["--apply"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(&format!(
+            "queued {} for the worker (0 already queued",
+            needs.len()
+        )),
+        "{}",
+        text(&out.stdout)
+    );
+    let z = app.zendesk.clone();
+    eventually(15, "one update per ticket that needs one", || {
+        z.applied_puts().len() == needs.len()
+    })
+    .await;
+    let mut put_ids: Vec<u64> = app
+        .zendesk
+        .all_puts()
+        .iter()
+        .map(|r| crate::support::ticket_of(&r.path))
+        .collect();
+    put_ids.sort_unstable();
+    assert_eq!(
+        put_ids, needs,
+        "no update for tickets already right, solved, or unmatched"
+    );
+    for id in &needs {
+        assert_eq!(app.zendesk.ticket(*id)["priority"], "urgent");
+    }
+    // A second run reads everything again and queues nothing new.
+    let out = backfill(&app.zendesk, &rules, &app.db, &["--apply", "--json"]).await;
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["backfill"]["queued"], 0);
+    assert_eq!(
+        v["backfill"]["changes"],
+        json!([]),
+        "the tickets are right now"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.zendesk.all_puts().len(), needs.len());
+    assert_eq!(
+        count(
+            &app.db,
+            "SELECT COUNT(*) FROM events WHERE dedup_key LIKE 'backfill:%'"
+        ),
+        needs.len() as i64
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_apply_resumes_where_it_stopped() {
+    let z = FakeZendesk::start().await;
+    let needs = seed(&z);
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("p.toml");
+    std::fs::write(&rules, POLICY).unwrap();
+    let db = dir.path().join("q.db");
+    // One page a second: stop it after about three.
+    let mut child = Reaped(
+        command(&z, &rules, &db, &["--apply", "--export-per-minute", "60"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    let first = exports(&z);
+    assert!(
+        (1..8).contains(&first),
+        "{first} pages before the stop: {:?}",
+        z.requests()
+            .iter()
+            .map(|r| r.path.clone())
+            .collect::<Vec<_>>()
+    );
+    let kept = crate::support::text_of(&db, "SELECT position FROM cursors");
+    assert!(!kept.is_empty());
+    let out = backfill(&z, &rules, &db, &["--apply", "--json"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("resuming the backfill where the last run stopped"));
+    // The rest of the export only, from the kept cursor: 8 pages in all, 9 when the stop came
+    // while a page was being queued (that page is read again; its tickets are not queued twice).
+    let total = exports(&z);
+    assert!(
+        (8..=9).contains(&total),
+        "{first} pages, then {} more",
+        total - first
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT COUNT(*) FROM events WHERE dedup_key LIKE 'backfill:%'"
+        ),
+        needs.len() as i64
+    );
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM cursors"),
+        0,
+        "read to the end"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_and_outages_of_the_export_are_waited_out() {
+    let z = FakeZendesk::start().await;
+    let needs = seed(&z);
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("p.toml");
+    std::fs::write(&rules, POLICY).unwrap();
+    let db = dir.path().join("q.db");
+    z.fail_next(Method::GET, 1, 429, Some("1"));
+    let out = backfill(&z, &rules, &db, &["--json"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["backfill"]["changes"].as_array().unwrap().len(),
+        needs.len()
+    );
+    // Zendesk down longer than the command waits: it stops, says so, and exits 1.
+    z.fail_next(Method::GET, 6, 503, Some("0"));
+    let out = backfill(&z, &rules, &db, &[]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("Zendesk did not answer the export after 6 tries"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_refuses_to_start_without_credentials_or_with_a_broken_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("p.toml");
+    std::fs::write(&rules, POLICY).unwrap();
+    let out = deskbot_command()
+        .args(["backfill", "--rules", &rules.display().to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("backfill reads tickets from Zendesk: set ZENDESK_SUBDOMAIN")
+    );
+    std::fs::write(&rules, "[policy]\nname = 1\n").unwrap();
+    let z = FakeZendesk::start().await;
+    let out = backfill(&z, &rules, &dir.path().join("q.db"), &[]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let e = text(&out.stderr);
+    assert!(
+        e.contains("the policy does not load, so backfill does not start"),
+        "{e}"
+    );
+    assert!(e.contains("p.toml:2:1"), "{e}");
+    assert_eq!(exports(&z), 0);
+    let out = backfill(&z, &rules, &dir.path().join("q.db"), &["--status", "opne"]).await;
+    assert!(
+        text(&out.stderr).contains("unknown status `opne` (did you mean `open`?)"),
+        "{}",
+        text(&out.stderr)
+    );
+}
