@@ -60,7 +60,7 @@ async fn backfill(
     extra: &[&str],
 ) -> Output {
     let mut c = command(z, rules, db, extra);
-    c.args(["--export-per-minute", "6000"]);
+    c.args(["--per-page", "4", "--export-per-minute", "6000"]);
     tokio::task::spawn_blocking(move || c.output().unwrap())
         .await
         .unwrap()
@@ -76,7 +76,6 @@ fn command(
     c.arg("backfill")
         .args(["--rules", &rules.display().to_string()])
         .args(["--db", &db.display().to_string()])
-        .args(["--per-page", "4"])
         .args(extra)
         .env("ZENDESK_URL", &z.url)
         .env("ZENDESK_EMAIL", "bot@example.com")
@@ -227,11 +226,16 @@ async fn an_interrupted_apply_resumes_where_it_stopped() {
     let db = dir.path().join("q.db");
     // One page a second: stop it after about three.
     let mut child = Reaped(
-        command(&z, &rules, &db, &["--apply", "--export-per-minute", "60"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
+        command(
+            &z,
+            &rules,
+            &db,
+            &["--apply", "--per-page", "4", "--export-per-minute", "60"],
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap(),
     );
     tokio::time::sleep(Duration::from_millis(2500)).await;
     child.0.kill().unwrap();
@@ -329,4 +333,83 @@ async fn backfill_refuses_to_start_without_credentials_or_with_a_broken_policy()
         "{}",
         text(&out.stderr)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_of_2000_tickets_costs_one_read_and_one_write_per_update() {
+    let app = spawn_app_with(Options {
+        policy: POLICY,
+        ..Options::default()
+    })
+    .await;
+    let z = app.zendesk.clone();
+    // Echoed events would read tickets again on their own account: not the backfill's cost.
+    z.echo_to("http://127.0.0.1:9/", "unused");
+    let mut needs = Vec::new();
+    for id in 1..=2000u64 {
+        let mut t = api_ticket(id, if id % 3 == 0 { "URGENT: down" } else { "Hello" });
+        t["updated_at"] = json!(format!("2026-11-{:02}T10:00:00Z", 1 + id % 28));
+        if id % 3 == 0 {
+            needs.push(id);
+        }
+        z.put_ticket(t);
+    }
+    z.put_user(json!({"id": 7, "email": "ops@shop.example", "name": "Ops"}));
+    z.put_org(json!({"id": 3, "name": "Shop", "organization_fields": {}}));
+    let rules = app.db.parent().unwrap().join("policy.toml");
+    let mut c = command(&z, &rules, &app.db, &["--apply"]);
+    c.args(["--per-page", "1000", "--export-per-minute", "6000"]);
+    let out = tokio::task::spawn_blocking(move || c.output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually(60, "one update per ticket that needs one", || {
+        z.applied_puts().len() == needs.len()
+    })
+    .await;
+    let requests = z.requests();
+    let exports = requests
+        .iter()
+        .filter(|r| r.path.starts_with("/api/v2/incremental/"))
+        .count();
+    // For each updated ticket, the reads of it before its update.
+    let mut reads_before = 0;
+    for id in &needs {
+        let show = format!("/api/v2/tickets/{id}.json");
+        let put_at = requests
+            .iter()
+            .position(|r| r.method == Method::PUT && r.path == show)
+            .unwrap();
+        reads_before += requests[..put_at]
+            .iter()
+            .filter(|r| r.method == Method::GET && r.path == show)
+            .count();
+    }
+    let org_reads = requests
+        .iter()
+        .filter(|r| r.path.starts_with("/api/v2/organizations/"))
+        .count();
+    let puts = z.all_puts().len();
+    assert_eq!(
+        puts,
+        needs.len(),
+        "one write per ticket that needs one, none for the others"
+    );
+    assert_eq!(
+        reads_before,
+        needs.len(),
+        "one read of each ticket before its update"
+    );
+    assert_eq!(exports, 2, "2,000 tickets, 1,000 a page");
+    let per_update = (exports + reads_before + org_reads) as f64 / needs.len() as f64;
+    eprintln!(
+        "backfill API cost: {} updates, {exports} export pages, {reads_before} ticket reads, {org_reads} organization reads: {per_update:.4} reads + 1 write per update",
+        needs.len()
+    );
+    assert!(per_update <= 1.1, "{per_update} reads per update");
+    app.stop().await;
 }
