@@ -39,10 +39,11 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
     /// Export requests per minute (Zendesk allows 10, or 30 with High Volume).
-    #[arg(long, env = "ZENDESK_EXPORT_PER_MINUTE", default_value_t = 10)]
+    #[arg(long, env = "ZENDESK_EXPORT_PER_MINUTE", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub export_per_minute: u32,
-    /// Tickets per export page.
-    #[arg(long, default_value_t = 1000)]
+    /// Tickets per export page (at most 1,000).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub per_page: u32,
     /// Zendesk connection.
     #[command(flatten)]
