@@ -197,6 +197,58 @@ impl<'c> Reader<'c> {
     }
 }
 
+/// How far before the newest stored job a catch-up starts: changes that happened while a
+/// webhook was in flight are covered too.
+pub const CATCH_UP_MARGIN: chrono::Duration = chrono::Duration::minutes(5);
+
+/// After a start: asks Zendesk for the open tickets changed since deskbot last queued anything
+/// (less [`CATCH_UP_MARGIN`]) and queues them as backfill jobs, so the changes whose webhooks
+/// were lost while deskbot was down are decided. Returns how many were queued; a fresh database
+/// (nothing ever queued) has nothing to catch up.
+pub async fn catch_up(
+    store: &crate::queue::store::Store,
+    client: &ZendeskClient,
+    pacing: Pacing,
+    now: DateTime<Utc>,
+) -> Result<usize, CatchUpError> {
+    let Some(newest) = store.newest_received().await? else {
+        return Ok(0);
+    };
+    let since = newest - CATCH_UP_MARGIN;
+    let selection = Selection {
+        since,
+        statuses: Selection::OPEN.iter().map(|s| s.to_string()).collect(),
+    };
+    let mut reader = Reader::new(client, pacing, ExportFrom::Start(since.timestamp()));
+    let mut queued = 0;
+    while let Some(page) = reader.next_page().await? {
+        for t in page.tickets.iter().filter(|t| selection.wants(t)) {
+            let e = store
+                .enqueue(crate::queue::store::NewEvent {
+                    event: job(t),
+                    invocation_key: None,
+                    received_at: now,
+                })
+                .await?;
+            if matches!(e, crate::queue::store::Enqueued::Queued(_)) {
+                queued += 1;
+            }
+        }
+    }
+    Ok(queued)
+}
+
+/// Why a catch-up stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum CatchUpError {
+    /// Reading the export failed.
+    #[error(transparent)]
+    Export(#[from] BackfillError),
+    /// The queue could not be read or written.
+    #[error(transparent)]
+    Store(#[from] crate::queue::store::StoreError),
+}
+
 fn updated(t: &Ticket) -> Option<DateTime<Utc>> {
     t.updated_at.as_deref().and_then(parse_time)
 }

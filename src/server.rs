@@ -118,6 +118,29 @@ pub async fn run(
         .map(crate::notify::Notifier::new)
         .transpose()
         .map_err(|e| ServeError::Notify(e.to_string()))?;
+    // Webhooks Zendesk could not deliver while deskbot was down are not retried: on start, read
+    // the tickets changed since the last job was queued, in the background.
+    if let (Some(c), false) = (client.clone(), cfg.dry_run) {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let now = chrono::Utc::now();
+            let gap = store
+                .newest_received()
+                .await
+                .ok()
+                .flatten()
+                .map(|t| now - t);
+            match crate::backfill::catch_up(&store, &c, Default::default(), now).await {
+                Ok(0) => {}
+                Ok(n) => info!(
+                    queued = n,
+                    gap_mins = gap.map(|g| g.num_minutes()),
+                    "caught up after a stop: tickets changed while deskbot was not listening are queued"
+                ),
+                Err(e) => warn!(error = %e, "catch-up after a stop failed; run `deskbot backfill --since <when it stopped> --apply`"),
+            }
+        });
+    }
     let worker = Worker::new(
         store.clone(),
         policy.clone(),

@@ -7,6 +7,16 @@ use rusqlite::OptionalExtension;
 use super::store::{Store, StoreError};
 
 impl Store {
+    /// When the newest job was queued: the last moment deskbot is known to have been listening.
+    pub async fn newest_received(&self) -> Result<Option<chrono::DateTime<Utc>>, StoreError> {
+        self.call(|c| {
+            let millis: Option<i64> =
+                c.query_row("SELECT MAX(received_at) FROM events", [], |r| r.get(0))?;
+            Ok(millis.and_then(chrono::DateTime::from_timestamp_millis))
+        })
+        .await
+    }
+
     /// The position kept under `name`, if any.
     pub async fn cursor(&self, name: &str) -> Result<Option<String>, StoreError> {
         let name = name.to_string();
@@ -48,6 +58,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("q.db")).unwrap();
         assert_eq!(store.cursor("backfill a").await.unwrap(), None);
+        assert_eq!(store.newest_received().await.unwrap(), None);
         store.set_cursor("backfill a", Some("c1")).await.unwrap();
         store.set_cursor("backfill a", Some("c2")).await.unwrap();
         store.set_cursor("backfill b", Some("x")).await.unwrap();

@@ -413,3 +413,66 @@ async fn backfill_of_2000_tickets_costs_one_read_and_one_write_per_update() {
     assert!(per_update <= 1.1, "{per_update} reads per update");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_catches_up_on_the_changes_made_while_it_was_down() {
+    // The database of a deskbot that stored one webhook, then stopped. While it was down, 50
+    // tickets changed in Zendesk and their webhooks were lost; one ticket changed long before.
+    let now = chrono::Utc::now();
+    let stamp =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut tickets = Vec::new();
+    let mut needs = Vec::new();
+    for id in 500..550u64 {
+        let mut t = api_ticket(id, if id % 2 == 0 { "URGENT: down" } else { "Hello" });
+        t["updated_at"] = json!(stamp(now - chrono::Duration::minutes(1)));
+        if id % 2 == 0 {
+            needs.push(id);
+        }
+        tickets.push(t);
+    }
+    let mut old = api_ticket(600, "URGENT: long ago");
+    old["updated_at"] = json!(stamp(now - chrono::Duration::hours(3)));
+    tickets.push(old);
+    let app = spawn_app_with(Options {
+        policy: POLICY,
+        backlog: vec![crate::support::event_body(
+            "before-the-stop",
+            "created",
+            1,
+            "Hello",
+        )],
+        tickets,
+        ..Options::default()
+    })
+    .await;
+    app.zendesk
+        .put_user(json!({"id": 7, "email": "ops@shop.example", "name": "Ops"}));
+    app.zendesk
+        .put_org(json!({"id": 3, "name": "Shop", "organization_fields": {}}));
+    let z = app.zendesk.clone();
+    eventually(20, "the lost changes decided", || {
+        z.applied_puts().len() == needs.len()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut put_ids: Vec<u64> = app
+        .zendesk
+        .all_puts()
+        .iter()
+        .map(|r| crate::support::ticket_of(&r.path))
+        .collect();
+    put_ids.sort_unstable();
+    assert_eq!(
+        put_ids, needs,
+        "each lost change once; the old ticket is not read again"
+    );
+    assert_eq!(
+        count(
+            &app.db,
+            "SELECT COUNT(*) FROM events WHERE dedup_key LIKE 'backfill:%'"
+        ),
+        50
+    );
+    app.stop().await;
+}
