@@ -243,6 +243,15 @@ pub async fn run(args: &Args) -> anyhow::Result<bool> {
                 expected: None,
             });
         }
+        // Off a terminal (a log, CI), a plain line per page instead of the spinner.
+        if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            eprintln!(
+                "deskbot: backfill read {} tickets ({} decided, {} to change)",
+                summary.read,
+                summary.decided,
+                summary.changes.len()
+            );
+        }
         // Kept after the page's tickets are queued: a stop in between re-reads the page, and
         // the queue's keys make the second enqueue of a ticket a no-op.
         if let Some(s) = &store {

@@ -155,6 +155,13 @@ async fn a_dry_run_reports_what_would_change_and_writes_nothing() {
         t.contains("dry run: nothing was written; add --apply"),
         "{t}"
     );
+    // Not on a terminal: a plain line per page on stderr (8 pages of 4).
+    let e = text(&out.stderr);
+    assert_eq!(e.matches("deskbot: backfill read").count(), 8, "{e}");
+    assert!(
+        e.contains("deskbot: backfill read 30 tickets (24 decided, 8 to change)"),
+        "{e}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
