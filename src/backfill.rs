@@ -203,16 +203,16 @@ pub const CATCH_UP_MARGIN: chrono::Duration = chrono::Duration::minutes(5);
 
 /// After a start: asks Zendesk for the open tickets changed since deskbot last queued anything
 /// (less [`CATCH_UP_MARGIN`]) and queues them as backfill jobs, so the changes whose webhooks
-/// were lost while deskbot was down are decided. Returns how many were queued; a fresh database
-/// (nothing ever queued) has nothing to catch up.
+/// were lost while deskbot was down are decided. A fresh database (nothing ever queued) has
+/// nothing to catch up.
 pub async fn catch_up(
     store: &crate::queue::store::Store,
     client: &ZendeskClient,
     pacing: Pacing,
     now: DateTime<Utc>,
-) -> Result<usize, CatchUpError> {
+) -> Result<CatchUp, CatchUpError> {
     let Some(newest) = store.newest_received().await? else {
-        return Ok(0);
+        return Ok(CatchUp::default());
     };
     let since = newest - CATCH_UP_MARGIN;
     let selection = Selection {
@@ -235,7 +235,19 @@ pub async fn catch_up(
             }
         }
     }
-    Ok(queued)
+    Ok(CatchUp {
+        queued,
+        since: Some(newest),
+    })
+}
+
+/// What a catch-up did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CatchUp {
+    /// Tickets queued.
+    pub queued: usize,
+    /// When the newest job before the start was queued (`None`: a fresh database).
+    pub since: Option<DateTime<Utc>>,
 }
 
 /// Why a catch-up stopped.

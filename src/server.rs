@@ -124,17 +124,11 @@ pub async fn run(
         let store = store.clone();
         tokio::spawn(async move {
             let now = chrono::Utc::now();
-            let gap = store
-                .newest_received()
-                .await
-                .ok()
-                .flatten()
-                .map(|t| now - t);
             match crate::backfill::catch_up(&store, &c, Default::default(), now).await {
-                Ok(0) => {}
-                Ok(n) => info!(
-                    queued = n,
-                    gap_mins = gap.map(|g| g.num_minutes()),
+                Ok(crate::backfill::CatchUp { queued: 0, .. }) => {}
+                Ok(done) => info!(
+                    queued = done.queued,
+                    gap_mins = done.since.map(|t| (now - t).num_minutes()),
                     "caught up after a stop: tickets changed while deskbot was not listening are queued"
                 ),
                 Err(e) => warn!(error = %e, "catch-up after a stop failed; run `deskbot backfill --since <when it stopped> --apply`"),

@@ -6,15 +6,15 @@
 
 use std::path::PathBuf;
 
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
-use super::replay::{self, Case};
+use super::replay::{self, Tally};
 use crate::backfill::{job, Pacing, Reader, Selection};
 use crate::config::ZendeskArgs;
 use crate::policy::PolicySet;
 use crate::queue::store::{Enqueued, NewEvent, Store};
-use crate::ticket::{parse_time, EventKind, Ticket};
+use crate::ticket::{EventKind, Ticket};
 use crate::zendesk::client::ExportFrom;
 
 /// What `backfill` was asked.
@@ -92,12 +92,7 @@ fn since(s: &str, now: DateTime<Utc>) -> anyhow::Result<DateTime<Utc>> {
     relative('d', 86_400)
         .or_else(|| relative('h', 3_600))
         .or_else(|| relative('m', 60))
-        .or_else(|| parse_time(t))
-        .or_else(|| {
-            NaiveDate::parse_from_str(t, "%Y-%m-%d")
-                .ok()
-                .map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc())
-        })
+        .or_else(|| crate::policy::condition::time_of(t))
         .ok_or_else(|| {
             anyhow::anyhow!(
                 "--since {s:?}: write a span like 30d, 12h or 90m, or a date like 2026-11-01"
@@ -189,7 +184,7 @@ pub async fn run(args: &Args) -> anyhow::Result<bool> {
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
     );
-    let mut cases = Vec::new();
+    let mut tally = Tally::new(&set);
     let mut summary = Summary {
         read: 0,
         decided: 0,
@@ -216,7 +211,12 @@ pub async fn run(args: &Args) -> anyhow::Result<bool> {
             }
             summary.decided += 1;
             ticket.event = Some(EventKind::new(EventKind::CREATED));
-            let d = set.decide(&ticket, now);
+            let Some(policy) = set.select(&ticket) else {
+                tally.unmatched();
+                continue;
+            };
+            let d = policy.decide(&ticket, now);
+            tally.add(&set, policy, &format!("#{}", ticket.id), None, &ticket, &d);
             if let Some(what) = change_of(&ticket, &d) {
                 if let Some(s) = &store {
                     let queued = s
@@ -237,11 +237,6 @@ pub async fn run(args: &Args) -> anyhow::Result<bool> {
                     what,
                 });
             }
-            cases.push(Case {
-                place: format!("#{}", ticket.id),
-                ticket,
-                expected: None,
-            });
         }
         // Off a terminal (a log, CI), a plain line per page instead of the spinner.
         if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
@@ -263,14 +258,7 @@ pub async fn run(args: &Args) -> anyhow::Result<bool> {
         }
     }
     progress.finish_and_clear();
-    let report = replay::replay(
-        &cases,
-        &set,
-        None,
-        now,
-        Vec::new(),
-        &indicatif::ProgressBar::hidden(),
-    );
+    let report = tally.finish(Vec::new());
     if args.json {
         let out = serde_json::json!({"backfill": summary, "report": report, "stopped": stopped});
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -308,6 +296,7 @@ pub async fn run(args: &Args) -> anyhow::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ticket::parse_time;
 
     #[test]
     fn since_reads_spans_and_dates() {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::policy::{Decision, PolicySet};
+use crate::policy::{Decision, Policy, PolicySet};
 use crate::ticket::Ticket;
 
 /// What `replay` was asked.
@@ -78,13 +78,13 @@ impl Limit {
     }
 }
 
-/// One ticket to decide.
-pub(super) struct Case {
-    /// Where it came from: `file:line`, the file of a directory, or `#id` from Zendesk.
-    pub(super) place: String,
-    pub(super) ticket: Ticket,
+/// One ticket of the corpus.
+struct Case {
+    /// Where it came from: `file:line`, or the file of a directory.
+    place: String,
+    ticket: Ticket,
     /// The level a support lead would give it, when labelled.
-    pub(super) expected: Option<String>,
+    expected: Option<String>,
 }
 
 /// The level a decision gives, as the report counts it.
@@ -253,48 +253,63 @@ fn read_corpus(path: &Path) -> anyhow::Result<(Vec<Case>, Vec<String>)> {
     Ok((cases, problems))
 }
 
-/// Decides every case; returns the report.
-pub(super) fn replay(
-    cases: &[Case],
-    set: &PolicySet,
-    against: Option<&PolicySet>,
-    now: DateTime<Utc>,
-    errors: Vec<String>,
-    progress: &indicatif::ProgressBar,
-) -> Report {
-    let mut reports: Vec<PolicyReport> = set
-        .policies()
-        .iter()
-        .map(|p| PolicyReport {
-            policy: p.name().to_string(),
-            source: p.source().display().to_string(),
+/// The report being counted, one decided ticket at a time.
+pub(super) struct Tally {
+    reports: Vec<PolicyReport>,
+    tickets: usize,
+    unmatched: usize,
+    differences: Option<Vec<Difference>>,
+}
+
+impl Tally {
+    /// An empty count over the policies of `set`.
+    pub(super) fn new(set: &PolicySet) -> Self {
+        Tally {
+            reports: set
+                .policies()
+                .iter()
+                .map(|p| PolicyReport {
+                    policy: p.name().to_string(),
+                    source: p.source().display().to_string(),
+                    tickets: 0,
+                    unclassified: 0,
+                    levels: Vec::new(),
+                    tags: BTreeMap::new(),
+                    labelled: 0,
+                    agreed: 0,
+                    disagreements: Vec::new(),
+                })
+                .collect(),
             tickets: 0,
-            unclassified: 0,
-            levels: Vec::new(),
-            tags: BTreeMap::new(),
-            labelled: 0,
-            agreed: 0,
-            disagreements: Vec::new(),
-        })
-        .collect();
-    let mut unmatched = 0;
-    let mut differences = against.map(|_| Vec::new());
-    for case in cases {
-        progress.inc(1);
-        let mut ticket = case.ticket.clone();
-        ticket.created_at.get_or_insert(now);
-        let Some(policy) = set.select(&ticket) else {
-            unmatched += 1;
-            continue;
-        };
+            unmatched: 0,
+            differences: None,
+        }
+    }
+
+    /// A ticket no policy's scope took.
+    pub(super) fn unmatched(&mut self) {
+        self.tickets += 1;
+        self.unmatched += 1;
+    }
+
+    /// Counts `ticket`, decided `d` by `policy` of `set`; returns the level it got.
+    pub(super) fn add(
+        &mut self,
+        set: &PolicySet,
+        policy: &Policy,
+        place: &str,
+        expected: Option<&str>,
+        ticket: &Ticket,
+        d: &Decision,
+    ) -> String {
+        self.tickets += 1;
         let index = set
             .policies()
             .iter()
             .position(|p| std::ptr::eq(p, policy))
             .unwrap_or(0);
-        let d = policy.decide(&ticket, now);
-        let decided = label(&d, &ticket);
-        let r = &mut reports[index];
+        let decided = label(d, ticket);
+        let r = &mut self.reports[index];
         r.tickets += 1;
         if d.unclassified {
             r.unclassified += 1;
@@ -303,23 +318,84 @@ pub(super) fn replay(
         for t in &d.add_tags {
             *r.tags.entry(t.clone()).or_default() += 1;
         }
-        if let Some(want) = &case.expected {
+        if let Some(want) = expected {
             r.labelled += 1;
             row(&mut r.levels, want).expected += 1;
-            if *want == decided {
+            if want == decided {
                 r.agreed += 1;
                 row(&mut r.levels, want).agreed += 1;
             } else {
                 r.disagreements.push(Disagreement {
-                    place: case.place.clone(),
+                    place: place.to_string(),
                     ticket: ticket.id,
                     subject: ticket.subject.clone(),
-                    expected: want.clone(),
+                    expected: want.to_string(),
                     decided: decided.clone(),
                     rules: d.matched_rules.clone(),
                 });
             }
         }
+        decided
+    }
+
+    /// The report: precision and recall per level, levels in report order.
+    pub(super) fn finish(self, errors: Vec<String>) -> Report {
+        let mut reports = self.reports;
+        for r in &mut reports {
+            let labelled_decided: BTreeMap<String, usize> = r
+                .disagreements
+                .iter()
+                .map(|x| x.decided.clone())
+                .fold(BTreeMap::new(), |mut m, l| {
+                    *m.entry(l).or_default() += 1;
+                    m
+                });
+            for row in &mut r.levels {
+                let wrongly = labelled_decided.get(&row.level).copied().unwrap_or(0);
+                let claimed = row.agreed + wrongly;
+                row.precision = (claimed > 0).then(|| pct(row.agreed, claimed));
+                row.recall = (row.expected > 0).then(|| pct(row.agreed, row.expected));
+            }
+            r.levels.sort_by_key(|l| order(&l.level));
+        }
+        Report {
+            tickets: self.tickets,
+            unmatched: self.unmatched,
+            policies: reports.into_iter().filter(|r| r.tickets > 0).collect(),
+            differences: self.differences,
+            errors,
+        }
+    }
+}
+
+/// Decides every case (and with `against`, again by the other rules); returns the report.
+fn replay(
+    cases: &[Case],
+    set: &PolicySet,
+    against: Option<&PolicySet>,
+    now: DateTime<Utc>,
+    errors: Vec<String>,
+    progress: &indicatif::ProgressBar,
+) -> Report {
+    let mut tally = Tally::new(set);
+    let mut differences = against.map(|_| Vec::new());
+    for case in cases {
+        progress.inc(1);
+        let mut ticket = case.ticket.clone();
+        ticket.created_at.get_or_insert(now);
+        let Some(policy) = set.select(&ticket) else {
+            tally.unmatched();
+            continue;
+        };
+        let d = policy.decide(&ticket, now);
+        let decided = tally.add(
+            set,
+            policy,
+            &case.place,
+            case.expected.as_deref(),
+            &ticket,
+            &d,
+        );
         if let (Some(other), Some(diffs)) = (against, differences.as_mut()) {
             let o = other.decide(&ticket, now);
             let after = label(&o, &ticket);
@@ -348,30 +424,8 @@ pub(super) fn replay(
             }
         }
     }
-    for r in &mut reports {
-        let labelled_decided: BTreeMap<String, usize> = r
-            .disagreements
-            .iter()
-            .map(|x| x.decided.clone())
-            .fold(BTreeMap::new(), |mut m, l| {
-                *m.entry(l).or_default() += 1;
-                m
-            });
-        for row in &mut r.levels {
-            let wrongly = labelled_decided.get(&row.level).copied().unwrap_or(0);
-            let claimed = row.agreed + wrongly;
-            row.precision = (claimed > 0).then(|| pct(row.agreed, claimed));
-            row.recall = (row.expected > 0).then(|| pct(row.agreed, row.expected));
-        }
-        r.levels.sort_by_key(|l| order(&l.level));
-    }
-    Report {
-        tickets: cases.len(),
-        unmatched,
-        policies: reports.into_iter().filter(|r| r.tickets > 0).collect(),
-        differences,
-        errors,
-    }
+    tally.differences = differences;
+    tally.finish(errors)
 }
 
 fn row<'a>(rows: &'a mut Vec<LevelRow>, level: &str) -> &'a mut LevelRow {

@@ -375,7 +375,7 @@ pub struct Compiler<'p> {
     pub vocabularies: &'p std::collections::BTreeMap<String, Vocabulary>,
     /// `[policy] typos`: every word operator tolerates one typo.
     pub typos: bool,
-    /// Vocabularies already turned into phrase ids, and those being expanded (to stop cycles).
+    /// Vocabularies already turned into phrase ids, by name and typo tolerance.
     pub expanded: std::collections::HashMap<(String, bool), Vec<usize>>,
     /// Vocabulary names used somewhere.
     pub used: std::collections::BTreeSet<String>,
@@ -489,7 +489,7 @@ impl Compiler<'_> {
     pub fn term(&mut self, s: &str) -> Result<Term, CondError> {
         match s.trim().strip_prefix('@') {
             Some(name) => Ok(Term {
-                ids: self.vocabulary(name, self.typos, &mut Vec::new())?,
+                ids: self.vocabulary(name, self.typos)?,
                 vocabulary: Some(name.to_string()),
             }),
             None => Ok(Term {
@@ -501,14 +501,13 @@ impl Compiler<'_> {
 
     /// The phrase ids of vocabulary `name` (and of those it names), typo-tolerant when it or
     /// whatever names it says so.
-    fn vocabulary(
-        &mut self,
-        name: &str,
-        typos: bool,
-        chain: &mut Vec<String>,
-    ) -> Result<Vec<usize>, CondError> {
-        let Some(v) = self.vocabularies.get(name) else {
-            let known: Vec<String> = self.vocabularies.keys().map(|k| format!("@{k}")).collect();
+    ///
+    /// The loader has already left out every vocabulary that is part of a circle, so following
+    /// the references ends.
+    fn vocabulary(&mut self, name: &str, typos: bool) -> Result<Vec<usize>, CondError> {
+        let vocabularies = self.vocabularies;
+        let Some(v) = vocabularies.get(name) else {
+            let known: Vec<String> = vocabularies.keys().map(|k| format!("@{k}")).collect();
             let known: Vec<&str> = known.iter().map(String::as_str).collect();
             return Err(CondError::new(if known.is_empty() {
                 format!("no vocabulary is named `@{name}`: define it under [words], e.g. {name} = [\"...\"]")
@@ -522,22 +521,13 @@ impl Compiler<'_> {
         if let Some(ids) = self.expanded.get(&key) {
             return Ok(ids.clone());
         }
-        if chain.iter().any(|c| c == name) {
-            chain.push(name.to_string());
-            return Err(CondError::new(format!(
-                "vocabularies name each other in a circle: @{}",
-                chain.join(" → @")
-            )));
-        }
-        chain.push(name.to_string());
         let mut ids = Vec::new();
-        for term in v.terms.clone() {
+        for term in &v.terms {
             match term.trim().strip_prefix('@') {
-                Some(inner) => ids.extend(self.vocabulary(inner, typos, chain)?),
-                None => ids.push(self.phrase(&term, typos)?),
+                Some(inner) => ids.extend(self.vocabulary(inner, typos)?),
+                None => ids.push(self.phrase(term, typos)?),
             }
         }
-        chain.pop();
         ids.sort_unstable();
         ids.dedup();
         self.expanded.insert(key, ids.clone());
@@ -679,7 +669,8 @@ fn bound(v: &Value) -> Result<Bound, CondError> {
     }
 }
 
-fn time_of(s: &str) -> Option<DateTime<Utc>> {
+/// An RFC 3339 time, or a bare date (its midnight UTC).
+pub fn time_of(s: &str) -> Option<DateTime<Utc>> {
     parse_time(s).or_else(|| {
         NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
             .ok()

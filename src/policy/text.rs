@@ -264,10 +264,10 @@ impl TypoIndex {
         }
         let id = self.targets.len() as u32;
         self.targets.push((stem.to_string(), written.to_string()));
+        if self.trigrams.is_empty() {
+            self.trigrams = vec![0; (1 << 15) / 64];
+        }
         for key in std::iter::once(stem.to_string()).chain(deletions(stem)) {
-            if self.trigrams.is_empty() {
-                self.trigrams = vec![0; (1 << 15) / 64];
-            }
             if let [a, b, c, ..] = key.as_bytes() {
                 let bit = trigram_bit([*a, *b, *c]);
                 self.trigrams[bit / 64] |= 1 << (bit % 64);
@@ -458,12 +458,7 @@ impl Phrases {
         }
     }
 
-    /// Whether word forms are Snowball stems.
-    pub fn stemming(&self) -> bool {
-        self.stemming
-    }
-
-    /// A phrase word's form, computed in full (phrases are few; texts go through the gate).
+    /// A word's form, computed in full (phrase words, and text words that pass the gate).
     fn form(&self, word: &str) -> String {
         if self.stemming {
             porter2(word)
@@ -476,7 +471,8 @@ impl Phrases {
     /// With `typos`, each of its words of five letters or more (not a negation) also matches a
     /// word one edit away.
     pub fn add(&mut self, phrase: &str, typos: bool) -> Option<usize> {
-        let raw = split_lowercase(phrase);
+        let split = self.split(phrase, false, true);
+        let raw: Vec<&str> = split.words();
         if raw.is_empty() {
             return None;
         }
@@ -556,15 +552,17 @@ impl Phrases {
 
     /// Splits and normalises `text` the way this policy's phrases were.
     pub fn words(&self, text: &str) -> Words {
-        self.split(text, false)
+        self.split(text, false, false)
     }
 
     /// Like [`Phrases::words`], also remembering where each word stood, for quotes.
     pub fn words_with_spans(&self, text: &str) -> Words {
-        self.split(text, true)
+        self.split(text, true, false)
     }
 
-    fn split(&self, text: &str, keep_spans: bool) -> Words {
+    /// Splits `text` into words; `raw` keeps them lower-cased only (how phrases are split before
+    /// their words' forms are taken), otherwise each is read as this policy reads it.
+    fn split(&self, text: &str, keep_spans: bool, raw: bool) -> Words {
         let mut w = Words {
             laid_out: String::with_capacity(text.len() + 2),
             // About one word per six bytes of prose: room enough to rarely grow.
@@ -612,12 +610,12 @@ impl Phrases {
             {
                 // "aren't": the apostrophe joins the word.
             } else if let Some((s, at)) = start.take() {
-                self.end_word(&mut w, &mut memo, s..i, at);
+                self.end_word(&mut w, &mut memo, s..i, at, raw);
             }
             i += width;
         }
         if let Some((s, at)) = start {
-            self.end_word(&mut w, &mut memo, s..text.len(), at);
+            self.end_word(&mut w, &mut memo, s..text.len(), at, raw);
         }
         let Memo {
             local, readings, ..
@@ -638,12 +636,21 @@ impl Phrases {
         w
     }
 
-    fn end_word(&self, w: &mut Words, memo: &mut Memo<'_>, original: Range<usize>, at: usize) {
+    fn end_word(
+        &self,
+        w: &mut Words,
+        memo: &mut Memo<'_>,
+        original: Range<usize>,
+        at: usize,
+        raw: bool,
+    ) {
         let word = &w.laid_out[at..];
         let index = w.starts.len();
-        let stemmable = self.stemming && self.gate.admits(word.as_bytes());
-        let typo = self.typos.may_hold(word.as_bytes());
-        if stemmable || typo {
+        let stemmable = !raw && self.stemming && self.gate.admits(word.as_bytes());
+        let typo = !raw && self.typos.may_hold(word.as_bytes());
+        if raw {
+            // Lower-cased, as it is.
+        } else if stemmable || typo {
             let reading = match memo.shared.get(word) {
                 Some(r) => r,
                 None => {
@@ -681,11 +688,7 @@ impl Phrases {
 
     /// How one lower-cased text word reads: its form, or a typo target one edit away.
     fn read(&self, word: &str) -> Reading {
-        let form = if self.stemming {
-            porter2(word)
-        } else {
-            plural_stem(word)
-        };
+        let form = self.form(word);
         if !self.known.contains(&form)
             && word.chars().count() >= TYPO_MIN_LETTERS
             && !is_negation(word)
@@ -767,29 +770,6 @@ impl Phrases {
         }
         Hits { offsets, items }
     }
-}
-
-/// A phrase split into lower-cased words, the way texts are split.
-fn split_lowercase(phrase: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut chars = phrase.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c.is_alphanumeric() {
-            cur.extend(c.to_lowercase());
-        } else if is_apostrophe(c)
-            && !cur.is_empty()
-            && chars.peek().is_some_and(|n| n.is_alphanumeric())
-        {
-            // "aren't": the apostrophe joins the word.
-        } else if !cur.is_empty() {
-            out.push(std::mem::take(&mut cur));
-        }
-    }
-    if !cur.is_empty() {
-        out.push(cur);
-    }
-    out
 }
 
 /// The phrase occurrences in one text, grouped by phrase.

@@ -47,9 +47,25 @@ fn seed(z: &FakeZendesk) -> Vec<u64> {
         }
         z.put_ticket(t);
     }
+    seed_people(z);
+    needs
+}
+
+/// The requester and organization every seeded ticket names.
+fn seed_people(z: &FakeZendesk) {
     z.put_user(json!({"id": 7, "email": "ops@shop.example", "name": "Ops"}));
     z.put_org(json!({"id": 3, "name": "Shop", "organization_fields": {}}));
-    needs
+}
+
+/// The ids of the tickets updated, in order.
+fn updated_ids(z: &FakeZendesk) -> Vec<u64> {
+    let mut ids: Vec<u64> = z
+        .all_puts()
+        .iter()
+        .map(|r| crate::support::ticket_of(&r.path))
+        .collect();
+    ids.sort_unstable();
+    ids
 }
 
 /// Runs a backfill to its end, off the runtime's threads (the fake answers on them).
@@ -188,13 +204,7 @@ async fn apply_queues_each_needed_update_once_and_the_worker_sends_it() {
         z.applied_puts().len() == needs.len()
     })
     .await;
-    let mut put_ids: Vec<u64> = app
-        .zendesk
-        .all_puts()
-        .iter()
-        .map(|r| crate::support::ticket_of(&r.path))
-        .collect();
-    put_ids.sort_unstable();
+    let put_ids = updated_ids(&app.zendesk);
     assert_eq!(
         put_ids, needs,
         "no update for tickets already right, solved, or unmatched"
@@ -361,8 +371,7 @@ async fn backfill_of_2000_tickets_costs_one_read_and_one_write_per_update() {
         }
         z.put_ticket(t);
     }
-    z.put_user(json!({"id": 7, "email": "ops@shop.example", "name": "Ops"}));
-    z.put_org(json!({"id": 3, "name": "Shop", "organization_fields": {}}));
+    seed_people(&z);
     let rules = app.db.parent().unwrap().join("policy.toml");
     let mut c = command(&z, &rules, &app.db, &["--apply"]);
     c.args(["--per-page", "1000", "--export-per-minute", "6000"]);
@@ -453,23 +462,14 @@ async fn serve_catches_up_on_the_changes_made_while_it_was_down() {
         ..Options::default()
     })
     .await;
-    app.zendesk
-        .put_user(json!({"id": 7, "email": "ops@shop.example", "name": "Ops"}));
-    app.zendesk
-        .put_org(json!({"id": 3, "name": "Shop", "organization_fields": {}}));
+    seed_people(&app.zendesk);
     let z = app.zendesk.clone();
     eventually(20, "the lost changes decided", || {
         z.applied_puts().len() == needs.len()
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut put_ids: Vec<u64> = app
-        .zendesk
-        .all_puts()
-        .iter()
-        .map(|r| crate::support::ticket_of(&r.path))
-        .collect();
-    put_ids.sort_unstable();
+    let put_ids = updated_ids(&app.zendesk);
     assert_eq!(
         put_ids, needs,
         "each lost change once; the old ticket is not read again"
