@@ -51,6 +51,15 @@ fn seed(z: &FakeZendesk) -> Vec<u64> {
     needs
 }
 
+/// A directory holding the policy file and room for a queue database (kept while the first value lives).
+fn workspace() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("p.toml");
+    std::fs::write(&rules, POLICY).unwrap();
+    let db = dir.path().join("q.db");
+    (dir, rules, db)
+}
+
 /// The requester and organization every seeded ticket names.
 fn seed_people(z: &FakeZendesk) {
     z.put_user(json!({"id": 7, "email": "ops@shop.example", "name": "Ops"}));
@@ -114,10 +123,7 @@ fn exports(z: &FakeZendesk) -> usize {
 async fn a_dry_run_reports_what_would_change_and_writes_nothing() {
     let z = FakeZendesk::start().await;
     let needs = seed(&z);
-    let dir = tempfile::tempdir().unwrap();
-    let rules = dir.path().join("p.toml");
-    std::fs::write(&rules, POLICY).unwrap();
-    let db = dir.path().join("q.db");
+    let (_dir, rules, db) = workspace();
     let out = backfill(&z, &rules, &db, &["--json"]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -237,10 +243,7 @@ async fn apply_queues_each_needed_update_once_and_the_worker_sends_it() {
 async fn an_interrupted_apply_resumes_where_it_stopped() {
     let z = FakeZendesk::start().await;
     let needs = seed(&z);
-    let dir = tempfile::tempdir().unwrap();
-    let rules = dir.path().join("p.toml");
-    std::fs::write(&rules, POLICY).unwrap();
-    let db = dir.path().join("q.db");
+    let (_dir, rules, db) = workspace();
     // One page a second: stop it after about three.
     let mut child = Reaped(
         command(
@@ -297,10 +300,7 @@ async fn an_interrupted_apply_resumes_where_it_stopped() {
 async fn rate_limits_and_outages_of_the_export_are_waited_out() {
     let z = FakeZendesk::start().await;
     let needs = seed(&z);
-    let dir = tempfile::tempdir().unwrap();
-    let rules = dir.path().join("p.toml");
-    std::fs::write(&rules, POLICY).unwrap();
-    let db = dir.path().join("q.db");
+    let (_dir, rules, db) = workspace();
     z.fail_next(Method::GET, 1, 429, Some("1"));
     let out = backfill(&z, &rules, &db, &["--json"]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -322,9 +322,7 @@ async fn rate_limits_and_outages_of_the_export_are_waited_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backfill_refuses_to_start_without_credentials_or_with_a_broken_policy() {
-    let dir = tempfile::tempdir().unwrap();
-    let rules = dir.path().join("p.toml");
-    std::fs::write(&rules, POLICY).unwrap();
+    let (_dir, rules, db) = workspace();
     let out = deskbot_command()
         .args(["backfill", "--rules", &rules.display().to_string()])
         .output()
@@ -335,7 +333,7 @@ async fn backfill_refuses_to_start_without_credentials_or_with_a_broken_policy()
     );
     std::fs::write(&rules, "[policy]\nname = 1\n").unwrap();
     let z = FakeZendesk::start().await;
-    let out = backfill(&z, &rules, &dir.path().join("q.db"), &[]).await;
+    let out = backfill(&z, &rules, &db, &[]).await;
     assert_eq!(out.status.code(), Some(1));
     let e = text(&out.stderr);
     assert!(
@@ -344,7 +342,7 @@ async fn backfill_refuses_to_start_without_credentials_or_with_a_broken_policy()
     );
     assert!(e.contains("p.toml:2:1"), "{e}");
     assert_eq!(exports(&z), 0);
-    let out = backfill(&z, &rules, &dir.path().join("q.db"), &["--status", "opne"]).await;
+    let out = backfill(&z, &rules, &db, &["--status", "opne"]).await;
     assert!(
         text(&out.stderr).contains("unknown status `opne` (did you mean `open`?)"),
         "{}",
