@@ -228,6 +228,7 @@ pub async fn catch_up(
                     event: job(t),
                     invocation_key: None,
                     received_at: now,
+                    background: false,
                 })
                 .await?;
             if matches!(e, crate::queue::store::Enqueued::Queued(_)) {

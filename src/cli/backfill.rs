@@ -224,6 +224,7 @@ pub async fn run(args: &Args) -> anyhow::Result<bool> {
                             event: job(&ticket),
                             invocation_key: None,
                             received_at: now,
+                            background: true,
                         })
                         .await?;
                     match queued {

@@ -25,8 +25,9 @@ const CHANNEL_CAPACITY: usize = 4096;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 /// Schema version stored in `PRAGMA user_version`. 2: the state indexes cover only the rows the
 /// queue looks for (pending, dead), not every finished job. 3: SLA clocks and timers. 4: kept
-/// positions in Zendesk's exports (a backfill resumes where it stopped).
-const SCHEMA_VERSION: i32 = 4;
+/// positions in Zendesk's exports (a backfill resumes where it stopped). 5: a background lane
+/// (backfill and re-apply jobs wait behind live webhooks).
+const SCHEMA_VERSION: i32 = 5;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
@@ -43,13 +44,15 @@ CREATE TABLE IF NOT EXISTS events (
     locked_until    INTEGER,
     last_error      TEXT,
     outcome         TEXT,
-    finished_at     INTEGER
+    finished_at     INTEGER,
+    lane            INTEGER NOT NULL DEFAULT 0
 );
 -- Partial indexes: a finished job leaves them, so they stay as small as the queue, and finishing a
 -- job removes one entry from each instead of moving it within two indexes of every job ever seen.
--- The claim walks waiting jobs oldest first (pending_by_id) and checks for an earlier job of the
--- same ticket (pending_by_ticket).
-CREATE INDEX IF NOT EXISTS pending_by_id ON events (id) WHERE state = 'pending';
+-- The claim walks waiting jobs live lane first, oldest first (pending_by_lane), and checks for an
+-- earlier job of the same ticket (pending_by_ticket).
+DROP INDEX IF EXISTS pending_by_id;
+CREATE INDEX IF NOT EXISTS pending_by_lane ON events (lane, id) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS pending_by_ticket ON events (ticket_id, id) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS dead_by_id ON events (id) WHERE state = 'dead';
 -- SLA clocks (schema 3): a ticket's clocks as the pure core keeps them (JSON: starts, pauses,
@@ -99,13 +102,17 @@ DROP INDEX IF EXISTS events_by_state_id;
 // (measured: every claim re-parsed both queries, 4.6 % of deskbot's CPU under load). Rows are
 // produced one step at a time, so the caller stops reading after the number it wants instead.
 
-/// The head job of each ticket that is due and free, oldest first.
+/// The head job of each ticket that is due and free: the live lane's first, each lane oldest first.
 const CLAIM_HEADS: &str = "SELECT id, ticket_id FROM events e
     WHERE state = 'pending' AND next_attempt_at <= ?1
       AND (locked_until IS NULL OR locked_until <= ?1)
       AND NOT EXISTS (SELECT 1 FROM events p
                       WHERE p.state = 'pending' AND p.ticket_id = e.ticket_id AND p.id < e.id)
-    ORDER BY id";
+    ORDER BY lane, id";
+/// A live job joins its ticket's waiting background jobs to the live lane: they are decided with
+/// it (one read, one update) instead of holding it back behind the whole background lane.
+const PROMOTE: &str = "UPDATE events SET lane = 0
+    WHERE state = 'pending' AND ticket_id = ?1 AND lane <> 0";
 /// A ticket's waiting jobs from its head on.
 const CLAIM_FOLLOWERS: &str =
     "SELECT id, payload, attempts, next_attempt_at, locked_until FROM events
@@ -166,6 +173,9 @@ pub struct NewEvent {
     pub invocation_key: Option<String>,
     /// When it was received.
     pub received_at: DateTime<Utc>,
+    /// Waits behind live jobs (a backfill's or a re-apply's); a live job of the same ticket
+    /// brings it forward.
+    pub background: bool,
 }
 
 /// A job claimed by the worker.
@@ -264,6 +274,10 @@ impl Store {
         let version: i32 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(|e| open_err(e.to_string()))?;
+        if (1..5).contains(&version) {
+            conn.execute_batch("ALTER TABLE events ADD COLUMN lane INTEGER NOT NULL DEFAULT 0")
+                .map_err(|e| open_err(e.to_string()))?;
+        }
         if version > SCHEMA_VERSION {
             return Err(open_err(format!(
                 "it was written by a newer deskbot (schema {version}; this build knows up to {SCHEMA_VERSION}): run that version, or start this one on a new file with DESKBOT_DB"
@@ -613,9 +627,10 @@ fn insert_batch(conn: &mut Connection, batch: Vec<(Box<NewEvent>, Reply)>) {
         {
             let mut stmt = tx.prepare_cached(
                 "INSERT OR IGNORE INTO events
-                     (dedup_key, invocation_key, ticket_id, kind, payload, received_at, next_attempt_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                     (dedup_key, invocation_key, ticket_id, kind, payload, received_at, next_attempt_at, lane)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)",
             )?;
+            let mut promote = tx.prepare_cached(PROMOTE)?;
             for (ne, _) in &batch {
                 let payload = serde_json::to_string(&ne.event)
                     .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
@@ -626,7 +641,11 @@ fn insert_batch(conn: &mut Connection, batch: Vec<(Box<NewEvent>, Reply)>) {
                     ne.event.kind.as_str(),
                     payload,
                     ne.received_at.timestamp_millis(),
+                    i64::from(ne.background),
                 ])?;
+                if n == 1 && !ne.background {
+                    promote.execute(params![ne.event.ticket_id as i64])?;
+                }
                 out.push(if n == 1 {
                     Enqueued::Queued(tx.last_insert_rowid())
                 } else {
@@ -674,6 +693,7 @@ mod tests {
             },
             invocation_key: None,
             received_at: Utc::now(),
+            background: false,
         }
     }
 
@@ -880,7 +900,7 @@ mod tests {
             [
                 "dead_by_id",
                 "open_clocks_by_due",
-                "pending_by_id",
+                "pending_by_lane",
                 "pending_by_ticket",
                 "timers_by_due"
             ]
@@ -889,7 +909,7 @@ mod tests {
             .unwrap()
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 4);
+        assert_eq!(version, 5);
         assert_eq!(
             s.enqueue(event("old", 9)).await.unwrap(),
             Enqueued::Duplicate
@@ -910,7 +930,7 @@ mod tests {
             .unwrap();
         let err = Store::open(&path).err().unwrap().to_string();
         assert!(
-            err.contains("written by a newer deskbot (schema 9; this build knows up to 4)"),
+            err.contains("written by a newer deskbot (schema 9; this build knows up to 5)"),
             "{err}"
         );
     }
@@ -930,7 +950,7 @@ mod tests {
         assert_eq!(
             plan(CLAIM_HEADS, 1),
             [
-                "SCAN e USING INDEX pending_by_id",
+                "SCAN e USING INDEX pending_by_lane",
                 "CORRELATED SCALAR SUBQUERY 1",
                 "SEARCH p USING COVERING INDEX pending_by_ticket (ticket_id=? AND id<?)"
             ]
@@ -942,7 +962,7 @@ mod tests {
         assert_eq!(
             plan(NEXT_DUE, 0),
             [
-                "SEARCH e USING INDEX pending_by_id",
+                "SEARCH e USING INDEX pending_by_ticket",
                 "CORRELATED SCALAR SUBQUERY 1",
                 "SEARCH p USING COVERING INDEX pending_by_ticket (ticket_id=? AND id<?)"
             ]
@@ -969,6 +989,27 @@ mod tests {
                 "{sql}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn background_jobs_wait_behind_live_ones_until_their_ticket_has_a_live_job() {
+        let (_dir, s) = store();
+        let background = |key: &str, ticket| NewEvent {
+            background: true,
+            ..event(key, ticket)
+        };
+        s.enqueue(background("b1", 1)).await.unwrap();
+        s.enqueue(background("b2", 2)).await.unwrap();
+        s.enqueue(event("live3", 3)).await.unwrap();
+        let now = Utc::now() + chrono::Duration::seconds(5);
+        let lease = Duration::from_secs(60);
+        // The live job first, though it came last.
+        assert_eq!(ids(&s.claim(now, lease, 1, 8).await.unwrap()), [[3]]);
+        // A live job of ticket 2 brings ticket 2's background job forward, and they go together.
+        s.enqueue(event("live2", 2)).await.unwrap();
+        assert_eq!(ids(&s.claim(now, lease, 1, 8).await.unwrap()), [[2, 4]]);
+        assert_eq!(ids(&s.claim(now, lease, 1, 8).await.unwrap()), [[1]]);
+        assert!(s.claim(now, lease, 1, 8).await.unwrap().is_empty());
     }
 
     #[tokio::test]

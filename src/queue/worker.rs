@@ -727,6 +727,7 @@ impl Worker {
                     event,
                     invocation_key: None,
                     received_at: now,
+                    background: false,
                 })
                 .await?;
         }

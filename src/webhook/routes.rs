@@ -194,6 +194,7 @@ async fn handle(
             event,
             invocation_key,
             received_at: now,
+            background: false,
         }),
     )
     .await;

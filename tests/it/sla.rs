@@ -163,6 +163,7 @@ impl Rig {
                 event: *ev,
                 invocation_key: None,
                 received_at: t(at),
+                background: false,
             })
             .await
             .unwrap();

@@ -199,6 +199,7 @@ async fn store_backlog(db: &std::path::Path, bodies: &[String]) {
                 event: *event,
                 invocation_key: None,
                 received_at: Utc::now(),
+                background: false,
             })
             .await
             .unwrap();
