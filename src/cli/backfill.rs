@@ -76,6 +76,9 @@ struct Summary {
     queued: usize,
     /// With `--apply`: already queued by an earlier run (same ticket, same change).
     already_queued: usize,
+    /// Tickets without a change to make, queued (or, in a dry run, to be queued) only so that
+    /// their SLA clocks start from their history: the policy runs clocks.
+    timed: usize,
     /// Whether anything was written.
     applied: bool,
 }
@@ -191,6 +194,7 @@ pub async fn run(args: &Args) -> anyhow::Result<bool> {
         changes: Vec::new(),
         queued: 0,
         already_queued: 0,
+        timed: 0,
         applied: args.apply,
     };
     let mut stopped = None;
@@ -217,7 +221,12 @@ pub async fn run(args: &Args) -> anyhow::Result<bool> {
             };
             let d = policy.decide(&ticket, now);
             tally.add(&set, policy, &format!("#{}", ticket.id), None, &ticket, &d);
-            if let Some(what) = change_of(&ticket, &d) {
+            let what = change_of(&ticket, &d);
+            // A policy that runs clocks needs every open ticket queued, changed or not: the
+            // worker rebuilds its clocks from its audits (a ticket already timed costs nothing).
+            let timed = what.is_none() && policy.clock_rules().is_some();
+            summary.timed += usize::from(timed);
+            if what.is_some() || timed {
                 if let Some(s) = &store {
                     let queued = s
                         .enqueue(NewEvent {
@@ -232,6 +241,8 @@ pub async fn run(args: &Args) -> anyhow::Result<bool> {
                         Enqueued::Duplicate => summary.already_queued += 1,
                     }
                 }
+            }
+            if let Some(what) = what {
                 summary.changes.push(Change {
                     ticket: ticket.id,
                     subject: ticket.subject.clone(),
@@ -278,6 +289,17 @@ pub async fn run(args: &Args) -> anyhow::Result<bool> {
         );
         for c in &summary.changes {
             println!("  #{} {:?}: {}", c.ticket, c.subject, c.what.join(", "));
+        }
+        if summary.timed > 0 {
+            println!(
+                "{} more open tickets {} only their SLA clocks, rebuilt from each ticket's history",
+                summary.timed,
+                if args.apply {
+                    "are queued for"
+                } else {
+                    "would get"
+                }
+            );
         }
         if args.apply {
             println!(

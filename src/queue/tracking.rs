@@ -8,7 +8,7 @@ use crate::policy::Policy;
 use crate::sla::clock::{Change, Effect, Metric, TicketClocks, Timer, TimerKind};
 use crate::ticket::{EventKind, Priority, SlaAlert, Ticket};
 use crate::webhook::payload::TicketEvent;
-use crate::zendesk::model::SeenComment;
+use crate::zendesk::model::{PastChange, SeenComment};
 
 /// The ticket events the clocks need: `deskbot register` subscribes them, `deskbot doctor` checks.
 pub const CLOCK_EVENTS: &[&str] = &[
@@ -51,6 +51,72 @@ pub fn ensure_started(
     clocks: &mut Option<TicketClocks>,
     ticket: &Ticket,
 ) -> Vec<Effect> {
+    let Some(created) = ticket.created_at else {
+        return Vec::new();
+    };
+    let status = ticket.status.clone().map(|status| Change::Status {
+        at: created,
+        status,
+    });
+    replay(policy, clocks, ticket, status.as_slice())
+}
+
+/// Starts clocks for an existing ticket deskbot was not tracking (a backfill or catch-up), as if
+/// it had tracked it from creation: its past comments and status changes (from its audits) are
+/// played in order, so replies already given count and time spent pending is paused. When the
+/// history ends on another status than the ticket's (a cut history), the current one follows.
+pub fn reconstruct(
+    policy: &Policy,
+    clocks: &mut Option<TicketClocks>,
+    ticket: &Ticket,
+    history: &[PastChange],
+) -> Vec<Effect> {
+    let created = ticket.created_at;
+    let mut changes: Vec<Change> = history
+        .iter()
+        .filter_map(|c| match c {
+            // The opening comment is the ticket itself, not a reply (as with webhook events).
+            PastChange::Comment(c) if Some(c.at) <= created => None,
+            PastChange::Comment(c) => Some(Change::Comment {
+                at: c.at,
+                public: c.public,
+                by_agent: c.by_agent,
+            }),
+            PastChange::Status { at, status } => Some(Change::Status {
+                at: *at,
+                status: status.clone(),
+            }),
+        })
+        .collect();
+    let last_status = changes.iter().rev().find_map(|c| match c {
+        Change::Status { status, .. } => Some(status.clone()),
+        _ => None,
+    });
+    if let (Some(now), true) = (ticket.status.clone(), last_status != ticket.status) {
+        let at = ticket
+            .updated_at
+            .as_deref()
+            .and_then(crate::ticket::parse_time)
+            .or(ticket.created_at);
+        if let Some(at) = at {
+            changes.push(Change::Status { at, status: now });
+        }
+    }
+    changes.sort_by_key(|c| match c {
+        Change::Comment { at, .. } | Change::Status { at, .. } => *at,
+        Change::Retarget => DateTime::<Utc>::MIN_UTC,
+    });
+    replay(policy, clocks, ticket, &changes)
+}
+
+/// Starts fresh clocks at the ticket's creation and applies `changes` to them; nothing when the
+/// ticket is already tracked, has no known creation, or is finished.
+fn replay(
+    policy: &Policy,
+    clocks: &mut Option<TicketClocks>,
+    ticket: &Ticket,
+    changes: &[Change],
+) -> Vec<Effect> {
     let (Some((_, rules)), None, Some(created)) =
         (policy.clock_rules(), clocks.as_ref(), ticket.created_at)
     else {
@@ -73,16 +139,10 @@ pub fn ensure_started(
             at: created,
         })
         .collect();
-    if let Some(status) = ticket.status.clone() {
-        effects.extend(fresh.apply(
-            &Change::Status {
-                at: created,
-                status,
-            },
-            &targets,
-            rules,
-        ));
+    for change in changes {
+        effects.extend(fresh.apply(change, &targets, rules));
     }
+    effects.retain(|e| !matches!(e, Effect::Ignored { .. }));
     *clocks = Some(fresh);
     effects
 }
@@ -211,18 +271,32 @@ pub fn catch_up(
             effects.extend(tc.apply(&change, &targets, rules));
         }
     }
-    if let Some(status) = ticket.status.clone() {
-        if tc.status.as_ref() != Some(&status) {
-            let at = ticket
-                .updated_at
-                .as_deref()
-                .and_then(crate::ticket::parse_time)
-                .unwrap_or(started);
-            effects.extend(tc.apply(&Change::Status { at, status }, &targets, rules));
-        }
-    }
+    effects.extend(observe_status(policy, tc, ticket, started));
     effects.retain(|e| !matches!(e, Effect::Ignored { .. }));
     effects
+}
+
+/// Folds the ticket's status as read into its clocks when they last saw another (a change made
+/// while deskbot was not listening), dated at the ticket's last update, else at `fallback`.
+pub fn observe_status(
+    policy: &Policy,
+    tc: &mut TicketClocks,
+    ticket: &Ticket,
+    fallback: DateTime<Utc>,
+) -> Vec<Effect> {
+    let (Some((_, rules)), Some(status)) = (policy.clock_rules(), ticket.status.clone()) else {
+        return Vec::new();
+    };
+    if tc.status.as_ref() == Some(&status) {
+        return Vec::new();
+    }
+    let at = ticket
+        .updated_at
+        .as_deref()
+        .and_then(crate::ticket::parse_time)
+        .unwrap_or(fallback);
+    let targets = policy.clock_targets(tc);
+    tc.apply(&Change::Status { at, status }, &targets, rules)
 }
 
 /// How late a timer acts (zero when on time).
@@ -321,5 +395,102 @@ mod tests {
             check_timer(&p, None, &timer, t("2026-11-30T10:05:00Z")),
             Err("the ticket has no SLA clocks".into())
         );
+    }
+
+    fn two_metric_policy() -> Policy {
+        let text = "[policy]\nname = \"t\"\n[calendars.c]\ntimezone = \"UTC\"\nhours = { mon-fri = \"09:00-17:00\" }\n\
+             [sla.urgent]\nfirst_response = \"1 business hour\"\nresolution = \"8 business hours\"\n";
+        Policy::parse(text, Path::new("t.toml")).unwrap().policy
+    }
+
+    fn comment(at: &str, by_agent: bool) -> PastChange {
+        PastChange::Comment(SeenComment {
+            at: t(at),
+            public: true,
+            by_agent: Some(by_agent),
+        })
+    }
+
+    fn status(at: &str, status: &str) -> PastChange {
+        PastChange::Status {
+            at: t(at),
+            status: status.into(),
+        }
+    }
+
+    #[test]
+    fn an_existing_tickets_clocks_are_rebuilt_from_its_history() {
+        let p = two_metric_policy();
+        let cal = p.calendar().unwrap();
+        let mut tk = ticket();
+        tk.updated_at = Some("2026-12-01T09:00:00Z".into());
+        let history = [
+            comment("2026-11-30T09:00:00Z", false),
+            status("2026-11-30T09:00:00Z", "new"),
+            comment("2026-11-30T09:30:00Z", true),
+            status("2026-11-30T09:30:00Z", "pending"),
+            comment("2026-12-01T09:00:00Z", false),
+            status("2026-12-01T09:00:00Z", "open"),
+        ];
+        let mut clocks = None;
+        reconstruct(&p, &mut clocks, &tk, &history);
+        let tc = clocks.unwrap();
+        let now = t("2026-12-01T10:00:00Z");
+        // Replied at 09:30, within the hour.
+        let first = tc.latest(Metric::FirstResponse).unwrap();
+        assert_eq!(first.state(cal, now), State::Fulfilled);
+        assert_eq!(first.fulfilled_at, Some(t("2026-11-30T09:30:00Z")));
+        // Pending from Monday 09:30 to Tuesday 09:00 does not count: 30 minutes used on Monday.
+        let resolution = tc.latest(Metric::Resolution).unwrap();
+        assert_eq!(resolution.due(cal), Some(t("2026-12-01T16:30:00Z")));
+        assert_eq!(resolution.state(cal, now), State::Active);
+
+        // Without its history, the same ticket would look breached twice.
+        let mut blind = None;
+        ensure_started(&p, &mut blind, &tk);
+        let blind = blind.unwrap();
+        assert_eq!(
+            blind.latest(Metric::FirstResponse).unwrap().state(cal, now),
+            State::Breached
+        );
+        assert_eq!(
+            blind.latest(Metric::Resolution).unwrap().due(cal),
+            Some(t("2026-11-30T17:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn a_cut_history_ends_on_the_tickets_current_status() {
+        let p = two_metric_policy();
+        let cal = p.calendar().unwrap();
+        let mut tk = ticket();
+        tk.status = Some("pending".into());
+        tk.updated_at = Some("2026-11-30T11:00:00Z".into());
+        let mut clocks = None;
+        reconstruct(
+            &p,
+            &mut clocks,
+            &tk,
+            &[status("2026-11-30T09:00:00Z", "open")],
+        );
+        let resolution = clocks.unwrap().latest(Metric::Resolution).unwrap().clone();
+        assert_eq!(
+            resolution.state(cal, t("2026-12-03T12:00:00Z")),
+            State::Paused
+        );
+        assert_eq!(
+            resolution.consumed(cal, t("2026-12-03T12:00:00Z")),
+            Duration::hours(2)
+        );
+    }
+
+    #[test]
+    fn a_finished_ticket_gets_no_clocks() {
+        let p = two_metric_policy();
+        let mut tk = ticket();
+        tk.status = Some("solved".into());
+        let mut clocks = None;
+        assert!(reconstruct(&p, &mut clocks, &tk, &[]).is_empty());
+        assert!(clocks.is_none());
     }
 }

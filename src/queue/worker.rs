@@ -525,7 +525,7 @@ impl Worker {
         let ticket_id = last.event.ticket_id;
         let mut conflicts = 0;
         let settled = loop {
-            let mut before = match self.read_ticket(last).await {
+            let mut before = match self.read_ticket(last, conflicts == 0).await {
                 Ok(t) => t,
                 Err(Failure::Gone) => {
                     if let Err(e) = self.store.forget_clocks(ticket_id).await {
@@ -618,12 +618,21 @@ impl Worker {
                 if update::apply(&mut after, &decision) {
                     notes.extend(decision.note.clone());
                 }
-                // A backfilled ticket is classified, not timed: its past (replies, pauses) is not
-                // known from the export, so starting its clocks now could report false breaches.
-                if let (Some(p), false) = (policy, ev.source == Source::Backfill) {
-                    // The ticket as read is the authority on its creation, before the payload.
-                    effects.extend(tracking::ensure_started(p, &mut clocks, &after));
-                    effects.extend(tracking::apply_event(p, &mut clocks, ev, now));
+                if let (Some(p), Source::Backfill) = (policy, ev.source) {
+                    match self.backfill_clocks(p, &mut clocks, &after, now).await {
+                        Ok(e) => effects.extend(e),
+                        Err(f) => {
+                            failed = Some(f);
+                            break;
+                        }
+                    }
+                }
+                if let Some(p) = policy {
+                    if ev.source != Source::Backfill {
+                        // The ticket as read is the authority on its creation, before the payload.
+                        effects.extend(tracking::ensure_started(p, &mut clocks, &after));
+                        effects.extend(tracking::apply_event(p, &mut clocks, ev, now));
+                    }
                     // The ticket as read is the authority on its priority; in dry run the
                     // payload is not (it predates the updates deskbot did not send), so only
                     // the creation's decision and explicit priority changes re-target there.
@@ -792,8 +801,40 @@ impl Worker {
         Ok(tracking::check_timer(policy, clocks.as_ref(), timer, now))
     }
 
+    /// The clocks of an existing ticket a backfill or catch-up brings: rebuilt from its audits
+    /// when deskbot was not tracking it (so replies given and time spent pending count), else
+    /// brought to its current status. Without a client there is no history to read, and a
+    /// ticket timed from its creation alone could report false breaches: it is classified only.
+    async fn backfill_clocks(
+        &self,
+        policy: &Policy,
+        clocks: &mut Option<TicketClocks>,
+        ticket: &Ticket,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Effect>, Failure> {
+        let Some(client) = self.zendesk.as_ref() else {
+            return Ok(Vec::new());
+        };
+        if let Some(tc) = clocks.as_mut() {
+            return Ok(tracking::observe_status(policy, tc, ticket, now));
+        }
+        let finished = matches!(ticket.status.as_deref(), Some("solved" | "closed"));
+        if policy.clock_rules().is_none() || finished || ticket.created_at.is_none() {
+            return Ok(Vec::new());
+        }
+        let read = client
+            .ticket_history(ticket.id, ticket.requester_id)
+            .await
+            .map_err(classify);
+        let history = self.reached(read)?;
+        Ok(tracking::reconstruct(policy, clocks, ticket, &history))
+    }
+
     /// The ticket as it is now: from Zendesk, or the event's snapshot when there is no client.
-    async fn read_ticket(&self, job: &Job) -> Result<Ticket, Failure> {
+    /// A backfill job's snapshot was read moments ago from the export and carries its
+    /// `updated_at`: the first try sends with it under `safe_update` instead of reading again,
+    /// and a 409 (the ticket changed since) reads it then.
+    async fn read_ticket(&self, job: &Job, first_try: bool) -> Result<Ticket, Failure> {
         let ev = &job.event;
         let Some(client) = self.zendesk.as_ref() else {
             if ev.source == Source::Trigger {
@@ -801,6 +842,9 @@ impl Worker {
             }
             return Ok(ev.snapshot.clone());
         };
+        if first_try && ev.source == Source::Backfill && ev.snapshot.updated_at.is_some() {
+            return Ok(ev.snapshot.clone());
+        }
         let read = client.show_ticket(ev.ticket_id).await.map_err(classify);
         let mut ticket = self.reached(read)?;
         if let Some(org_id) = ticket.organization_id {

@@ -15,8 +15,8 @@ use crate::metrics::Metrics;
 use crate::ticket::{Organization, Ticket};
 
 use super::model::{
-    CommentsResponse, ExportPage, OrganizationResponse, SeenComment, TicketResponse, TicketUpdate,
-    TicketUpdateRequest,
+    AuditsPage, CommentsResponse, ExportPage, OrganizationResponse, PastChange, SeenComment,
+    TicketResponse, TicketUpdate, TicketUpdateRequest,
 };
 use super::ratelimit::{Kind, RateLimiter};
 
@@ -214,6 +214,38 @@ impl ZendeskClient {
         Ok(parsed.seen())
     }
 
+    /// A ticket's past comments and status changes, from `GET /api/v2/tickets/{id}/audits.json`
+    /// (cursor pages of 100, at most [`MAX_AUDIT_PAGES`]; a longer history is cut, and the
+    /// ticket's current status then stands for what came after).
+    pub async fn ticket_history(
+        &self,
+        id: u64,
+        requester: Option<u64>,
+    ) -> Result<Vec<PastChange>, ZendeskError> {
+        let endpoint = "list_audits";
+        let url = format!("{}/api/v2/tickets/{id}/audits.json", self.base_url);
+        let mut changes = Vec::new();
+        let mut after: Option<String> = None;
+        for _ in 0..MAX_AUDIT_PAGES {
+            let mut query = vec![
+                ("page[size]", "100".to_string()),
+                ("include", "users".to_string()),
+            ];
+            if let Some(a) = after.take() {
+                query.push(("page[after]", a));
+            }
+            let request = self.http.get(&url).query(&query);
+            let body = self.send(endpoint, Kind::Read, request).await?;
+            let page: AuditsPage = decode(endpoint, &body.body)?;
+            changes.extend(page.changes(requester));
+            match page.meta.after_cursor {
+                Some(c) if page.meta.has_more => after = Some(c),
+                _ => break,
+            }
+        }
+        Ok(changes)
+    }
+
     /// `GET /api/v2/organizations/{id}.json`.
     pub async fn show_organization(&self, id: u64) -> Result<Organization, ZendeskError> {
         let endpoint = "show_organization";
@@ -341,6 +373,9 @@ fn decode<T: serde::de::DeserializeOwned>(
         message: e.to_string(),
     })
 }
+
+/// The most audit pages read for one ticket's history (100 audits each).
+pub const MAX_AUDIT_PAGES: usize = 10;
 
 /// Where an export page starts.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -184,6 +184,115 @@ impl CommentsResponse {
     }
 }
 
+/// One page of `GET /api/v2/tickets/{id}/audits.json?include=users` (cursor-paginated).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct AuditsPage {
+    /// The audits, oldest first.
+    pub audits: Vec<ApiAudit>,
+    /// Side-loaded authors (`include=users`; UNCONFIRMED that audits honour it, so optional).
+    pub users: Vec<ApiUser>,
+    /// Cursor pagination.
+    pub meta: CursorMeta,
+}
+
+/// `meta` of a cursor-paginated list.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct CursorMeta {
+    /// Whether another page follows.
+    pub has_more: bool,
+    /// Where it starts.
+    pub after_cursor: Option<String>,
+}
+
+/// One audit: when, by whom, and its events.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ApiAudit {
+    /// When the change was made.
+    pub created_at: Option<String>,
+    /// Who made it.
+    pub author_id: Option<u64>,
+    /// What changed.
+    pub events: Vec<AuditEvent>,
+}
+
+/// An audit event, as far as SLA clocks care: `Comment`, or `Create`/`Change` of a field.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct AuditEvent {
+    /// `Comment`, `Create`, `Change`, ...
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The comment's author (comments).
+    pub author_id: Option<u64>,
+    /// Visible to the customer (comments).
+    pub public: Option<bool>,
+    /// The field set or changed (`status`, `priority`, ...).
+    pub field_name: Option<String>,
+    /// Its new value.
+    pub value: Option<Value>,
+}
+
+/// A past change of a ticket read from its audits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PastChange {
+    /// A comment.
+    Comment(SeenComment),
+    /// The status was set (on creation) or changed.
+    Status {
+        /// When.
+        at: DateTime<Utc>,
+        /// The new status (lower case).
+        status: String,
+    },
+}
+
+impl AuditsPage {
+    /// The page's comments and status changes in order. A comment's author is an agent when
+    /// the side-loaded user's role says so; without side-loaded users, the requester's own
+    /// comments count as the customer's and anyone else's as unknown.
+    pub fn changes(&self, requester: Option<u64>) -> Vec<PastChange> {
+        let mut out = Vec::new();
+        for audit in &self.audits {
+            let Some(at) = audit.created_at.as_deref().and_then(parse_time) else {
+                continue;
+            };
+            for e in &audit.events {
+                match (e.kind.as_str(), e.field_name.as_deref()) {
+                    ("Comment", _) => {
+                        let author = e.author_id.or(audit.author_id);
+                        let role = author
+                            .and_then(|a| self.users.iter().find(|u| u.id == a))
+                            .and_then(|u| u.role.as_deref());
+                        let by_agent = match (role, author) {
+                            (Some(r), _) => Some(r != "end-user"),
+                            (None, Some(a)) if Some(a) == requester => Some(false),
+                            _ => None,
+                        };
+                        out.push(PastChange::Comment(SeenComment {
+                            at,
+                            public: e.public.unwrap_or(true),
+                            by_agent,
+                        }));
+                    }
+                    ("Create" | "Change", Some("status")) => {
+                        if let Some(status) = e.value.as_ref().and_then(Value::as_str) {
+                            out.push(PastChange::Status {
+                                at,
+                                status: status.to_ascii_lowercase(),
+                            });
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        out
+    }
+}
+
 /// `GET /api/v2/organizations/{id}.json`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct OrganizationResponse {
@@ -315,4 +424,75 @@ pub struct NewComment {
     pub body: String,
     /// Always false: deskbot writes internal notes only.
     pub public: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn page(users: Value) -> AuditsPage {
+        serde_json::from_value(json!({
+            "audits": [
+                {"created_at": "2026-11-02T09:00:00Z", "author_id": 7, "events": [
+                    {"type": "Comment", "author_id": 7, "public": true, "body": "help"},
+                    {"type": "Create", "field_name": "status", "value": "new"},
+                    {"type": "Create", "field_name": "priority", "value": "high"}
+                ]},
+                {"created_at": "2026-11-02T10:00:00Z", "author_id": 3, "events": [
+                    {"type": "Comment", "author_id": 3, "public": false, "body": "looking"},
+                    {"type": "Change", "field_name": "status", "value": "Pending", "previous_value": "new"}
+                ]},
+                {"created_at": "not a time", "events": [{"type": "Comment", "public": true}]}
+            ],
+            "users": users,
+            "meta": {"has_more": false, "after_cursor": null}
+        }))
+        .unwrap()
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn audits_give_comments_with_their_authors_role_and_status_changes_in_order() {
+        let p = page(json!([{"id": 7, "role": "end-user"}, {"id": 3, "role": "agent"}]));
+        assert_eq!(
+            p.changes(Some(7)),
+            [
+                PastChange::Comment(SeenComment {
+                    at: at("2026-11-02T09:00:00Z"),
+                    public: true,
+                    by_agent: Some(false)
+                }),
+                PastChange::Status {
+                    at: at("2026-11-02T09:00:00Z"),
+                    status: "new".into()
+                },
+                PastChange::Comment(SeenComment {
+                    at: at("2026-11-02T10:00:00Z"),
+                    public: false,
+                    by_agent: Some(true)
+                }),
+                PastChange::Status {
+                    at: at("2026-11-02T10:00:00Z"),
+                    status: "pending".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn without_side_loaded_users_only_the_requester_is_known() {
+        let by_agent: Vec<Option<bool>> = page(json!([]))
+            .changes(Some(7))
+            .into_iter()
+            .filter_map(|c| match c {
+                PastChange::Comment(c) => Some(c.by_agent),
+                PastChange::Status { .. } => None,
+            })
+            .collect();
+        assert_eq!(by_agent, [Some(false), None]);
+    }
 }

@@ -783,3 +783,127 @@ async fn a_decision_while_paused_keeps_the_moved_due_date() {
         json!([{"id": 360001, "value": "2026-11-30T20:00:00Z"}, {"id": 360002, "value": "2026-12-07T19:00:00Z"}])
     );
 }
+
+/// The fake's ticket as a backfill reads it from the export.
+fn exported(z: &FakeZendesk, id: u64) -> deskbot::ticket::Ticket {
+    let r: deskbot::zendesk::model::TicketResponse =
+        serde_json::from_value(json!({ "ticket": z.ticket(id) })).unwrap();
+    r.into_ticket()
+}
+
+fn audit(at: &str, author: u64, events: Value) -> Value {
+    json!({"created_at": at, "author_id": author, "events": events})
+}
+
+impl Rig {
+    /// Queues the ticket as `deskbot backfill --apply` does and runs the worker at `now`.
+    async fn backfill(&mut self, now: &str) -> Vec<Outcome> {
+        let ev = deskbot::backfill::job(&exported(&self.zendesk, TICKET));
+        self.store
+            .enqueue(NewEvent {
+                event: ev,
+                invocation_key: None,
+                received_at: t(now),
+                background: true,
+            })
+            .await
+            .unwrap();
+        self.run(now).await
+    }
+}
+
+#[tokio::test]
+async fn a_backfilled_ticket_without_a_reply_is_found_breached() {
+    let mut rig = Rig::new().await;
+    rig.zendesk.put_audit(
+        TICKET,
+        audit(
+            "2026-11-30T17:00:00Z",
+            CUSTOMER,
+            json!([{"type": "Comment", "author_id": CUSTOMER, "public": true},
+                   {"type": "Create", "field_name": "status", "value": "new"}]),
+        ),
+    );
+    // Two days later deskbot is adopted; nobody has answered.
+    let out = rig.backfill("2026-12-02T17:00:00Z").await;
+    assert!(
+        out.iter().any(
+            |o| matches!(o, Outcome::Notified { text } if text.starts_with("Ticket 501: first response missed by"))
+        ),
+        "{out:?}"
+    );
+    let puts = rig.puts();
+    assert_eq!(puts[0]["priority"], "urgent", "classified first");
+    assert!(
+        puts.iter()
+            .any(|p| tags(p).contains(&"sla_breached_first_response".to_string())),
+        "{puts:?}"
+    );
+    assert_eq!(
+        rig.state(Metric::FirstResponse, "2026-12-02T17:00:00Z")
+            .await,
+        Some(State::Breached)
+    );
+    // The export's copy was fresh: no read of the ticket before its first update, one of its audits.
+    let calls = rig.calls();
+    let first_put = calls.iter().position(|c| c.starts_with("PUT ")).unwrap();
+    assert_eq!(
+        calls[..first_put],
+        [format!("GET /api/v2/tickets/{TICKET}/audits.json")]
+    );
+}
+
+#[tokio::test]
+async fn a_backfilled_tickets_reply_and_pending_time_count() {
+    let mut rig = Rig::new().await;
+    let mut ticket = rig.zendesk.ticket(TICKET);
+    ticket["status"] = json!("open");
+    ticket["updated_at"] = json!("2026-12-01T17:00:00Z");
+    rig.zendesk.put_ticket(ticket);
+    for a in [
+        audit(
+            "2026-11-30T17:00:00Z",
+            CUSTOMER,
+            json!([{"type": "Comment", "author_id": CUSTOMER, "public": true},
+                   {"type": "Create", "field_name": "status", "value": "new"}]),
+        ),
+        // Answered at 10:00 Pacific, within the 3 hours, and asked the customer a question.
+        audit(
+            "2026-11-30T18:00:00Z",
+            AGENT,
+            json!([{"type": "Comment", "author_id": AGENT, "public": true},
+                   {"type": "Change", "field_name": "status", "value": "pending", "previous_value": "new"}]),
+        ),
+        // The customer answered the next morning.
+        audit(
+            "2026-12-01T17:00:00Z",
+            CUSTOMER,
+            json!([{"type": "Comment", "author_id": CUSTOMER, "public": true},
+                   {"type": "Change", "field_name": "status", "value": "open", "previous_value": "pending"}]),
+        ),
+    ] {
+        rig.zendesk.put_audit(TICKET, a);
+    }
+    let now = "2026-12-01T18:00:00Z";
+    rig.backfill(now).await;
+    assert_eq!(
+        rig.state(Metric::FirstResponse, now).await,
+        Some(State::Fulfilled)
+    );
+    // Next reply: the customer's answer at 09:00 Pacific started a 2-hour clock, due 11:00.
+    assert_eq!(
+        rig.state(Metric::NextResponse, now).await,
+        Some(State::Active)
+    );
+    let puts = rig.puts();
+    assert_eq!(puts.len(), 1, "classified; nothing breached: {puts:?}");
+    assert!(tags(&puts[0]).is_empty(), "{puts:?}");
+    // Resolution: 1 business hour on Monday, paused while pending, 1 more on Tuesday.
+    let clocks = rig.store.list_clocks(Some(TICKET), t(now)).await.unwrap();
+    let resolution = clocks
+        .iter()
+        .rfind(|c| c.metric == Metric::Resolution)
+        .unwrap();
+    assert_eq!(resolution.state, State::Active);
+    assert_eq!(resolution.consumed_secs, 2 * 3600);
+}

@@ -60,6 +60,8 @@ struct FakeState {
     orgs: HashMap<u64, Value>,
     /// Comments per ticket, oldest first (API shape: author_id, public, created_at, body).
     comments: HashMap<u64, Vec<Value>>,
+    /// Audits per ticket, oldest first (API shape: created_at, author_id, events).
+    audits: HashMap<u64, Vec<Value>>,
     requests: Vec<Recorded>,
     script: VecDeque<Scripted>,
     echo: Option<Echo>,
@@ -107,6 +109,7 @@ impl FakeZendesk {
                 get(show_ticket).put(update_ticket),
             )
             .route("/api/v2/tickets/{id}/comments.json", get(list_comments))
+            .route("/api/v2/tickets/{id}/audits.json", get(list_audits))
             .route(
                 "/api/v2/incremental/tickets/cursor.json",
                 get(export_tickets),
@@ -156,6 +159,11 @@ impl FakeZendesk {
             .entry(ticket)
             .or_default()
             .push(comment);
+    }
+
+    /// Adds an audit to a ticket's history (what `/audits.json` lists).
+    pub fn put_audit(&self, ticket: u64, audit: Value) {
+        self.lock().audits.entry(ticket).or_default().push(audit);
     }
 
     /// Removes a ticket (later reads answer 404).
@@ -389,6 +397,59 @@ async fn list_comments(
         .collect();
     record(&mut st, Method::GET, path, &headers, None, 200);
     axum::Json(json!({ "comments": comments, "users": users })).into_response()
+}
+
+/// A ticket's audits, oldest first, cursor-paginated (`page[size]` ≤ 100, `page[after]`), with
+/// the authors side-loaded on `include=users`.
+async fn list_audits(
+    State(state): State<Arc<Mutex<FakeState>>>,
+    Path(id): Path<u64>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let q = query_of(&uri);
+    let path = format!("/api/v2/tickets/{id}/audits.json");
+    let mut st = state.lock().unwrap();
+    if let Some(s) = scripted(&mut st, &Method::GET) {
+        record(&mut st, Method::GET, path, &headers, None, s.status);
+        return error_response(&s);
+    }
+    if !st.tickets.contains_key(&id) {
+        record(&mut st, Method::GET, path, &headers, None, 404);
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"error": "RecordNotFound"})),
+        )
+            .into_response();
+    }
+    let size: usize = q
+        .get("page[size]")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(100)
+        .min(100);
+    let start: usize = q
+        .get("page[after]")
+        .and_then(|c| c.strip_prefix("a "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let all = st.audits.get(&id).cloned().unwrap_or_default();
+    let page: Vec<Value> = all.iter().skip(start).take(size).cloned().collect();
+    let next = start + page.len();
+    let users: Vec<Value> = if q.get("include").is_some_and(|i| i.contains("users")) {
+        page.iter()
+            .filter_map(|a| a["author_id"].as_u64())
+            .filter_map(|a| st.users.get(&a).cloned())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    record(&mut st, Method::GET, path, &headers, None, 200);
+    let more = next < all.len();
+    axum::Json(json!({
+        "audits": page, "users": users,
+        "meta": {"has_more": more, "after_cursor": more.then(|| format!("a {next}"))}
+    }))
+    .into_response()
 }
 
 /// The query string's pairs, percent-decoded (`+` is a space, as forms encode it).
