@@ -907,3 +907,41 @@ async fn a_backfilled_tickets_reply_and_pending_time_count() {
     assert_eq!(resolution.state, State::Active);
     assert_eq!(resolution.consumed_secs, 2 * 3600);
 }
+
+#[tokio::test]
+async fn a_backfilled_ticket_deleted_before_its_update_is_skipped() {
+    let mut rig = Rig::new().await;
+    let ev = deskbot::backfill::job(&exported(&rig.zendesk, TICKET));
+    rig.zendesk.delete_ticket(TICKET);
+    rig.store
+        .enqueue(NewEvent {
+            event: ev,
+            invocation_key: None,
+            received_at: t("2026-12-02T17:00:00Z"),
+            background: true,
+        })
+        .await
+        .unwrap();
+    let out = rig.run("2026-12-02T17:00:00Z").await;
+    assert!(matches!(out.as_slice(), [Outcome::TicketGone]), "{out:?}");
+    assert!(rig.puts().is_empty());
+    assert_eq!(rig.next_due().await, None, "nothing retries");
+}
+
+#[tokio::test]
+async fn an_agents_change_after_the_export_is_kept() {
+    let mut rig = Rig::new().await;
+    // Between the export and the update, an agent tags the ticket: the export's stamp is stale.
+    rig.zendesk.agent_edits_before_next_put("vip");
+    rig.backfill("2026-11-30T17:30:00Z").await;
+    let calls = rig.calls();
+    let puts: Vec<&String> = calls.iter().filter(|c| c.starts_with("PUT ")).collect();
+    assert_eq!(puts.len(), 2, "refused once (409), then sent again: {calls:?}");
+    assert!(
+        calls.contains(&format!("GET /api/v2/tickets/{TICKET}.json")),
+        "read again after the 409: {calls:?}"
+    );
+    let now = rig.zendesk.ticket(TICKET);
+    assert_eq!(now["priority"], "urgent");
+    assert_eq!(now["tags"], json!(["vip"]), "the agent's tag stays");
+}
