@@ -13,6 +13,8 @@ use chrono::{DateTime, Utc};
 use crate::ticket::{parse_time, EventKind, Ticket};
 use crate::webhook::payload::{Source, TicketEvent};
 use crate::zendesk::client::{ErrorClass, ExportFrom, ZendeskClient, ZendeskError};
+use crate::zendesk::model::{ApiOrganization, ApiUser, ExportPage};
+use std::collections::HashMap;
 
 /// Which tickets a backfill reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +23,9 @@ pub struct Selection {
     pub since: DateTime<Utc>,
     /// Statuses to decide (lower case); others are read and skipped.
     pub statuses: Vec<String>,
+    /// A Zendesk search (`--query`): read through the Search Export instead of the
+    /// Incremental Ticket Export.
+    pub query: Option<String>,
 }
 
 impl Selection {
@@ -31,18 +36,37 @@ impl Selection {
     pub fn key(&self) -> String {
         let mut statuses = self.statuses.clone();
         statuses.sort();
-        format!(
+        let mut key = format!(
             "since={};status={}",
             self.since.timestamp(),
             statuses.join(",")
-        )
+        );
+        if let Some(q) = &self.query {
+            key.push_str(";query=");
+            key.push_str(q);
+        }
+        key
     }
 
-    /// Whether the ticket is one to decide.
+    /// Whether the ticket is one to decide: in a wanted status, changed since the start.
     pub fn wants(&self, t: &Ticket) -> bool {
-        t.status
+        let status = t
+            .status
             .as_deref()
-            .is_some_and(|s| self.statuses.iter().any(|w| w == s))
+            .is_some_and(|s| self.statuses.iter().any(|w| w == s));
+        status && updated(t).is_none_or(|u| u >= self.since)
+    }
+
+    /// Where reading starts when no position is kept.
+    pub fn start(&self) -> Position {
+        match &self.query {
+            Some(q) => Position::Search {
+                query: q.clone(),
+                bound: None,
+                after: None,
+            },
+            None => Position::Export(ExportFrom::Start(self.since.timestamp())),
+        }
     }
 }
 
@@ -92,41 +116,272 @@ pub struct Page {
     /// The tickets, with requester e-mails and organizations folded in.
     pub tickets: Vec<Ticket>,
     /// The next page's position, `None` after the last page.
-    pub next: Option<ExportFrom>,
+    pub next: Option<Position>,
+}
+
+/// Where reading stands in one of the two feeds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Position {
+    /// The Incremental Ticket Export (tickets by change time).
+    Export(ExportFrom),
+    /// The Search Export (tickets matching a query, by creation time).
+    Search {
+        /// The query as asked.
+        query: String,
+        /// A `created` bound added after a cursor expired: the restart from the last ticket seen.
+        bound: Option<String>,
+        /// The next page's cursor (`None`: the first page).
+        after: Option<String>,
+    },
+}
+
+impl Position {
+    /// The text kept in the database to resume from (`None`: nothing worth keeping, start over).
+    pub fn keep(&self) -> Option<String> {
+        match self {
+            Position::Export(ExportFrom::Cursor(c)) => Some(c.clone()),
+            Position::Export(ExportFrom::Start(_)) => None,
+            Position::Search {
+                query,
+                bound,
+                after,
+            } => Some(
+                serde_json::json!({"search": query, "bound": bound, "after": after}).to_string(),
+            ),
+        }
+    }
+
+    /// The position a kept text names.
+    pub fn resume(kept: &str) -> Position {
+        #[derive(serde::Deserialize)]
+        struct Kept {
+            search: String,
+            bound: Option<String>,
+            after: Option<String>,
+        }
+        match serde_json::from_str::<Kept>(kept) {
+            Ok(k) => Position::Search {
+                query: k.search,
+                bound: k.bound,
+                after: k.after,
+            },
+            Err(_) => Position::Export(ExportFrom::Cursor(kept.to_string())),
+        }
+    }
 }
 
 /// The export, read page by page.
 pub struct Reader<'c> {
     client: &'c ZendeskClient,
     pacing: Pacing,
-    from: Option<ExportFrom>,
-    /// The newest `updated_at` seen, to restart an expired cursor from.
+    from: Option<Position>,
+    /// The newest `updated_at` seen, to restart an expired export cursor from.
     last_seen: Option<DateTime<Utc>>,
+    /// The `created_at` of the first and of the latest ticket a search returned: its order
+    /// (UNCONFIRMED whether ascending or descending), and where to restart an expired cursor.
+    created: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    /// Requesters and organizations read for earlier search pages: each is read once a run.
+    users: HashMap<u64, ApiUser>,
+    orgs: HashMap<u64, ApiOrganization>,
     last_request: Option<tokio::time::Instant>,
 }
 
 impl<'c> Reader<'c> {
-    /// A reader starting at `from` (the selection's start, or a kept cursor).
-    pub fn new(client: &'c ZendeskClient, pacing: Pacing, from: ExportFrom) -> Self {
+    /// A reader starting at `from` (the selection's start, or a kept position).
+    pub fn new(client: &'c ZendeskClient, pacing: Pacing, from: Position) -> Self {
         Reader {
             client,
             pacing,
             from: Some(from),
             last_seen: None,
+            created: None,
+            users: HashMap::new(),
+            orgs: HashMap::new(),
             last_request: None,
         }
     }
 
-    /// Where the next page starts (`None` once the export is read to its end).
-    pub fn position(&self) -> Option<&ExportFrom> {
+    /// Where the next page starts (`None` once the feed is read to its end).
+    pub fn position(&self) -> Option<&Position> {
         self.from.as_ref()
     }
 
-    /// The next page, or `Ok(None)` at the end of the export.
+    /// The next page, or `Ok(None)` at the end of the feed.
     pub async fn next_page(&mut self) -> Result<Option<Page>, BackfillError> {
-        let Some(from) = self.from.clone() else {
-            return Ok(None);
+        match self.from.clone() {
+            None => Ok(None),
+            Some(Position::Export(from)) => self.next_export_page(from).await,
+            Some(Position::Search {
+                query,
+                bound,
+                after,
+            }) => self.next_search_page(query, bound, after).await,
+        }
+    }
+
+    /// Waits out a failed request: `Ok(wait)` to try again, `Err` to stop.
+    fn wait_for(&self, err: &ZendeskError, tries: &mut u32) -> Result<Duration, BackfillError> {
+        let wait = match err.class() {
+            ErrorClass::RateLimited(after) => {
+                // A 429 says how long; it is not a failure of the export.
+                *tries -= 1;
+                after.unwrap_or(Duration::from_secs(60))
+            }
+            ErrorClass::Unavailable(after) | ErrorClass::Transient(after) => {
+                after.unwrap_or(Duration::from_secs(1 << (*tries).min(6)))
+            }
+            ErrorClass::Permanent | ErrorClass::Conflict | ErrorClass::NotFound => {
+                return Err(BackfillError::Refused(err.advice()))
+            }
         };
+        if *tries >= self.pacing.attempts {
+            return Err(BackfillError::GaveUp {
+                attempts: *tries,
+                last: err.to_string(),
+            });
+        }
+        Ok(wait.min(self.pacing.max_wait))
+    }
+
+    async fn next_search_page(
+        &mut self,
+        query: String,
+        mut bound: Option<String>,
+        mut after: Option<String>,
+    ) -> Result<Option<Page>, BackfillError> {
+        let mut tries = 0;
+        let page = loop {
+            self.pace().await;
+            tries += 1;
+            let full = match &bound {
+                Some(b) => format!("{query} {b}"),
+                None => query.clone(),
+            };
+            let err = match self
+                .client
+                .search_tickets(&full, after.as_deref(), self.pacing.per_page)
+                .await
+            {
+                Ok(page) => break page,
+                Err(e) => e,
+            };
+            // An expired cursor (it lives an hour): the same query again, from the last ticket
+            // seen on, not from zero (a ticket seen twice is decided twice, never skipped).
+            if let (
+                Some(_),
+                Some(b),
+                ZendeskError::Status {
+                    status: 422 | 400, ..
+                },
+            ) = (&after, restart_bound(self.created), &err)
+            {
+                bound = Some(b);
+                after = None;
+                continue;
+            }
+            let wait = self.wait_for(&err, &mut tries)?;
+            tokio::time::sleep(wait).await;
+        };
+        let next = match (
+            &page.meta.after_cursor,
+            page.meta.has_more && !page.results.is_empty(),
+        ) {
+            (Some(c), true) => Some(Position::Search {
+                query,
+                bound,
+                after: Some(c.clone()),
+            }),
+            _ => None,
+        };
+        for t in &page.results {
+            if let Some(c) = t.created_at.as_deref().and_then(parse_time) {
+                self.created = Some(self.created.map_or((c, c), |(first, _)| (first, c)));
+            }
+        }
+        let tickets = self.with_people(page).await?;
+        self.from = next.clone();
+        Ok(Some(Page { tickets, next }))
+    }
+
+    /// A search page's tickets with their requesters and organizations: side-loaded when
+    /// Zendesk did, known from an earlier page, or else read with one `show_many` call per
+    /// hundred missing.
+    async fn with_people(
+        &mut self,
+        page: crate::zendesk::model::SearchPage,
+    ) -> Result<Vec<Ticket>, BackfillError> {
+        self.users.extend(page.users.into_iter().map(|u| (u.id, u)));
+        self.orgs
+            .extend(page.organizations.into_iter().map(|o| (o.id, o)));
+        let missing = |ids: &mut Vec<u64>| {
+            ids.sort_unstable();
+            ids.dedup();
+        };
+        let mut want_users: Vec<u64> = page
+            .results
+            .iter()
+            .filter_map(|t| t.requester_id)
+            .filter(|id| !self.users.contains_key(id))
+            .collect();
+        missing(&mut want_users);
+        let mut want_orgs: Vec<u64> = page
+            .results
+            .iter()
+            .filter_map(|t| t.organization_id)
+            .filter(|id| !self.orgs.contains_key(id))
+            .collect();
+        missing(&mut want_orgs);
+        for ids in want_users.chunks(100) {
+            let users = self.read(|c| c.users_many(ids)).await?;
+            self.users.extend(users.into_iter().map(|u| (u.id, u)));
+        }
+        for ids in want_orgs.chunks(100) {
+            let orgs = self.read(|c| c.organizations_many(ids)).await?;
+            self.orgs.extend(orgs.into_iter().map(|o| (o.id, o)));
+        }
+        let people = |t: &crate::zendesk::model::ApiTicket| {
+            (
+                t.requester_id.and_then(|id| self.users.get(&id).cloned()),
+                t.organization_id.and_then(|id| self.orgs.get(&id).cloned()),
+            )
+        };
+        let (users, organizations) = page.results.iter().map(people).fold(
+            (Vec::new(), Vec::new()),
+            |(mut us, mut os), (u, o)| {
+                us.extend(u);
+                os.extend(o);
+                (us, os)
+            },
+        );
+        Ok(ExportPage {
+            tickets: page.results,
+            users,
+            organizations,
+            ..ExportPage::default()
+        }
+        .into_tickets())
+    }
+
+    /// One read with the feed's patience (429s, outages).
+    async fn read<'a, T, F, Fut>(&'a self, f: F) -> Result<T, BackfillError>
+    where
+        F: Fn(&'c ZendeskClient) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ZendeskError>>,
+    {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match f(self.client).await {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    let wait = self.wait_for(&e, &mut tries)?;
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    async fn next_export_page(&mut self, from: ExportFrom) -> Result<Option<Page>, BackfillError> {
         let mut tries = 0;
         let mut from = from;
         let page = loop {
@@ -140,43 +395,25 @@ impl<'c> Reader<'c> {
                 Ok(page) => break page,
                 Err(e) => e,
             };
-            let wait = match err.class() {
-                ErrorClass::RateLimited(after) => {
-                    // A 429 says how long; it is not a failure of the export.
-                    tries -= 1;
-                    after.unwrap_or(Duration::from_secs(60))
-                }
-                ErrorClass::Unavailable(after) | ErrorClass::Transient(after) => {
-                    after.unwrap_or(Duration::from_secs(1 << tries.min(6)))
-                }
-                ErrorClass::Permanent | ErrorClass::Conflict | ErrorClass::NotFound => {
-                    // An expired or unknown cursor: start again from the last change seen
-                    // (a ticket seen twice is decided twice, never skipped).
-                    if let (
-                        ExportFrom::Cursor(_),
-                        Some(seen),
-                        ZendeskError::Status {
-                            status: 422 | 400, ..
-                        },
-                    ) = (&from, self.last_seen, &err)
-                    {
-                        from = ExportFrom::Start(seen.timestamp());
-                        continue;
-                    }
-                    return Err(BackfillError::Refused(err.advice()));
-                }
-            };
-            if tries >= self.pacing.attempts {
-                return Err(BackfillError::GaveUp {
-                    attempts: tries,
-                    last: err.to_string(),
-                });
+            // An expired or unknown cursor: start again from the last change seen (a ticket
+            // seen twice is decided twice, never skipped).
+            if let (
+                ExportFrom::Cursor(_),
+                Some(seen),
+                ZendeskError::Status {
+                    status: 422 | 400, ..
+                },
+            ) = (&from, self.last_seen, &err)
+            {
+                from = ExportFrom::Start(seen.timestamp());
+                continue;
             }
-            tokio::time::sleep(wait.min(self.pacing.max_wait)).await;
+            let wait = self.wait_for(&err, &mut tries)?;
+            tokio::time::sleep(wait).await;
         };
         let done = page.end_of_stream || page.tickets.is_empty();
         let next = match (&page.after_cursor, done) {
-            (Some(c), false) => Some(ExportFrom::Cursor(c.clone())),
+            (Some(c), false) => Some(Position::Export(ExportFrom::Cursor(c.clone()))),
             _ => None,
         };
         let tickets = page.into_tickets();
@@ -218,8 +455,9 @@ pub async fn catch_up(
     let selection = Selection {
         since,
         statuses: Selection::OPEN.iter().map(|s| s.to_string()).collect(),
+        query: None,
     };
-    let mut reader = Reader::new(client, pacing, ExportFrom::Start(since.timestamp()));
+    let mut reader = Reader::new(client, pacing, selection.start());
     let mut queued = 0;
     while let Some(page) = reader.next_page().await? {
         for t in page.tickets.iter().filter(|t| selection.wants(t)) {
@@ -262,6 +500,19 @@ pub enum CatchUpError {
     Store(#[from] crate::queue::store::StoreError),
 }
 
+/// The `created` bound that restarts an expired search just before (in the search's order)
+/// the last ticket seen, from the first and the latest creation time seen; `None` before any.
+fn restart_bound(created: Option<(DateTime<Utc>, DateTime<Utc>)>) -> Option<String> {
+    let (first, last) = created?;
+    let stamp = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let second = chrono::Duration::seconds(1);
+    Some(if last >= first {
+        format!("created>{}", stamp(last - second))
+    } else {
+        format!("created<{}", stamp(last + second))
+    })
+}
+
 fn updated(t: &Ticket) -> Option<DateTime<Utc>> {
     t.updated_at.as_deref().and_then(parse_time)
 }
@@ -285,5 +536,41 @@ pub fn job(ticket: &Ticket) -> TicketEvent {
         current: None,
         timer: None,
         notice: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn an_expired_search_restarts_at_the_last_ticket_in_either_order() {
+        assert_eq!(restart_bound(None), None);
+        // Oldest first (UNCONFIRMED which order Zendesk uses; both are handled).
+        assert_eq!(
+            restart_bound(Some((t("2026-10-01T10:00:00Z"), t("2026-10-06T10:00:00Z")))),
+            Some("created>2026-10-06T09:59:59Z".into())
+        );
+        assert_eq!(
+            restart_bound(Some((t("2026-10-06T10:00:00Z"), t("2026-10-01T10:00:00Z")))),
+            Some("created<2026-10-01T10:00:01Z".into())
+        );
+    }
+
+    #[test]
+    fn kept_positions_resume_in_their_feed() {
+        let search = Position::Search {
+            query: "tags:vip".into(),
+            bound: Some("created>2026-10-06T09:59:59Z".into()),
+            after: Some("abc".into()),
+        };
+        assert_eq!(Position::resume(&search.keep().unwrap()), search);
+        let export = Position::Export(ExportFrom::Cursor("pos 4".into()));
+        assert_eq!(Position::resume(&export.keep().unwrap()), export);
+        assert_eq!(Position::Export(ExportFrom::Start(0)).keep(), None);
     }
 }

@@ -831,7 +831,7 @@ impl Worker {
     }
 
     /// The ticket as it is now: from Zendesk, or the event's snapshot when there is no client.
-    /// A backfill job's snapshot was read moments ago from the export and carries its
+    /// A backfill job's snapshot, complete, was read from an export and carries its
     /// `updated_at`: the first try sends with it under `safe_update` instead of reading again,
     /// and a 409 (the ticket changed since) reads it then.
     async fn read_ticket(&self, job: &Job, first_try: bool) -> Result<Ticket, Failure> {
@@ -842,8 +842,13 @@ impl Worker {
             }
             return Ok(ev.snapshot.clone());
         };
-        if first_try && ev.source == Source::Backfill && ev.snapshot.updated_at.is_some() {
-            return Ok(ev.snapshot.clone());
+        let snap = &ev.snapshot;
+        // Complete: its requester's e-mail and its organization were folded in (the rules read them).
+        let complete = snap.updated_at.is_some()
+            && (snap.requester_id.is_none() || snap.requester_email.is_some())
+            && (snap.organization_id.is_none() || snap.organization.is_some());
+        if first_try && ev.source == Source::Backfill && complete {
+            return Ok(snap.clone());
         }
         let read = client.show_ticket(ev.ticket_id).await.map_err(classify);
         let mut ticket = self.reached(read)?;

@@ -15,8 +15,9 @@ use crate::metrics::Metrics;
 use crate::ticket::{Organization, Ticket};
 
 use super::model::{
-    AuditsPage, CommentsResponse, ExportPage, OrganizationResponse, PastChange, SeenComment,
-    TicketResponse, TicketUpdate, TicketUpdateRequest,
+    ApiOrganization, ApiUser, AuditsPage, CommentsResponse, ExportPage, OrganizationResponse,
+    OrganizationsResponse, PastChange, SearchPage, SeenComment, TicketResponse, TicketUpdate,
+    TicketUpdateRequest, UsersResponse,
 };
 use super::ratelimit::{Kind, RateLimiter};
 
@@ -190,6 +191,60 @@ impl ZendeskClient {
         ]);
         let body = self.send(endpoint, Kind::Read, request).await?;
         decode(endpoint, &body.body)
+    }
+
+    /// One page of the Search Export for tickets matching `query` (Zendesk search syntax),
+    /// asking for users and organizations side-loaded.
+    pub async fn search_tickets(
+        &self,
+        query: &str,
+        after: Option<&str>,
+        per_page: u32,
+    ) -> Result<SearchPage, ZendeskError> {
+        let endpoint = "search_export";
+        let url = format!("{}/api/v2/search/export.json", self.base_url);
+        let mut params = vec![
+            ("query", query.to_string()),
+            ("filter[type]", "ticket".to_string()),
+            ("page[size]", per_page.to_string()),
+            ("include", "tickets(users,organizations)".to_string()),
+        ];
+        if let Some(a) = after {
+            params.push(("page[after]", a.to_string()));
+        }
+        let body = self
+            .send(endpoint, Kind::Read, self.http.get(url).query(&params))
+            .await?;
+        decode(endpoint, &body.body)
+    }
+
+    /// `GET /api/v2/users/show_many.json?ids=…` (at most 100 ids).
+    pub async fn users_many(&self, ids: &[u64]) -> Result<Vec<ApiUser>, ZendeskError> {
+        let endpoint = "show_many_users";
+        let body = self.show_many("users", endpoint, ids).await?;
+        Ok(decode::<UsersResponse>(endpoint, &body)?.users)
+    }
+
+    /// `GET /api/v2/organizations/show_many.json?ids=…` (at most 100 ids).
+    pub async fn organizations_many(
+        &self,
+        ids: &[u64],
+    ) -> Result<Vec<ApiOrganization>, ZendeskError> {
+        let endpoint = "show_many_organizations";
+        let body = self.show_many("organizations", endpoint, ids).await?;
+        Ok(decode::<OrganizationsResponse>(endpoint, &body)?.organizations)
+    }
+
+    async fn show_many(
+        &self,
+        what: &str,
+        endpoint: &'static str,
+        ids: &[u64],
+    ) -> Result<Vec<u8>, ZendeskError> {
+        let ids: Vec<String> = ids.iter().map(u64::to_string).collect();
+        let url = format!("{}/api/v2/{what}/show_many.json", self.base_url);
+        let request = self.http.get(url).query(&[("ids", ids.join(","))]);
+        Ok(self.send(endpoint, Kind::Read, request).await?.body)
     }
 
     /// `GET /api/v2/tickets/{id}.json?include=users`: the ticket with its requester's e-mail.

@@ -63,6 +63,36 @@ impl ExportPage {
     }
 }
 
+/// One page of `GET /api/v2/search/export.json?filter[type]=ticket` (Search Export).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct SearchPage {
+    /// The tickets found, in `created_at` order.
+    pub results: Vec<ApiTicket>,
+    /// Side-loaded users, when Zendesk honours `include` here (UNCONFIRMED).
+    pub users: Vec<ApiUser>,
+    /// Side-loaded organizations, likewise.
+    pub organizations: Vec<ApiOrganization>,
+    /// Cursor pagination.
+    pub meta: CursorMeta,
+}
+
+/// `GET /api/v2/users/show_many.json`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct UsersResponse {
+    /// The users.
+    pub users: Vec<ApiUser>,
+}
+
+/// `GET /api/v2/organizations/show_many.json`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct OrganizationsResponse {
+    /// The organizations.
+    pub organizations: Vec<ApiOrganization>,
+}
+
 /// A ticket as the REST API returns it.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]

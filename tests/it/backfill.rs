@@ -480,3 +480,68 @@ async fn serve_catches_up_on_the_changes_made_while_it_was_down() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_reads_the_search_export_and_an_expired_cursor_restarts_from_the_last_ticket_seen()
+{
+    let z = FakeZendesk::start().await;
+    let needs = seed(&z);
+    // Created one a day, in id order: the Search Export's order.
+    for id in 1..=30u64 {
+        let mut t = z.ticket(id);
+        t["created_at"] = json!(format!("2026-10-{id:02}T10:00:00Z"));
+        z.put_ticket(t);
+    }
+    z.expire_next_search_cursor();
+    let (_dir, rules, db) = workspace();
+    let out = backfill(&z, &rules, &db, &["--query", "URGENT", "--json"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let changed: Vec<u64> = v["backfill"]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["ticket"].as_u64().unwrap())
+        .collect();
+    assert_eq!(changed, needs, "each once, none skipped");
+    // The 20 URGENT tickets, 16 of them open.
+    assert_eq!(v["backfill"]["decided"], 16);
+    let searches: Vec<String> = z
+        .requests()
+        .iter()
+        .filter(|r| r.path.starts_with("/api/v2/search/"))
+        .map(|r| format!("{} {}", r.status, r.path))
+        .collect();
+    // Page one ends on ticket 6 (created 6 October); its cursor then expires.
+    assert!(searches[1].starts_with("422 "), "{searches:#?}");
+    assert!(
+        searches[2].contains("query=URGENT+created%3E2026-10-06T09%3A59%3A59Z"),
+        "{searches:#?}"
+    );
+    assert!(searches
+        .iter()
+        .all(|s| s.contains("filter%5Btype%5D=ticket")));
+    // The requester and the organization are read once for the run, not once a page.
+    let people = z
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("/show_many.json"))
+        .count();
+    assert_eq!(people, 2);
+    assert!(z.writes().is_empty(), "a dry run writes nothing");
+}
+
+#[test]
+fn a_query_naming_a_type_or_nothing_is_refused() {
+    for (q, says) in [
+        ("type:ticket tags:vip", "leave out type:"),
+        ("  ", "the query is empty"),
+    ] {
+        let out = deskbot_command()
+            .args(["backfill", "--query", q])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert!(text(&out.stderr).contains(says), "{}", text(&out.stderr));
+    }
+}

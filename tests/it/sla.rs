@@ -786,8 +786,11 @@ async fn a_decision_while_paused_keeps_the_moved_due_date() {
 
 /// The fake's ticket as a backfill reads it from the export.
 fn exported(z: &FakeZendesk, id: u64) -> deskbot::ticket::Ticket {
-    let r: deskbot::zendesk::model::TicketResponse =
-        serde_json::from_value(json!({ "ticket": z.ticket(id) })).unwrap();
+    let r: deskbot::zendesk::model::TicketResponse = serde_json::from_value(json!({
+        "ticket": z.ticket(id),
+        "users": [{"id": CUSTOMER, "role": "end-user", "email": "c@example.com"}]
+    }))
+    .unwrap();
     r.into_ticket()
 }
 
@@ -910,7 +913,7 @@ async fn a_backfilled_tickets_reply_and_pending_time_count() {
 
 #[tokio::test]
 async fn a_backfilled_ticket_deleted_before_its_update_is_skipped() {
-    let mut rig = Rig::new().await;
+    let rig = Rig::new().await;
     let ev = deskbot::backfill::job(&exported(&rig.zendesk, TICKET));
     rig.zendesk.delete_ticket(TICKET);
     rig.store
@@ -936,7 +939,11 @@ async fn an_agents_change_after_the_export_is_kept() {
     rig.backfill("2026-11-30T17:30:00Z").await;
     let calls = rig.calls();
     let puts: Vec<&String> = calls.iter().filter(|c| c.starts_with("PUT ")).collect();
-    assert_eq!(puts.len(), 2, "refused once (409), then sent again: {calls:?}");
+    assert_eq!(
+        puts.len(),
+        2,
+        "refused once (409), then sent again: {calls:?}"
+    );
     assert!(
         calls.contains(&format!("GET /api/v2/tickets/{TICKET}.json")),
         "read again after the 409: {calls:?}"

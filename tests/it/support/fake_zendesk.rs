@@ -60,6 +60,8 @@ struct FakeState {
     orgs: HashMap<u64, Value>,
     /// Comments per ticket, oldest first (API shape: author_id, public, created_at, body).
     comments: HashMap<u64, Vec<Value>>,
+    /// The next Search Export request with a cursor answers 422, as an expired cursor does.
+    expire_search_cursor: bool,
     /// Audits per ticket, oldest first (API shape: created_at, author_id, events).
     audits: HashMap<u64, Vec<Value>>,
     requests: Vec<Recorded>,
@@ -110,6 +112,9 @@ impl FakeZendesk {
             )
             .route("/api/v2/tickets/{id}/comments.json", get(list_comments))
             .route("/api/v2/tickets/{id}/audits.json", get(list_audits))
+            .route("/api/v2/search/export.json", get(search_export))
+            .route("/api/v2/users/show_many.json", get(show_many_users))
+            .route("/api/v2/organizations/show_many.json", get(show_many_orgs))
             .route(
                 "/api/v2/incremental/tickets/cursor.json",
                 get(export_tickets),
@@ -159,6 +164,11 @@ impl FakeZendesk {
             .entry(ticket)
             .or_default()
             .push(comment);
+    }
+
+    /// The next Search Export page asked for by cursor fails as an expired cursor does (422).
+    pub fn expire_next_search_cursor(&self) {
+        self.lock().expire_search_cursor = true;
     }
 
     /// Adds an audit to a ticket's history (what `/audits.json` lists).
@@ -450,6 +460,156 @@ async fn list_audits(
         "meta": {"has_more": more, "after_cursor": more.then(|| format!("a {next}"))}
     }))
     .into_response()
+}
+
+/// Whether a ticket matches a search: the few terms the tests use (`status<solved`,
+/// `status:X`, `tags:X`, `created>T`, `created<T`, and words of the subject), all required.
+fn matches_search(t: &Value, query: &str) -> bool {
+    let created = t["created_at"]
+        .as_str()
+        .and_then(|s| s.parse::<DateTime<Utc>>().ok());
+    let at = |s: &str| s.parse::<DateTime<Utc>>().ok();
+    query.split_whitespace().all(|term| {
+        if term == "status<solved" {
+            return matches!(
+                t["status"].as_str(),
+                Some("new" | "open" | "pending" | "hold")
+            );
+        }
+        if let Some(v) = term.strip_prefix("status:") {
+            return t["status"] == v;
+        }
+        if let Some(v) = term.strip_prefix("tags:") {
+            return t["tags"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x == v));
+        }
+        if let Some(v) = term.strip_prefix("created>") {
+            return created.zip(at(v)).is_some_and(|(c, b)| c > b);
+        }
+        if let Some(v) = term.strip_prefix("created<") {
+            return created.zip(at(v)).is_some_and(|(c, b)| c < b);
+        }
+        t["subject"]
+            .as_str()
+            .is_some_and(|s| s.to_lowercase().contains(&term.to_lowercase()))
+    })
+}
+
+/// Search Export for tickets: oldest created first, cursor-paginated (`page[size]` ≤ 1000), no
+/// side-loads (the reading of Zendesk's docs that costs deskbot the most).
+async fn search_export(
+    State(state): State<Arc<Mutex<FakeState>>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let q = query_of(&uri);
+    let path = uri.to_string();
+    let mut st = state.lock().unwrap();
+    if let Some(s) = scripted(&mut st, &Method::GET) {
+        record(&mut st, Method::GET, path, &headers, None, s.status);
+        return error_response(&s);
+    }
+    let query = q.get("query").cloned().unwrap_or_default();
+    if q.get("filter[type]").map(String::as_str) != Some("ticket") || query.contains("type:") {
+        record(&mut st, Method::GET, path, &headers, None, 400);
+        return (
+            StatusCode::BAD_REQUEST,
+            "filter[type] required; no type: in the query",
+        )
+            .into_response();
+    }
+    let size: usize = q
+        .get("page[size]")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(100)
+        .min(1000);
+    if st.expire_search_cursor && q.contains_key("page[after]") {
+        st.expire_search_cursor = false;
+        record(&mut st, Method::GET, path, &headers, None, 422);
+        return (StatusCode::UNPROCESSABLE_ENTITY, "cursor expired").into_response();
+    }
+    let start: usize = match q.get("page[after]") {
+        None => 0,
+        Some(c) => match c.strip_prefix("q ").and_then(|n| n.parse().ok()) {
+            Some(n) => n,
+            None => {
+                record(&mut st, Method::GET, path, &headers, None, 422);
+                return (StatusCode::UNPROCESSABLE_ENTITY, "invalid cursor").into_response();
+            }
+        },
+    };
+    let mut all: Vec<Value> = st
+        .tickets
+        .values()
+        .filter(|t| matches_search(t, &query))
+        .cloned()
+        .collect();
+    all.sort_by_key(|t| {
+        (
+            t["created_at"].as_str().unwrap_or("").to_string(),
+            t["id"].as_u64().unwrap_or(0),
+        )
+    });
+    let page: Vec<Value> = all.iter().skip(start).take(size).cloned().collect();
+    let next = start + page.len();
+    let more = next < all.len();
+    record(&mut st, Method::GET, path, &headers, None, 200);
+    axum::Json(json!({
+        "results": page, "facets": null,
+        "links": {"prev": null, "next": null},
+        "meta": {"has_more": more, "after_cursor": more.then(|| format!("q {next}")), "before_cursor": null}
+    }))
+    .into_response()
+}
+
+fn ids_of(uri: &Uri) -> Vec<u64> {
+    query_of(uri)
+        .get("ids")
+        .map(|ids| ids.split(',').filter_map(|i| i.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+async fn show_many_users(
+    State(state): State<Arc<Mutex<FakeState>>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let mut st = state.lock().unwrap();
+    let users: Vec<Value> = ids_of(&uri)
+        .iter()
+        .filter_map(|id| st.users.get(id).cloned())
+        .collect();
+    record(
+        &mut st,
+        Method::GET,
+        "/api/v2/users/show_many.json".into(),
+        &headers,
+        None,
+        200,
+    );
+    axum::Json(json!({ "users": users })).into_response()
+}
+
+async fn show_many_orgs(
+    State(state): State<Arc<Mutex<FakeState>>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let mut st = state.lock().unwrap();
+    let orgs: Vec<Value> = ids_of(&uri)
+        .iter()
+        .filter_map(|id| st.orgs.get(id).cloned())
+        .collect();
+    record(
+        &mut st,
+        Method::GET,
+        "/api/v2/organizations/show_many.json".into(),
+        &headers,
+        None,
+        200,
+    );
+    axum::Json(json!({ "organizations": orgs })).into_response()
 }
 
 /// The query string's pairs, percent-decoded (`+` is a space, as forms encode it).
