@@ -41,6 +41,16 @@ pub enum LogFormat {
     Json,
 }
 
+/// What `serve` does with open tickets after it loads a changed policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum Reapply {
+    /// Nothing: the new policy decides tickets from their next event on.
+    #[default]
+    Off,
+    /// Re-decides every open ticket in the background and queues the updates that change something.
+    Open,
+}
+
 /// Zendesk API settings shared by every command that calls Zendesk.
 #[derive(Debug, Clone, Args)]
 pub struct ZendeskArgs {
@@ -138,6 +148,13 @@ pub struct ServeArgs {
     /// Failed tries per job before it becomes a dead letter (Zendesk outages and 429s do not count).
     #[arg(long, env = "DESKBOT_MAX_ATTEMPTS", default_value_t = 8)]
     pub max_attempts: u32,
+    /// After a policy change, re-decide open tickets (`open`) or not (`off`).
+    #[arg(long, env = "DESKBOT_REAPPLY", value_enum, default_value_t = Reapply::Off)]
+    pub reapply: Reapply,
+    /// Minutes without any webhook after which `serve` asks Zendesk what changed (catch-up).
+    #[arg(long, env = "DESKBOT_CATCH_UP_IDLE_MINS", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub catch_up_idle_mins: u64,
     /// Zendesk connection.
     #[command(flatten)]
     pub zendesk: ZendeskArgs,
@@ -225,6 +242,10 @@ pub struct Config {
     pub retry: RetryConfig,
     /// Where `notify` messages go; `None`: they are logged, not sent.
     pub notify_url: Option<Secret>,
+    /// After a policy change, re-decide open tickets or not.
+    pub reapply: Reapply,
+    /// How long without a webhook before a catch-up asks Zendesk what changed.
+    pub catch_up_idle: Duration,
 }
 
 /// A setting that prevents start-up. The message names the variable.
@@ -371,6 +392,8 @@ impl Config {
                 max: Duration::from_secs(args.retry_max_secs.max(1)),
                 max_attempts: args.max_attempts,
             },
+            reapply: args.reapply,
+            catch_up_idle: Duration::from_secs(args.catch_up_idle_mins.saturating_mul(60)),
             notify_url: match args.notify_url.as_deref().map(str::trim) {
                 None | Some("") => None,
                 Some(u) if u.starts_with("https://") || u.starts_with("http://") => {

@@ -61,6 +61,9 @@ struct Inner {
     sla_clocks: Family<ClockState, Gauge>,
     sla_timers_due: Gauge,
     unclassified: Family<PolicyName, Counter>,
+    caught_up: Counter,
+    reapplied: Family<Outcome, Counter>,
+    reapply_runs: Family<Outcome, Counter>,
 }
 
 /// Shared handle to deskbot's metrics; cheap to clone.
@@ -97,6 +100,24 @@ impl Metrics {
         let sla_clocks = Family::<ClockState, Gauge>::default();
         let sla_timers_due = Gauge::default();
         let unclassified = Family::<PolicyName, Counter>::default();
+        let caught_up = Counter::default();
+        let reapplied = Family::<Outcome, Counter>::default();
+        let reapply_runs = Family::<Outcome, Counter>::default();
+        registry.register(
+            "catch_up_tickets",
+            "Tickets queued by a catch-up: changed in Zendesk while deskbot heard nothing of them",
+            caught_up.clone(),
+        );
+        registry.register(
+            "reapply_tickets",
+            "Open tickets re-decided after a policy change, by outcome (changed: queued for an update; unchanged)",
+            reapplied.clone(),
+        );
+        registry.register(
+            "reapply_runs",
+            "Re-apply runs after a policy change, by outcome (done, failed, superseded by a newer change)",
+            reapply_runs.clone(),
+        );
         registry.register(
             "tickets_unclassified",
             "Tickets no rule gave a level (the policy's [unclassified] applied, if it has one), by policy",
@@ -171,6 +192,9 @@ impl Metrics {
             sla_clocks,
             sla_timers_due,
             unclassified,
+            caught_up,
+            reapplied,
+            reapply_runs,
         }))
     }
 
@@ -200,6 +224,31 @@ impl Metrics {
             .unclassified
             .get_or_create(&PolicyName {
                 policy: policy.to_string(),
+            })
+            .inc();
+    }
+
+    /// A catch-up queued `n` tickets.
+    pub fn caught_up(&self, n: usize) {
+        self.0.caught_up.inc_by(n as u64);
+    }
+
+    /// A re-apply decided `n` tickets with `outcome` (`changed`, `unchanged`).
+    pub fn reapplied(&self, outcome: &str, n: usize) {
+        self.0
+            .reapplied
+            .get_or_create(&Outcome {
+                outcome: outcome.to_string(),
+            })
+            .inc_by(n as u64);
+    }
+
+    /// A re-apply run ended with `outcome`.
+    pub fn reapply_run(&self, outcome: &str) {
+        self.0
+            .reapply_runs
+            .get_or_create(&Outcome {
+                outcome: outcome.to_string(),
             })
             .inc();
     }

@@ -37,8 +37,26 @@ fn fingerprint(root: &Path) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
     out
 }
 
+/// A short digest of the policy files' contents: the policy version a re-apply's jobs are keyed
+/// by (the same text twice is the same version, whatever the files' times).
+pub fn version(root: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for (path, _, _) in fingerprint(root) {
+        if let Ok(bytes) = std::fs::read(&path) {
+            hash.update(path.to_string_lossy().as_bytes());
+            hash.update(&bytes);
+        }
+    }
+    hash.finalize()[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Loads the policies again and installs them, or keeps the old ones and records the error.
-pub fn reload(root: &Path, handle: &PolicyHandle, why: &str) {
+/// Returns the new version when one was installed.
+pub fn reload(root: &Path, handle: &PolicyHandle, why: &str) -> Option<String> {
     match PolicySet::load(root) {
         Ok((set, warnings)) => {
             for w in &warnings {
@@ -46,6 +64,7 @@ pub fn reload(root: &Path, handle: &PolicyHandle, why: &str) {
             }
             info!(reason = why, policies = ?set.names(), rules = set.rule_count(), "policies reloaded");
             handle.reloaded(Ok(set));
+            Some(version(root))
         }
         Err(e) => {
             error!(
@@ -53,12 +72,28 @@ pub fn reload(root: &Path, handle: &PolicyHandle, why: &str) {
                 "policy reload failed; the previous policies stay in force:\n{e}"
             );
             handle.reloaded(Err(e.to_string()));
+            None
         }
     }
 }
 
-/// Watches `root` until `shutdown`.
-pub async fn watch(root: PathBuf, handle: PolicyHandle, shutdown: CancellationToken) {
+/// Watches `root` until `shutdown`, announcing each installed version on `changes` when given
+/// (a version equal to the running one is not announced: nothing changed).
+pub async fn watch(
+    root: PathBuf,
+    handle: PolicyHandle,
+    shutdown: CancellationToken,
+    changes: Option<tokio::sync::watch::Sender<Option<String>>>,
+) {
+    let mut running = version(&root);
+    let mut announce = |installed: Option<String>| {
+        if let (Some(v), Some(tx)) = (installed, changes.as_ref()) {
+            if v != running {
+                running = v.clone();
+                tx.send_replace(Some(v));
+            }
+        }
+    };
     #[cfg(unix)]
     let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => Some(s),
@@ -84,13 +119,13 @@ pub async fn watch(root: PathBuf, handle: PolicyHandle, shutdown: CancellationTo
             _ = shutdown.cancelled() => return,
             _ = hangup => {
                 seen = fingerprint(&root);
-                reload(&root, &handle, "SIGHUP");
+                announce(reload(&root, &handle, "SIGHUP"));
             }
             _ = tokio::time::sleep(POLL) => {
                 let now = fingerprint(&root);
                 if now != seen {
                     seen = now;
-                    reload(&root, &handle, "file changed");
+                    announce(reload(&root, &handle, "file changed"));
                 }
             }
         }

@@ -19,7 +19,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use tracing::{error, info, warn};
 
-use crate::config::{Config, Verification};
+use crate::config::{Config, Reapply, Verification};
 use crate::metrics::Metrics;
 use crate::policy::{PolicyHandle, PolicySet};
 use crate::queue::store::Store;
@@ -118,23 +118,36 @@ pub async fn run(
         .map(crate::notify::Notifier::new)
         .transpose()
         .map_err(|e| ServeError::Notify(e.to_string()))?;
-    // Webhooks Zendesk could not deliver while deskbot was down are not retried: on start, read
-    // the tickets changed since the last job was queued, in the background.
+    // Webhooks Zendesk could not deliver while deskbot was down or unreachable are not retried:
+    // at start, and after every quiet spell, read the tickets changed since deskbot last heard.
     if let (Some(c), false) = (client.clone(), cfg.dry_run) {
-        let store = store.clone();
-        tokio::spawn(async move {
-            let now = chrono::Utc::now();
-            match crate::backfill::catch_up(&store, &c, Default::default(), now).await {
-                Ok(crate::backfill::CatchUp { queued: 0, .. }) => {}
-                Ok(done) => info!(
-                    queued = done.queued,
-                    gap_mins = done.since.map(|t| (now - t).num_minutes()),
-                    "caught up after a stop: tickets changed while deskbot was not listening are queued"
-                ),
-                Err(e) => warn!(error = %e, "catch-up after a stop failed; run `deskbot backfill --since <when it stopped> --apply`"),
-            }
-        });
+        tokio::spawn(crate::backfill::keep_up(
+            store.clone(),
+            c,
+            cfg.catch_up_idle,
+            metrics.clone(),
+            shutdown.clone(),
+        ));
     }
+    let reapply = match (cfg.reapply, client.clone()) {
+        (Reapply::Off, _) => None,
+        (Reapply::Open, None) => {
+            warn!("DESKBOT_REAPPLY=open needs Zendesk credentials to read the open tickets; it is off");
+            None
+        }
+        (Reapply::Open, Some(c)) => {
+            let (tx, rx) = tokio::sync::watch::channel(None);
+            tokio::spawn(crate::backfill::reapply_on_change(
+                store.clone(),
+                c,
+                policy.clone(),
+                rx,
+                metrics.clone(),
+                shutdown.clone(),
+            ));
+            Some(tx)
+        }
+    };
     let worker = Worker::new(
         store.clone(),
         policy.clone(),
@@ -163,6 +176,7 @@ pub async fn run(
         cfg.rules.clone(),
         policy_for_reload,
         shutdown.clone(),
+        reapply,
     ));
     crate::http::serve(listener, app, shutdown.clone(), Default::default()).await;
     // Intake has stopped: let the worker finish its in-flight job, then return.

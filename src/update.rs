@@ -110,6 +110,35 @@ fn same_tags(a: &[String], b: &[String]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.eq_ignore_ascii_case(y))
 }
 
+/// What `update` would change on `ticket`, in words.
+pub fn described(ticket: &Ticket, d: &Decision) -> Option<Vec<String>> {
+    let u = plan(ticket, d)?;
+    let mut what = Vec::new();
+    if let Some(p) = u.priority.filter(|p| Some(*p) != ticket.priority) {
+        let was = ticket
+            .priority
+            .map_or("none".to_string(), |p| p.to_string());
+        what.push(format!("priority {was} → {p}"));
+    }
+    let has = |t: &str| ticket.tags.iter().any(|x| x.eq_ignore_ascii_case(t));
+    what.extend(u.tags.iter().filter(|t| !has(t)).map(|t| format!("+{t}")));
+    what.extend(
+        ticket
+            .tags
+            .iter()
+            .filter(|t| !u.tags.iter().any(|x| x.eq_ignore_ascii_case(t)))
+            .map(|t| format!("-{t}")),
+    );
+    what.extend(u.custom_fields.iter().map(|f| format!("field {}", f.id)));
+    if let Some(g) = u.group_id {
+        what.push(format!("group {g}"));
+    }
+    if u.comment.is_some() {
+        what.push("note".to_string());
+    }
+    Some(what)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

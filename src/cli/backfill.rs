@@ -14,7 +14,7 @@ use crate::backfill::{job, Pacing, Position, Reader, Selection};
 use crate::config::ZendeskArgs;
 use crate::policy::PolicySet;
 use crate::queue::store::{Enqueued, NewEvent, Store};
-use crate::ticket::{EventKind, Ticket};
+use crate::ticket::EventKind;
 
 /// What `backfill` was asked.
 #[derive(Debug, clap::Args)]
@@ -127,35 +127,6 @@ fn since(s: &str, now: DateTime<Utc>) -> anyhow::Result<DateTime<Utc>> {
         })
 }
 
-/// What `update` would change on `ticket`, in words.
-fn change_of(ticket: &Ticket, d: &crate::policy::Decision) -> Option<Vec<String>> {
-    let u = crate::update::plan(ticket, d)?;
-    let mut what = Vec::new();
-    if let Some(p) = u.priority.filter(|p| Some(*p) != ticket.priority) {
-        let was = ticket
-            .priority
-            .map_or("none".to_string(), |p| p.to_string());
-        what.push(format!("priority {was} → {p}"));
-    }
-    let has = |t: &str| ticket.tags.iter().any(|x| x.eq_ignore_ascii_case(t));
-    what.extend(u.tags.iter().filter(|t| !has(t)).map(|t| format!("+{t}")));
-    what.extend(
-        ticket
-            .tags
-            .iter()
-            .filter(|t| !u.tags.iter().any(|x| x.eq_ignore_ascii_case(t)))
-            .map(|t| format!("-{t}")),
-    );
-    what.extend(u.custom_fields.iter().map(|f| format!("field {}", f.id)));
-    if let Some(g) = u.group_id {
-        what.push(format!("group {g}"));
-    }
-    if u.comment.is_some() {
-        what.push("note".to_string());
-    }
-    Some(what)
-}
-
 /// Runs `deskbot backfill`; `Ok(false)` when it stopped before the end of the export.
 pub async fn run(args: &Args) -> anyhow::Result<bool> {
     let now = Utc::now();
@@ -252,7 +223,7 @@ pub async fn run(args: &Args) -> anyhow::Result<bool> {
             };
             let d = policy.decide(&ticket, now);
             tally.add(&set, policy, &format!("#{}", ticket.id), None, &ticket, &d);
-            let what = change_of(&ticket, &d);
+            let what = crate::update::described(&ticket, &d);
             // A policy that runs clocks needs every open ticket queued, changed or not: the
             // worker rebuilds its clocks from its audits (a ticket already timed costs nothing).
             let timed = what.is_none() && policy.clock_rules().is_some();

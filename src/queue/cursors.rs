@@ -17,6 +17,26 @@ impl Store {
         .await
     }
 
+    /// When a job of each ticket was last queued, for those of `tickets` deskbot has heard of.
+    pub async fn last_heard(
+        &self,
+        tickets: Vec<u64>,
+    ) -> Result<std::collections::HashMap<u64, chrono::DateTime<Utc>>, StoreError> {
+        self.call(move |c| {
+            let mut stmt =
+                c.prepare_cached("SELECT MAX(received_at) FROM events WHERE ticket_id = ?1")?;
+            let mut out = std::collections::HashMap::new();
+            for t in tickets {
+                let millis: Option<i64> = stmt.query_row([t as i64], |r| r.get(0))?;
+                if let Some(at) = millis.and_then(chrono::DateTime::from_timestamp_millis) {
+                    out.insert(t, at);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     /// The position kept under `name`, if any.
     pub async fn cursor(&self, name: &str) -> Result<Option<String>, StoreError> {
         let name = name.to_string();

@@ -26,7 +26,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 /// Schema version stored in `PRAGMA user_version`. 2: the state indexes cover only the rows the
 /// queue looks for (pending, dead), not every finished job. 3: SLA clocks and timers. 4: kept
 /// positions in Zendesk's exports (a backfill resumes where it stopped). 5: a background lane
-/// (backfill and re-apply jobs wait behind live webhooks).
+/// (backfill and re-apply jobs wait behind live webhooks), and jobs by ticket.
 const SCHEMA_VERSION: i32 = 5;
 
 const SCHEMA: &str = "
@@ -55,6 +55,8 @@ DROP INDEX IF EXISTS pending_by_id;
 CREATE INDEX IF NOT EXISTS pending_by_lane ON events (lane, id) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS pending_by_ticket ON events (ticket_id, id) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS dead_by_id ON events (id) WHERE state = 'dead';
+-- A ticket's jobs (schema 5): when deskbot last heard of it (a catch-up skips changes it heard).
+CREATE INDEX IF NOT EXISTS events_by_ticket ON events (ticket_id, received_at);
 -- SLA clocks (schema 3): a ticket's clocks as the pure core keeps them (JSON: starts, pauses,
 -- fulfilment, fired timers), one summary row per metric instance for listing and counting, and
 -- the wake-ups still to come. Written together, in one transaction, after each event.
@@ -899,6 +901,7 @@ mod tests {
             indexes(&path),
             [
                 "dead_by_id",
+                "events_by_ticket",
                 "open_clocks_by_due",
                 "pending_by_lane",
                 "pending_by_ticket",

@@ -447,6 +447,10 @@ async fn serve_catches_up_on_the_changes_made_while_it_was_down() {
     let mut old = api_ticket(600, "URGENT: long ago");
     old["updated_at"] = json!(stamp(now - chrono::Duration::hours(3)));
     tickets.push(old);
+    // Ticket 1 changed in the gap too, but its webhook was stored: that change is not queued again.
+    let mut heard = api_ticket(1, "Hello");
+    heard["updated_at"] = json!(stamp(now - chrono::Duration::minutes(1)));
+    tickets.push(heard);
     let app = spawn_app_with(Options {
         policy: POLICY,
         backlog: vec![crate::support::event_body(
@@ -544,4 +548,123 @@ fn a_query_naming_a_type_or_nothing_is_refused() {
         assert_eq!(out.status.code(), Some(2));
         assert!(text(&out.stderr).contains(says), "{}", text(&out.stderr));
     }
+}
+
+/// The value of a metric line in /metrics text (0 when absent).
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_policy_is_reapplied_to_the_open_tickets_once() {
+    let mut tickets = Vec::new();
+    for id in 1..=10u64 {
+        let mut t = api_ticket(id, if id <= 5 { "Refund please" } else { "Hello" });
+        t["tags"] = json!([]);
+        tickets.push(t);
+    }
+    let mut solved = api_ticket(11, "Refund please");
+    solved["status"] = json!("solved");
+    tickets.push(solved);
+    let app = spawn_app_with(Options {
+        policy: POLICY,
+        tickets,
+        reapply: true,
+        ..Options::default()
+    })
+    .await;
+    seed_people(&app.zendesk);
+    let rules = app.db.parent().unwrap().join("policy.toml");
+    let changed = format!(
+        "{POLICY}\n[[rule]]\nname = \"refunds\"\nwhen = {{ subject = {{ has_word = \"refund\" }} }}\npriority = \"high\"\nadd_tags = [\"refund\"]\n"
+    );
+    std::fs::write(&rules, &changed).unwrap();
+    let z = app.zendesk.clone();
+    eventually(20, "the five open refund tickets updated", || {
+        z.applied_puts().len() == 5
+    })
+    .await;
+    let mut ids = updated_ids(&app.zendesk);
+    ids.dedup();
+    assert_eq!(ids, [1, 2, 3, 4, 5], "not the solved one, not the others");
+    assert_eq!(app.zendesk.ticket(3)["priority"], "high");
+    let m = app.get_text("/metrics").await;
+    assert_eq!(
+        metric(&m, "deskbot_reapply_tickets_total{outcome=\"changed\"}"),
+        5.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "deskbot_reapply_tickets_total{outcome=\"unchanged\"}"),
+        5.0
+    );
+    assert_eq!(
+        metric(&m, "deskbot_reapply_runs_total{outcome=\"done\"}"),
+        1.0
+    );
+    let reads = |z: &FakeZendesk| {
+        z.requests()
+            .iter()
+            .filter(|r| r.path.starts_with("/api/v2/search/"))
+            .count()
+    };
+    assert_eq!(reads(&app.zendesk), 1, "one page of open tickets");
+    // The same text saved again is the same version: nothing is read or queued again.
+    std::fs::write(&rules, &changed).unwrap();
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    assert_eq!(reads(&app.zendesk), 1);
+    assert_eq!(app.zendesk.all_puts().len(), 5);
+    assert_eq!(
+        count(
+            &app.db,
+            "SELECT COUNT(*) FROM events WHERE dedup_key LIKE 'reapply:%'"
+        ),
+        5
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_catches_up_after_a_quiet_spell_and_queues_each_change_once() {
+    let app = spawn_app_with(Options {
+        policy: POLICY,
+        catch_up_idle: Duration::from_secs(1),
+        ..Options::default()
+    })
+    .await;
+    seed_people(&app.zendesk);
+    // While deskbot runs, 20 tickets change and none of their webhooks arrives.
+    let changed = (chrono::Utc::now() - chrono::Duration::seconds(20))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut needs = Vec::new();
+    for id in 700..720u64 {
+        let mut t = api_ticket(id, if id % 2 == 0 { "URGENT: down" } else { "Hello" });
+        t["updated_at"] = json!(changed);
+        if id % 2 == 0 {
+            needs.push(id);
+        }
+        app.zendesk.put_ticket(t);
+    }
+    let z = app.zendesk.clone();
+    eventually(20, "the unheard changes decided", || {
+        z.applied_puts().len() == needs.len()
+    })
+    .await;
+    // Several more quiet spells: each asks Zendesk again, and queues nothing it has heard.
+    let exports_then = exports(&app.zendesk);
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert!(exports(&app.zendesk) > exports_then, "asked again");
+    assert_eq!(updated_ids(&app.zendesk), needs);
+    let m = app.get_text("/metrics").await;
+    assert_eq!(metric(&m, "deskbot_catch_up_tickets_total"), 20.0, "{m}");
+    assert_eq!(
+        count(
+            &app.db,
+            "SELECT COUNT(*) FROM events WHERE dedup_key LIKE 'backfill:%'"
+        ),
+        20
+    );
+    app.stop().await;
 }

@@ -85,6 +85,10 @@ pub struct Options {
     pub tickets: Vec<Value>,
     /// Reach the fake through a [`FaultProxy`] (in [`TestApp::proxy`]).
     pub fault_proxy: bool,
+    /// `DESKBOT_REAPPLY=open`.
+    pub reapply: bool,
+    /// `DESKBOT_CATCH_UP_IDLE_MINS`, as a duration.
+    pub catch_up_idle: Duration,
 }
 
 impl Default for Options {
@@ -102,6 +106,8 @@ impl Default for Options {
             backlog: Vec::new(),
             tickets: Vec::new(),
             fault_proxy: false,
+            reapply: false,
+            catch_up_idle: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -140,6 +146,12 @@ pub fn config(dir: &std::path::Path, zendesk_url: &str, opts: &Options) -> Confi
             max_attempts: 8,
         },
         notify_url: None,
+        reapply: if opts.reapply {
+            deskbot::config::Reapply::Open
+        } else {
+            deskbot::config::Reapply::Off
+        },
+        catch_up_idle: opts.catch_up_idle,
     }
 }
 
