@@ -62,6 +62,22 @@ impl Selection {
         status && updated(t).is_none_or(|u| u >= self.since)
     }
 
+    /// The Zendesk search that counts about as many tickets as reading will return (the
+    /// export reads every status; a search, what it finds), for a progress bar's total.
+    pub fn count_query(&self) -> String {
+        let mut q = vec!["type:ticket".to_string()];
+        if let Some(user) = &self.query {
+            q.push(user.clone());
+        } else if self.since > DateTime::UNIX_EPOCH {
+            let before = self.since - chrono::Duration::seconds(1);
+            q.push(format!(
+                "updated>{}",
+                before.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ));
+        }
+        q.join(" ")
+    }
+
     /// Where reading starts when no position is kept.
     pub fn start(&self) -> Position {
         match &self.query {
@@ -86,6 +102,15 @@ pub struct Pacing {
     pub attempts: u32,
     /// Longest wait for one `Retry-After` or backoff.
     pub max_wait: Duration,
+}
+
+impl Pacing {
+    /// How long reading `remaining` more tickets takes at this pace: whole pages at
+    /// `per_minute` (the account's export limit, not the network, sets it).
+    pub fn eta(&self, remaining: u64) -> Duration {
+        let pages = remaining.div_ceil(u64::from(self.per_page.max(1)));
+        Duration::from_secs((pages * 60).div_ceil(u64::from(self.per_minute.max(1))))
+    }
 }
 
 impl Default for Pacing {
@@ -775,6 +800,38 @@ mod tests {
             restart_bound(Some((t("2026-10-06T10:00:00Z"), t("2026-10-01T10:00:00Z")))),
             Some("created<2026-10-01T10:00:01Z".into())
         );
+    }
+
+    #[test]
+    fn the_eta_counts_whole_pages_at_the_rate_limit() {
+        let p = Pacing {
+            per_minute: 10,
+            per_page: 1000,
+            ..Pacing::default()
+        };
+        assert_eq!(p.eta(0), Duration::ZERO);
+        assert_eq!(p.eta(1), Duration::from_secs(6));
+        assert_eq!(p.eta(25_000), Duration::from_secs(150));
+        let search = Pacing {
+            per_minute: 100,
+            per_page: 100,
+            ..Pacing::default()
+        };
+        assert_eq!(search.eta(10_001), Duration::from_secs(61));
+    }
+
+    #[test]
+    fn the_count_query_follows_the_selection() {
+        let mut s = Selection {
+            since: DateTime::UNIX_EPOCH,
+            statuses: vec!["open".into()],
+            query: None,
+        };
+        assert_eq!(s.count_query(), "type:ticket");
+        s.since = t("2026-11-01T00:00:00Z");
+        assert_eq!(s.count_query(), "type:ticket updated>2026-10-31T23:59:59Z");
+        s.query = Some("tags:vip".into());
+        assert_eq!(s.count_query(), "type:ticket tags:vip");
     }
 
     #[test]

@@ -179,14 +179,32 @@ pub async fn run(args: &Args) -> anyhow::Result<bool> {
         ..Pacing::default()
     };
     let mut reader = Reader::new(&client, pacing, start);
-    // A count and a rate on a terminal (the export gives no total to estimate from).
-    let progress = indicatif::ProgressBar::new_spinner();
-    progress.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} {pos} tickets read, {per_sec} [{elapsed}]",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-    );
+    // The exports give no total: a search count estimates it (one read), for the bar and the ETA.
+    let total = client.count_tickets(&selection.count_query()).await.ok();
+    let progress = match total {
+        Some(n) => indicatif::ProgressBar::new(n).with_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} tickets read, {per_sec}, {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        ),
+        None => indicatif::ProgressBar::new_spinner().with_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {pos} tickets read, {per_sec} [{elapsed}]",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        ),
+    };
+    let eta = |read: usize| {
+        total.map(|n| {
+            let left = pacing.eta(n.saturating_sub(read as u64)).as_secs();
+            let left = match left {
+                0..60 => "under a minute".to_string(),
+                s => format!("about {} min", s.div_ceil(60)),
+            };
+            format!("{left} left at {} requests a minute", pacing.per_minute)
+        })
+    };
     let mut tally = Tally::new(&set);
     let mut summary = Summary {
         read: 0,
@@ -252,13 +270,19 @@ pub async fn run(args: &Args) -> anyhow::Result<bool> {
                 });
             }
         }
-        // Off a terminal (a log, CI), a plain line per page instead of the spinner.
+        let left = eta(summary.read);
+        if let Some(l) = &left {
+            progress.set_message(l.clone());
+        }
+        // Off a terminal (a log, CI), a plain line per page instead of the bar.
         if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
             eprintln!(
-                "deskbot: backfill read {} tickets ({} decided, {} to change)",
+                "deskbot: backfill read {}{} tickets ({} decided, {} to change){}",
                 summary.read,
+                total.map(|n| format!(" of about {n}")).unwrap_or_default(),
                 summary.decided,
-                summary.changes.len()
+                summary.changes.len(),
+                left.map(|l| format!("; {l}")).unwrap_or_default()
             );
         }
         // Kept after the page's tickets are queued: a stop in between re-reads the page, and

@@ -218,6 +218,20 @@ impl ZendeskClient {
         decode(endpoint, &body.body)
     }
 
+    /// `GET /api/v2/search/count.json`: how many tickets a search finds (`query` includes
+    /// `type:ticket`).
+    pub async fn count_tickets(&self, query: &str) -> Result<u64, ZendeskError> {
+        #[derive(serde::Deserialize)]
+        struct Count {
+            count: u64,
+        }
+        let endpoint = "search_count";
+        let url = format!("{}/api/v2/search/count.json", self.base_url);
+        let request = self.http.get(url).query(&[("query", query)]);
+        let body = self.send(endpoint, Kind::Read, request).await?;
+        Ok(decode::<Count>(endpoint, &body.body)?.count)
+    }
+
     /// `GET /api/v2/users/show_many.json?ids=…` (at most 100 ids).
     pub async fn users_many(&self, ids: &[u64]) -> Result<Vec<ApiUser>, ZendeskError> {
         let endpoint = "show_many_users";

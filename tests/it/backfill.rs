@@ -129,6 +129,14 @@ async fn a_dry_run_reports_what_would_change_and_writes_nothing() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["backfill"]["read"], 30);
     assert_eq!(v["backfill"]["decided"], 24);
+    // Off a terminal, a line per page with the estimated total and the time left at the
+    // export's rate (8 pages of 4 at 6,000 a minute: under a minute).
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("deskbot: backfill read 4 of about 30 tickets (")
+            && err.contains("; under a minute left at 6000 requests a minute"),
+        "{err}"
+    );
     let changed: Vec<u64> = v["backfill"]["changes"]
         .as_array()
         .unwrap()
@@ -181,7 +189,7 @@ async fn a_dry_run_reports_what_would_change_and_writes_nothing() {
     let e = text(&out.stderr);
     assert_eq!(e.matches("deskbot: backfill read").count(), 8, "{e}");
     assert!(
-        e.contains("deskbot: backfill read 30 tickets (24 decided, 8 to change)"),
+        e.contains("deskbot: backfill read 30 of about 30 tickets (24 decided, 8 to change)"),
         "{e}"
     );
 }
@@ -431,7 +439,9 @@ async fn backfill_2000(policy: &'static str) -> Cost {
     };
     let cost = Cost {
         updates: needs.len(),
-        exports: counted(&|r| r.path.starts_with("/api/v2/incremental/")),
+        exports: counted(&|r| {
+            r.path.starts_with("/api/v2/incremental/") || r.path.starts_with("/api/v2/search/count")
+        }),
         ticket_reads: counted(&|r| {
             r.method == Method::GET
                 && r.path.starts_with("/api/v2/tickets/")
@@ -461,10 +471,13 @@ async fn backfill_of_2000_tickets_costs_one_write_per_update_and_no_read_per_tic
         "the export's copy is sent with safe_update: no read before the update"
     );
     assert_eq!(c.audit_reads, 0, "the policy runs no clocks");
-    assert_eq!(c.exports, 2, "2,000 tickets, 1,000 a page");
+    assert_eq!(
+        c.exports, 3,
+        "2,000 tickets, 1,000 a page, and a count for the ETA"
+    );
     let per_update = (c.exports + c.ticket_reads + c.org_reads) as f64 / c.updates as f64;
     eprintln!(
-        "backfill API cost: {} updates, {} export pages, {} ticket reads, {} organization reads: {per_update:.4} reads + 1 write per update",
+        "backfill API cost: {} updates, {} export pages and count, {} ticket reads, {} organization reads: {per_update:.4} reads + 1 write per update",
         c.updates, c.exports, c.ticket_reads, c.org_reads
     );
     assert!(per_update <= 1.1, "{per_update} reads per update");
@@ -478,7 +491,7 @@ async fn backfill_with_sla_clocks_reads_each_open_tickets_history_once() {
     assert_eq!(c.audit_reads, 2000, "one page of audits per ticket");
     let per_ticket = (c.exports + c.ticket_reads + c.audit_reads + c.org_reads) as f64 / 2000.0;
     eprintln!(
-        "backfill API cost with clocks: 2000 tickets, {} updates, {} export pages, {} audit reads, {} organization reads: {per_ticket:.4} reads per ticket + 1 write per update",
+        "backfill API cost with clocks: 2000 tickets, {} updates, {} export pages and count, {} audit reads, {} organization reads: {per_ticket:.4} reads per ticket + 1 write per update",
         c.updates, c.exports, c.audit_reads, c.org_reads
     );
     assert!(per_ticket <= 1.1, "{per_ticket} reads per ticket");
@@ -570,7 +583,7 @@ async fn a_query_reads_the_search_export_and_an_expired_cursor_restarts_from_the
     let searches: Vec<String> = z
         .requests()
         .iter()
-        .filter(|r| r.path.starts_with("/api/v2/search/"))
+        .filter(|r| r.path.starts_with("/api/v2/search/export"))
         .map(|r| format!("{} {}", r.status, r.path))
         .collect();
     // Page one ends on ticket 6 (created 6 October); its cursor then expires.
@@ -664,7 +677,7 @@ async fn a_changed_policy_is_reapplied_to_the_open_tickets_once() {
     let reads = |z: &FakeZendesk| {
         z.requests()
             .iter()
-            .filter(|r| r.path.starts_with("/api/v2/search/"))
+            .filter(|r| r.path.starts_with("/api/v2/search/export"))
             .count()
     };
     assert_eq!(reads(&app.zendesk), 1, "one page of open tickets");

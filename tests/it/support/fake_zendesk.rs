@@ -113,6 +113,7 @@ impl FakeZendesk {
             .route("/api/v2/tickets/{id}/comments.json", get(list_comments))
             .route("/api/v2/tickets/{id}/audits.json", get(list_audits))
             .route("/api/v2/search/export.json", get(search_export))
+            .route("/api/v2/search/count.json", get(search_count))
             .route("/api/v2/users/show_many.json", get(show_many_users))
             .route("/api/v2/organizations/show_many.json", get(show_many_orgs))
             .route(
@@ -490,6 +491,15 @@ fn matches_search(t: &Value, query: &str) -> bool {
         if let Some(v) = term.strip_prefix("created<") {
             return created.zip(at(v)).is_some_and(|(c, b)| c < b);
         }
+        if let Some(v) = term.strip_prefix("updated>") {
+            let updated = t["updated_at"]
+                .as_str()
+                .and_then(|s| s.parse::<DateTime<Utc>>().ok());
+            return updated.zip(at(v)).is_some_and(|(u, b)| u > b);
+        }
+        if term == "type:ticket" {
+            return true;
+        }
         t["subject"]
             .as_str()
             .is_some_and(|s| s.to_lowercase().contains(&term.to_lowercase()))
@@ -561,6 +571,23 @@ async fn search_export(
         "meta": {"has_more": more, "after_cursor": more.then(|| format!("q {next}")), "before_cursor": null}
     }))
     .into_response()
+}
+
+/// How many tickets a search finds.
+async fn search_count(
+    State(state): State<Arc<Mutex<FakeState>>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let query = query_of(&uri).get("query").cloned().unwrap_or_default();
+    let mut st = state.lock().unwrap();
+    let n = st
+        .tickets
+        .values()
+        .filter(|t| matches_search(t, &query))
+        .count();
+    record(&mut st, Method::GET, uri.to_string(), &headers, None, 200);
+    axum::Json(json!({ "count": n })).into_response()
 }
 
 fn ids_of(uri: &Uri) -> Vec<u64> {
