@@ -252,7 +252,7 @@ async fn an_interrupted_apply_resumes_where_it_stopped() {
     let z = FakeZendesk::start().await;
     let needs = seed(&z);
     let (_dir, rules, db) = workspace();
-    // One page a second: stop it after about three.
+    // One page a second.
     let mut child = Reaped(
         command(
             &z,
@@ -265,7 +265,14 @@ async fn an_interrupted_apply_resumes_where_it_stopped() {
         .spawn()
         .unwrap(),
     );
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Stopped at a random moment after the first page (printed, to replay a failure).
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let stop_after = 1200 + u64::from(nanos % 2500);
+    eprintln!("stopping the backfill after {stop_after} ms");
+    tokio::time::sleep(Duration::from_millis(stop_after)).await;
     child.0.kill().unwrap();
     child.0.wait().unwrap();
     let first = exports(&z);
