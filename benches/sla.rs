@@ -155,7 +155,7 @@ fn timers(c: &mut Criterion) {
                     summaries: Vec::new(),
                     timers: due,
                 };
-                rt.block_on(store.settle_with_clocks(Vec::new(), vec![save], now))
+                rt.block_on(store.settle_with_clocks(Vec::new(), vec![save], Vec::new(), now))
                     .expect("save");
             },
             |()| {

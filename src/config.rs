@@ -148,6 +148,10 @@ pub struct ServeArgs {
     /// Failed tries per job before it becomes a dead letter (Zendesk outages and 429s do not count).
     #[arg(long, env = "DESKBOT_MAX_ATTEMPTS", default_value_t = 8)]
     pub max_attempts: u32,
+    /// The admin console's login token (at least 16 characters). Unset: generated and printed
+    /// in the local dry run, the console off otherwise.
+    #[arg(long, env = "DESKBOT_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
     /// After a policy change, re-decide open tickets (`open`) or not (`off`).
     #[arg(long, env = "DESKBOT_REAPPLY", value_enum, default_value_t = Reapply::Off)]
     pub reapply: Reapply,
@@ -244,6 +248,8 @@ pub struct Config {
     pub notify_url: Option<Secret>,
     /// After a policy change, re-decide open tickets or not.
     pub reapply: Reapply,
+    /// The admin console's token, when set.
+    pub admin_token: Option<Secret>,
     /// How long without a webhook before a catch-up asks Zendesk what changed.
     pub catch_up_idle: Duration,
 }
@@ -393,6 +399,15 @@ impl Config {
                 max_attempts: args.max_attempts,
             },
             reapply: args.reapply,
+            admin_token: match args.admin_token.as_deref().map(str::trim) {
+                None | Some("") => None,
+                Some(t) if t.chars().count() >= 16 => Some(Secret::new(t)),
+                Some(_) => {
+                    return Err(ConfigError(
+                        "DESKBOT_ADMIN_TOKEN must be at least 16 characters; make one with `openssl rand -hex 32`".into(),
+                    ))
+                }
+            },
             catch_up_idle: Duration::from_secs(args.catch_up_idle_mins.saturating_mul(60)),
             notify_url: match args.notify_url.as_deref().map(str::trim) {
                 None | Some("") => None,

@@ -69,7 +69,11 @@ pub async fn serve(
             );
             continue;
         };
-        let service = TowerToHyperService::new(app.clone());
+        // The peer's address, for the console's log of who did what.
+        let service = TowerToHyperService::new(tower_http::add_extension::AddExtension::new(
+            app.clone(),
+            axum::extract::ConnectInfo(peer),
+        ));
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             if let Err(e) = connection.await {

@@ -1,9 +1,11 @@
 //! deskbot: signed Zendesk webhooks in, policy decisions out, one idempotent ticket update each.
 //!
 //! Data flows one way: `webhook` (verify, parse) → `queue` (durable store, worker) → `policy`
-//! (decide) → `update` (diff) → `zendesk` (API client). `server` wires them together; `cli` is the edge.
+//! (decide) → `update` (diff) → `zendesk` (API client). `server` wires them together; `cli` and
+//! `admin` (the console) are the edges.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod backfill;
 pub mod calendar;
 pub mod cli;

@@ -148,6 +148,7 @@ pub async fn run(
             Some(tx)
         }
     };
+    let console_client = client.clone();
     let worker = Worker::new(
         store.clone(),
         policy.clone(),
@@ -157,6 +158,38 @@ pub async fn run(
         metrics.clone(),
     )
     .with_notifier(notifier);
+    let addr = listener.local_addr()?;
+    let token = match crate::admin::Access::of(&cfg) {
+        crate::admin::Access::Off => {
+            info!("the admin console is off: set DESKBOT_ADMIN_TOKEN (16 characters or more, e.g. `openssl rand -hex 32`) to turn it on at /admin");
+            None
+        }
+        crate::admin::Access::Generated(token) => {
+            let host = if addr.ip().is_unspecified() {
+                std::net::SocketAddr::from(([127, 0, 0, 1], addr.port()))
+            } else {
+                addr
+            };
+            info!(
+                "admin console, with a token made for this run: http://{host}/admin/login?token={}",
+                token.expose()
+            );
+            Some(token)
+        }
+        crate::admin::Access::Token(token) => {
+            info!("admin console at /admin: log in with DESKBOT_ADMIN_TOKEN");
+            Some(token)
+        }
+    };
+    let console = token.map(|token| crate::admin::Console {
+        store: store.clone(),
+        policy: policy.clone(),
+        rules: cfg.rules.clone(),
+        metrics: metrics.clone(),
+        dry_run: cfg.dry_run,
+        client: console_client,
+        gate: Arc::new(crate::admin::auth::Gate::new(token)),
+    });
     let app = router(
         WebhookState {
             verifier: Arc::new(verifier),
@@ -169,8 +202,9 @@ pub async fn run(
             metrics,
             dry_run: cfg.dry_run,
         },
+        console,
     );
-    info!(addr = %listener.local_addr()?, "listening");
+    info!(%addr, "listening");
     let worker_task = tokio::spawn(worker.run(shutdown.clone()));
     tokio::spawn(crate::reload::watch(
         cfg.rules.clone(),
@@ -188,17 +222,20 @@ pub async fn run(
     Ok(())
 }
 
-fn router(webhook: WebhookState, ops: OpsState) -> Router {
-    Router::new()
+fn router(webhook: WebhookState, ops: OpsState, console: Option<crate::admin::Console>) -> Router {
+    let mut app = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(ops)
-        .merge(routes::router(webhook))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            REQUEST_TIMEOUT,
-        ))
-        .layer(TraceLayer::new_for_http())
+        .merge(routes::router(webhook));
+    if let Some(c) = console {
+        app = app.merge(crate::admin::router(c));
+    }
+    app.layer(TimeoutLayer::with_status_code(
+        StatusCode::SERVICE_UNAVAILABLE,
+        REQUEST_TIMEOUT,
+    ))
+    .layer(TraceLayer::new_for_http())
 }
 
 async fn healthz(State(st): State<OpsState>) -> Response {

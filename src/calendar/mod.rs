@@ -319,6 +319,20 @@ impl Calendar {
         Duration::seconds(self.day_seconds)
     }
 
+    /// The open hours of each weekday (Monday first), in minutes since local midnight.
+    pub fn week(&self) -> &[Vec<(u32, u32)>; 7] {
+        &self.week
+    }
+
+    /// The next `n` local dates from `from` on (within a year) closed all day by a holiday.
+    pub fn next_holidays(&self, from: NaiveDate, n: usize) -> Vec<NaiveDate> {
+        from.iter_days()
+            .take(366)
+            .filter(|d| self.closed_all_day(*d))
+            .take(n)
+            .collect()
+    }
+
     fn closed_all_day(&self, d: NaiveDate) -> bool {
         self.closed_days.contains(&d)
             || (self.us_federal

@@ -336,7 +336,7 @@ mod tests {
             timers: tc.timers(&cal(), &rules()),
         };
         store
-            .settle_with_clocks(Vec::new(), vec![save], now)
+            .settle_with_clocks(Vec::new(), vec![save], Vec::new(), now)
             .await
             .unwrap();
         tc

@@ -1,6 +1,7 @@
 //! The durable queue (SQLite) and the worker that drains it.
 
 pub mod clocks;
+pub mod console;
 pub mod cursors;
 pub mod retry;
 pub mod store;

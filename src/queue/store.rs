@@ -45,7 +45,8 @@ CREATE TABLE IF NOT EXISTS events (
     last_error      TEXT,
     outcome         TEXT,
     finished_at     INTEGER,
-    lane            INTEGER NOT NULL DEFAULT 0
+    lane            INTEGER NOT NULL DEFAULT 0,
+    result          TEXT
 );
 -- Partial indexes: a finished job leaves them, so they stay as small as the queue, and finishing a
 -- job removes one entry from each instead of moving it within two indexes of every job ever seen.
@@ -55,8 +56,31 @@ DROP INDEX IF EXISTS pending_by_id;
 CREATE INDEX IF NOT EXISTS pending_by_lane ON events (lane, id) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS pending_by_ticket ON events (ticket_id, id) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS dead_by_id ON events (id) WHERE state = 'dead';
--- A ticket's jobs (schema 5): when deskbot last heard of it (a catch-up skips changes it heard).
-CREATE INDEX IF NOT EXISTS events_by_ticket ON events (ticket_id, received_at);
+-- Schema 5. A ticket's jobs: when deskbot last heard of it (a catch-up skips changes it heard),
+-- and the console's activity filtered by ticket. A finished job's result (`updated`, `dead`...),
+-- for the console's filter. Every failed try of a job, and every console action.
+CREATE INDEX IF NOT EXISTS events_by_ticket ON events (ticket_id, id);
+CREATE INDEX IF NOT EXISTS events_by_result ON events (result, id) WHERE result IS NOT NULL;
+CREATE TABLE IF NOT EXISTS attempts (
+    event_id    INTEGER NOT NULL,
+    at          INTEGER NOT NULL,
+    error       TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS attempts_by_event ON attempts (event_id);
+CREATE TABLE IF NOT EXISTS admin_actions (
+    id          INTEGER PRIMARY KEY,
+    at          INTEGER NOT NULL,
+    source      TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    detail      TEXT NOT NULL
+);
+-- How often each rule matched, by hour (the console's policy page).
+CREATE TABLE IF NOT EXISTS rule_matches (
+    hour        INTEGER NOT NULL,
+    rule        TEXT NOT NULL,
+    n           INTEGER NOT NULL,
+    PRIMARY KEY (hour, rule)
+);
 -- SLA clocks (schema 3): a ticket's clocks as the pure core keeps them (JSON: starts, pauses,
 -- fulfilment, fired timers), one summary row per metric instance for listing and counting, and
 -- the wake-ups still to come. Written together, in one transaction, after each event.
@@ -115,9 +139,11 @@ const CLAIM_HEADS: &str = "SELECT id, ticket_id FROM events e
 /// it (one read, one update) instead of holding it back behind the whole background lane.
 const PROMOTE: &str = "UPDATE events SET lane = 0
     WHERE state = 'pending' AND ticket_id = ?1 AND lane <> 0";
-/// A ticket's waiting jobs from its head on.
+/// A ticket's waiting jobs from its head on (through the waiting jobs' index, not the index of
+/// every job of the ticket, which SQLite may otherwise pick).
 const CLAIM_FOLLOWERS: &str =
     "SELECT id, payload, attempts, next_attempt_at, locked_until FROM events
+    INDEXED BY pending_by_ticket
     WHERE state = 'pending' AND ticket_id = ?1 AND id >= ?2
     ORDER BY id";
 /// When the first head job becomes due. Only the head job of each ticket can be claimed (same
@@ -277,8 +303,14 @@ impl Store {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(|e| open_err(e.to_string()))?;
         if (1..5).contains(&version) {
-            conn.execute_batch("ALTER TABLE events ADD COLUMN lane INTEGER NOT NULL DEFAULT 0")
-                .map_err(|e| open_err(e.to_string()))?;
+            conn.execute_batch(
+                "ALTER TABLE events ADD COLUMN lane INTEGER NOT NULL DEFAULT 0;
+                 ALTER TABLE events ADD COLUMN result TEXT;
+                 UPDATE events SET result = CASE state WHEN 'dead' THEN 'dead'
+                     WHEN 'done' THEN json_extract(outcome, '$.result') END
+                 WHERE state <> 'pending';",
+            )
+            .map_err(|e| open_err(e.to_string()))?;
         }
         if version > SCHEMA_VERSION {
             return Err(open_err(format!(
@@ -417,15 +449,19 @@ impl Store {
         results: Vec<(i64, Settle)>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        self.settle_with_clocks(results, Vec::new(), now).await
+        self.settle_with_clocks(results, Vec::new(), Vec::new(), now)
+            .await
     }
 
     /// Records how each claimed job ended together with the SLA clocks those jobs moved, all in
     /// one transaction: a crash leaves both as they were or both done.
+    /// `matched` names the rules the jobs' decisions matched (one entry per match), counted by
+    /// hour for the console.
     pub async fn settle_with_clocks(
         &self,
         results: Vec<(i64, Settle)>,
         clocks: Vec<ClockSave>,
+        matched: Vec<String>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let at = now.timestamp_millis();
@@ -434,10 +470,20 @@ impl Store {
             for save in &clocks {
                 write_clocks(&tx, save, at)?;
             }
+            if !matched.is_empty() {
+                let mut count = tx.prepare_cached(
+                    "INSERT INTO rule_matches (hour, rule, n) VALUES (?1, ?2, 1)
+                     ON CONFLICT (hour, rule) DO UPDATE SET n = n + 1",
+                )?;
+                for rule in &matched {
+                    count.execute(params![at / 3_600_000, rule])?;
+                }
+            }
             {
                 let mut finish = tx.prepare_cached(
                     "UPDATE events SET state = ?2, outcome = ?3, last_error = COALESCE(?4, last_error),
-                            finished_at = ?5, locked_until = NULL, attempts = attempts + (?4 IS NOT NULL)
+                            finished_at = ?5, locked_until = NULL, attempts = attempts + (?4 IS NOT NULL),
+                            result = CASE ?2 WHEN 'dead' THEN 'dead' ELSE json_extract(?3, '$.result') END
                      WHERE id = ?1",
                 )?;
                 let mut defer = tx.prepare_cached(
@@ -445,12 +491,16 @@ impl Store {
                             attempts = attempts + ?4
                      WHERE id = ?1",
                 )?;
+                let mut attempt = tx.prepare_cached(
+                    "INSERT INTO attempts (event_id, at, error) VALUES (?1, ?2, ?3)",
+                )?;
                 for (id, result) in results {
                     match result {
                         Settle::Done { outcome } => {
                             finish.execute(params![id, "done", outcome, None::<String>, at])?;
                         }
                         Settle::Dead { outcome, error } => {
+                            attempt.execute(params![id, at, error])?;
                             finish.execute(params![id, "dead", outcome, Some(error), at])?;
                         }
                         Settle::Defer {
@@ -458,6 +508,7 @@ impl Store {
                             error,
                             counts,
                         } => {
+                            attempt.execute(params![id, at, error])?;
                             defer.execute(params![
                                 id,
                                 until.timestamp_millis(),
@@ -900,7 +951,9 @@ mod tests {
         assert_eq!(
             indexes(&path),
             [
+                "attempts_by_event",
                 "dead_by_id",
+                "events_by_result",
                 "events_by_ticket",
                 "open_clocks_by_due",
                 "pending_by_lane",

@@ -129,6 +129,17 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The decision the job made, when it made one.
+    pub fn decision(&self) -> Option<&Decision> {
+        match self {
+            Outcome::Updated { decision, .. }
+            | Outcome::NoChange { decision }
+            | Outcome::DryRun { decision, .. }
+            | Outcome::Coalesced { decision, .. } => Some(decision),
+            _ => None,
+        }
+    }
+
     /// Short label for metrics and logs.
     pub fn label(&self) -> &'static str {
         match self {
@@ -354,7 +365,14 @@ impl Worker {
                 },
             ));
         }
-        self.store.settle_with_clocks(settle, clocks, now).await?;
+        let matched = outcomes
+            .iter()
+            .filter_map(|(_, o)| o.decision())
+            .flat_map(|d| d.matched_rules.iter().cloned())
+            .collect();
+        self.store
+            .settle_with_clocks(settle, clocks, matched, now)
+            .await?;
         for (id, outcome) in &outcomes {
             match outcome {
                 Outcome::Deferred { until, error, .. } => {

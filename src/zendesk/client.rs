@@ -340,6 +340,11 @@ impl ZendeskClient {
         .map(drop)
     }
 
+    /// The rate budget in use.
+    pub fn budget(&self) -> super::ratelimit::Budget {
+        self.limiter.budget()
+    }
+
     /// How long until `ticket` may be updated under Zendesk's per-ticket limit (zero: now).
     pub fn ticket_update_wait(&self, ticket: u64) -> Duration {
         self.limiter.ticket_wait(ticket)

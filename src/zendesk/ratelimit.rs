@@ -81,6 +81,21 @@ struct Windows {
     per_ticket: HashMap<u64, VecDeque<Instant>>,
 }
 
+/// The Zendesk rate budget in use over the last window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Requests sent.
+    pub requests: usize,
+    /// The account's limit.
+    pub request_limit: usize,
+    /// Ticket updates sent.
+    pub updates: usize,
+    /// The ticket-update limit.
+    pub update_limit: usize,
+    /// How long Zendesk asked deskbot to wait (a 429's Retry-After), zero when not paused.
+    pub paused: Duration,
+}
+
 /// Paces deskbot's calls to Zendesk.
 #[derive(Debug)]
 pub struct RateLimiter {
@@ -98,6 +113,32 @@ impl RateLimiter {
                 updates: Window::new(updates_per_minute),
                 per_ticket: HashMap::new(),
             }),
+        }
+    }
+
+    /// How much of each limit the last window used, for the console.
+    pub fn budget(&self) -> Budget {
+        let now = Instant::now();
+        let mut w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        let span = self.span;
+        let used = |win: &mut Window| {
+            log_wait(&mut win.sent, win.limit, now, span);
+            (win.sent.len(), win.limit)
+        };
+        let (requests, request_limit) = used(&mut w.account);
+        let (updates, update_limit) = used(&mut w.updates);
+        let paused = [w.account.blocked_until, w.updates.blocked_until]
+            .into_iter()
+            .flatten()
+            .map(|u| u.saturating_duration_since(now))
+            .max()
+            .unwrap_or_default();
+        Budget {
+            requests,
+            request_limit,
+            updates,
+            update_limit,
+            paused,
         }
     }
 

@@ -89,6 +89,8 @@ pub struct Options {
     pub reapply: bool,
     /// `DESKBOT_CATCH_UP_IDLE_MINS`, as a duration.
     pub catch_up_idle: Duration,
+    /// `DESKBOT_ADMIN_TOKEN`.
+    pub admin_token: Option<&'static str>,
 }
 
 impl Default for Options {
@@ -108,6 +110,7 @@ impl Default for Options {
             fault_proxy: false,
             reapply: false,
             catch_up_idle: Duration::from_secs(15 * 60),
+            admin_token: None,
         }
     }
 }
@@ -152,6 +155,7 @@ pub fn config(dir: &std::path::Path, zendesk_url: &str, opts: &Options) -> Confi
             deskbot::config::Reapply::Off
         },
         catch_up_idle: opts.catch_up_idle,
+        admin_token: opts.admin_token.map(Secret::new),
     }
 }
 

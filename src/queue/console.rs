@@ -1,0 +1,382 @@
+//! What the admin console reads and changes in the store: the activity list (keyset pages over
+//! the jobs, newest first), one job whole with its failed tries, counts for the overview and the
+//! policy page, requeues, and the log of console actions.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
+use serde_json::Value;
+
+use super::store::{Store, StoreError};
+
+/// Rows on one activity page.
+pub const PAGE: usize = 50;
+/// The most jobs one bulk requeue touches.
+pub const MAX_BULK: usize = 10_000;
+
+/// Which jobs the activity list shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActivityFilter {
+    /// `queued`, or a finished job's result (`updated`, `no_change`, `dry_run`, `dead`...).
+    pub result: Option<String>,
+    /// One ticket's jobs.
+    pub ticket: Option<u64>,
+    /// One event type (`created`, `comment_added`...).
+    pub kind: Option<String>,
+    /// Received at or after.
+    pub from: Option<DateTime<Utc>>,
+    /// Received before.
+    pub to: Option<DateTime<Utc>>,
+    /// Only jobs older than this id (the next page).
+    pub before: Option<i64>,
+}
+
+/// One row of the activity list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActivityRow {
+    /// Job id.
+    pub id: i64,
+    /// When the event was stored.
+    pub received_at: DateTime<Utc>,
+    /// Ticket.
+    pub ticket_id: u64,
+    /// Event type.
+    pub kind: String,
+    /// `queued` while waiting, else the result.
+    pub result: String,
+    /// The decided priority, if any.
+    pub priority: Option<String>,
+    /// The tags the decision adds.
+    pub tags: Vec<String>,
+    /// From storing the event to finishing its job.
+    pub latency_ms: Option<i64>,
+    /// Failed tries so far.
+    pub attempts: u32,
+}
+
+/// One job whole.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventDetail {
+    /// The row as listed.
+    pub row: ActivityRow,
+    /// Its deduplication key (the webhook's event id, or `backfill:…`).
+    pub dedup_key: String,
+    /// The stored event (JSON).
+    pub payload: Value,
+    /// How it ended (JSON: the decision and the update sent), once finished.
+    pub outcome: Option<Value>,
+    /// The last error, if any try failed.
+    pub last_error: Option<String>,
+    /// Every failed try: when, and why.
+    pub failures: Vec<(DateTime<Utc>, String)>,
+    /// Waiting behind live jobs.
+    pub background: bool,
+}
+
+/// An action taken in the console, as logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminAction {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// From where (address, and the forwarded-for chain behind a proxy).
+    pub source: String,
+    /// What (`requeue`, `bulk requeue`).
+    pub action: String,
+    /// Which jobs.
+    pub detail: String,
+}
+
+fn time(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+const COLUMNS: &str =
+    "id, received_at, ticket_id, kind, state, outcome, attempts, finished_at, result";
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ActivityRow> {
+    let received: i64 = r.get(1)?;
+    let state: String = r.get(4)?;
+    let outcome: Option<String> = r.get(5)?;
+    let finished: Option<i64> = r.get(7)?;
+    let result: Option<String> = r.get(8)?;
+    let decision = outcome
+        .as_deref()
+        .and_then(|o| serde_json::from_str::<Value>(o).ok())
+        .map(|v| v["decision"].clone())
+        .unwrap_or(Value::Null);
+    Ok(ActivityRow {
+        id: r.get(0)?,
+        received_at: time(received),
+        ticket_id: r.get::<_, i64>(2)? as u64,
+        kind: r.get(3)?,
+        result: match (state.as_str(), result) {
+            ("pending", _) => "queued".to_string(),
+            (_, Some(r)) => r,
+            (s, None) => s.to_string(),
+        },
+        priority: decision["priority"].as_str().map(str::to_string),
+        tags: decision["add_tags"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        latency_ms: finished.map(|f| f - received),
+        attempts: r.get(6)?,
+    })
+}
+
+/// The smallest job id received at or after `t` (ids grow with time): a time bound becomes an id
+/// bound the primary key answers, instead of a scan of every job.
+fn id_at(c: &Connection, t: DateTime<Utc>) -> rusqlite::Result<i64> {
+    let ms = t.timestamp_millis();
+    let (mut lo, mut hi): (i64, i64) = c.query_row(
+        "SELECT COALESCE(MIN(id), 0), COALESCE(MAX(id), 0) + 1 FROM events",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let mut at =
+        c.prepare_cached("SELECT received_at FROM events WHERE id >= ?1 ORDER BY id LIMIT 1")?;
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let received: Option<i64> = at.query_row([mid], |r| r.get(0)).optional()?;
+        match received {
+            Some(r) if r < ms => lo = mid + 1,
+            _ => hi = mid,
+        }
+    }
+    Ok(lo)
+}
+
+/// The WHERE clause and its values for `f` (without the page bound).
+fn conditions(
+    c: &Connection,
+    f: &ActivityFilter,
+) -> rusqlite::Result<(String, Vec<rusqlite::types::Value>)> {
+    use rusqlite::types::Value as V;
+    let mut sql = vec!["1 = 1".to_string()];
+    let mut args: Vec<V> = Vec::new();
+    match f.result.as_deref() {
+        Some("queued") => sql.push("state = 'pending'".into()),
+        Some(r) => {
+            sql.push(format!("result = ?{}", args.len() + 1));
+            args.push(V::Text(r.to_string()));
+        }
+        None => {}
+    }
+    if let Some(t) = f.ticket {
+        sql.push(format!("ticket_id = ?{}", args.len() + 1));
+        args.push(V::Integer(t as i64));
+    }
+    if let Some(k) = &f.kind {
+        sql.push(format!("kind = ?{}", args.len() + 1));
+        args.push(V::Text(k.clone()));
+    }
+    if let Some(from) = f.from {
+        sql.push(format!("id >= ?{}", args.len() + 1));
+        args.push(V::Integer(id_at(c, from)?));
+        sql.push(format!("received_at >= ?{}", args.len() + 1));
+        args.push(V::Integer(from.timestamp_millis()));
+    }
+    if let Some(to) = f.to {
+        sql.push(format!("id < ?{}", args.len() + 1));
+        args.push(V::Integer(id_at(c, to)?));
+    }
+    if let Some(b) = f.before {
+        sql.push(format!("id < ?{}", args.len() + 1));
+        args.push(V::Integer(b));
+    }
+    Ok((sql.join(" AND "), args))
+}
+
+impl Store {
+    /// One page of jobs matching `f`, newest first ([`PAGE`] at most).
+    pub async fn activity(&self, f: ActivityFilter) -> Result<Vec<ActivityRow>, StoreError> {
+        self.call(move |c| {
+            let (cond, args) = conditions(c, &f)?;
+            let sql =
+                format!("SELECT {COLUMNS} FROM events WHERE {cond} ORDER BY id DESC LIMIT {PAGE}");
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params_from_iter(args), row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// How many jobs match `f` (for a bulk requeue's confirmation).
+    pub async fn count_matching(&self, f: ActivityFilter) -> Result<usize, StoreError> {
+        self.call(move |c| {
+            let (cond, args) = conditions(c, &f)?;
+            let n: i64 = c.query_row(
+                &format!("SELECT COUNT(*) FROM events WHERE {cond}"),
+                params_from_iter(args),
+                |r| r.get(0),
+            )?;
+            Ok(n as usize)
+        })
+        .await
+    }
+
+    /// One job whole, with its failed tries.
+    pub async fn event_detail(&self, id: i64) -> Result<Option<EventDetail>, StoreError> {
+        self.call(move |c| {
+            let found = c
+                .query_row(
+                    &format!("SELECT {COLUMNS}, dedup_key, payload, last_error, lane FROM events WHERE id = ?1"),
+                    [id],
+                    |r| {
+                        let payload: String = r.get(10)?;
+                        let outcome: Option<String> = r.get(5)?;
+                        Ok(EventDetail {
+                            row: row(r)?,
+                            dedup_key: r.get(9)?,
+                            payload: serde_json::from_str(&payload).unwrap_or(Value::String(payload)),
+                            outcome: outcome.and_then(|o| serde_json::from_str(&o).ok()),
+                            last_error: r.get(11)?,
+                            failures: Vec::new(),
+                            background: r.get::<_, i64>(12)? != 0,
+                        })
+                    },
+                )
+                .optional()?;
+            let Some(mut d) = found else { return Ok(None) };
+            let mut stmt = c.prepare_cached(
+                "SELECT at, error FROM attempts WHERE event_id = ?1 ORDER BY rowid",
+            )?;
+            let tries = stmt.query_map([id], |r| Ok((time(r.get(0)?), r.get(1)?)))?;
+            d.failures = tries.collect::<Result<_, _>>()?;
+            Ok(Some(d))
+        })
+        .await
+    }
+
+    /// Puts jobs back in the queue: a dead letter is tried again from its first attempt; a
+    /// finished job is queued again as a new job with the same event (its record stays). A
+    /// job still waiting is left as it is. Returns the jobs queued.
+    pub async fn requeue_jobs(
+        &self,
+        ids: Vec<i64>,
+        now: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        let at = now.timestamp_millis();
+        let n = self
+            .call(move |c| {
+                let tx = c.transaction()?;
+                let mut n = 0;
+                {
+                    let mut dead = tx.prepare_cached(
+                        "UPDATE events SET state = 'pending', attempts = 0, next_attempt_at = ?2,
+                                locked_until = NULL, finished_at = NULL, result = NULL
+                         WHERE id = ?1 AND state = 'dead'",
+                    )?;
+                    let mut again = tx.prepare_cached(
+                        "INSERT OR IGNORE INTO events
+                             (dedup_key, ticket_id, kind, payload, received_at, next_attempt_at, lane)
+                         SELECT 'requeue:' || id || ':' || ?2, ticket_id, kind, payload, ?2, ?2, 0
+                         FROM events WHERE id = ?1 AND state = 'done'",
+                    )?;
+                    for id in &ids {
+                        n += dead.execute(params![id, at])?;
+                        n += again.execute(params![id, at])?;
+                    }
+                }
+                tx.commit()?;
+                Ok(n)
+            })
+            .await?;
+        if n > 0 {
+            self.wake();
+        }
+        Ok(n)
+    }
+
+    /// The ids of the jobs matching `f`, newest first, at most [`MAX_BULK`].
+    pub async fn matching_ids(&self, f: ActivityFilter) -> Result<Vec<i64>, StoreError> {
+        self.call(move |c| {
+            let (cond, args) = conditions(c, &f)?;
+            let sql =
+                format!("SELECT id FROM events WHERE {cond} ORDER BY id DESC LIMIT {MAX_BULK}");
+            let mut stmt = c.prepare(&sql)?;
+            let ids = stmt.query_map(params_from_iter(args), |r| r.get(0))?;
+            Ok(ids.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    /// Logs a console action.
+    pub async fn record_action(&self, a: AdminAction) -> Result<(), StoreError> {
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO admin_actions (at, source, action, detail) VALUES (?1, ?2, ?3, ?4)",
+                params![a.at.timestamp_millis(), a.source, a.action, a.detail],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The latest console actions, newest first.
+    pub async fn recent_actions(&self, limit: usize) -> Result<Vec<AdminAction>, StoreError> {
+        self.call(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT at, source, action, detail FROM admin_actions ORDER BY id DESC LIMIT ?1",
+            )?;
+            let rows = stmt.query_map([limit as i64], |r| {
+                Ok(AdminAction {
+                    at: time(r.get(0)?),
+                    source: r.get(1)?,
+                    action: r.get(2)?,
+                    detail: r.get(3)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    /// Events received and updates sent in each of the last 24 hours (oldest first; the hour
+    /// as hours since the epoch).
+    pub async fn hourly(&self, now: DateTime<Utc>) -> Result<Vec<(i64, u64, u64)>, StoreError> {
+        self.call(move |c| {
+            let from = id_at(c, now - chrono::Duration::hours(24))?;
+            let mut stmt = c.prepare_cached(
+                "SELECT received_at / 3600000, COUNT(*), SUM(result = 'updated') FROM events
+                 WHERE id >= ?1 GROUP BY 1 ORDER BY 1",
+            )?;
+            let rows = stmt.query_map([from], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get::<_, i64>(1)? as u64,
+                    r.get::<_, Option<i64>>(2)?.unwrap_or(0) as u64,
+                ))
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    /// How often each rule matched in the last 24 hours and the last 7 days.
+    pub async fn rule_counts(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<HashMap<String, (u64, u64)>, StoreError> {
+        let hour = now.timestamp_millis() / 3_600_000;
+        self.call(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT rule, SUM(CASE WHEN hour > ?1 - 24 THEN n ELSE 0 END), SUM(n)
+                 FROM rule_matches WHERE hour > ?1 - 168 GROUP BY rule",
+            )?;
+            let rows = stmt.query_map([hour], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    (r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64),
+                ))
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+}
