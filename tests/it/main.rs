@@ -4,6 +4,7 @@ mod admin;
 mod backfill;
 mod bad_input;
 mod binary;
+mod browser;
 mod console;
 mod contract;
 mod corpus;
