@@ -254,3 +254,25 @@ fn the_readme_serve_log_sample_is_real_output() {
         );
     }
 }
+
+#[test]
+fn the_local_dry_run_prints_a_console_login_url_and_production_keeps_it_off() {
+    let port = std::cell::Cell::new(0);
+    let logs = serve_then_sigterm("pretty", false, |p| port.set(p));
+    let url = format!("http://127.0.0.1:{}/admin/login?token=", port.get());
+    let at = logs
+        .find(&url)
+        .unwrap_or_else(|| panic!("no login URL:\n{logs}"));
+    let token: String = logs[at + url.len()..]
+        .chars()
+        .take_while(char::is_ascii_hexdigit)
+        .collect();
+    assert_eq!(token.len(), 64, "{logs}");
+    assert_eq!(logs.matches("token=").count(), 1, "printed once");
+    let logs = serve_then_sigterm("pretty", true, |_| {});
+    assert!(
+        logs.contains("the admin console is off: set DESKBOT_ADMIN_TOKEN"),
+        "{logs}"
+    );
+    assert!(!logs.contains("token="), "{logs}");
+}

@@ -573,3 +573,39 @@ expect = { priority = "low" }
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_printed_login_url_logs_in() {
+    let app = app().await;
+    let r = client()
+        .get(format!("{}/admin/login?token={TOKEN}", base(&app)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()[LOCATION], "/admin");
+    let session = set_cookie(&r, "deskbot_session").unwrap();
+    let r = client()
+        .get(format!("{}/admin", base(&app)))
+        .header(COOKIE, session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // Behind a proxy that says HTTPS, the cookie is Secure.
+    let r = client()
+        .get(format!("{}/admin/login?token={TOKEN}", base(&app)))
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    let raw = r.headers()[SET_COOKIE].to_str().unwrap().to_string();
+    assert!(raw.ends_with("; Secure"), "{raw}");
+    let r = client()
+        .get(format!("{}/admin/login?token=wrong", base(&app)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    app.stop().await;
+}
