@@ -100,11 +100,13 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ActivityRow> {
     let outcome: Option<String> = r.get(5)?;
     let finished: Option<i64> = r.get(7)?;
     let result: Option<String> = r.get(8)?;
-    let decision = outcome
+    let outcome = outcome
         .as_deref()
         .and_then(|o| serde_json::from_str::<Value>(o).ok())
-        .map(|v| v["decision"].clone())
         .unwrap_or(Value::Null);
+    let decision = &outcome["decision"];
+    // Jobs finished before schema 5 have no `result` column value; their outcome says it.
+    let result = result.or_else(|| outcome["result"].as_str().map(str::to_string));
     Ok(ActivityRow {
         id: r.get(0)?,
         received_at: time(received),
@@ -378,5 +380,99 @@ impl Store {
             Ok(rows.collect::<Result<_, _>>()?)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(ms: i64) -> DateTime<Utc> {
+        time(ms)
+    }
+
+    /// A store with jobs 1..=10 received at 1000, 2000, … ms; job 3 finished before schema 5
+    /// (no `result`, an outcome saying `updated`), job 7 dead, the others waiting.
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("q.db")).unwrap();
+        s.call(|c| {
+            for i in 1..=10i64 {
+                let (state, outcome, result) = match i {
+                    3 => ("done", Some(r#"{"result":"updated","decision":{"priority":"urgent","add_tags":["x"]}}"#), None),
+                    7 => ("dead", Some(r#"{"result":"dead","error":"400"}"#), Some("dead")),
+                    _ => ("pending", None, None),
+                };
+                c.execute(
+                    "INSERT INTO events (dedup_key, ticket_id, kind, payload, received_at, next_attempt_at, state, outcome, result)
+                     VALUES (?1, ?2, 'created', '{}', ?3, ?3, ?4, ?5, ?6)",
+                    params![format!("k{i}"), 100 + i % 3, i * 1000, state, outcome, result],
+                )?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+        (dir, s)
+    }
+
+    fn ids(rows: &[ActivityRow]) -> Vec<i64> {
+        rows.iter().map(|r| r.id).collect()
+    }
+
+    #[tokio::test]
+    async fn time_bounds_become_id_bounds() {
+        let (_d, s) = store().await;
+        let f = |from: Option<i64>, to: Option<i64>| ActivityFilter {
+            from: from.map(at),
+            to: to.map(at),
+            ..ActivityFilter::default()
+        };
+        assert_eq!(
+            ids(&s.activity(f(Some(4000), Some(6500))).await.unwrap()),
+            [6, 5, 4]
+        );
+        assert_eq!(ids(&s.activity(f(Some(9500), None)).await.unwrap()), [10]);
+        assert_eq!(
+            ids(&s.activity(f(None, Some(1000))).await.unwrap()),
+            Vec::<i64>::new()
+        );
+        assert_eq!(s.activity(f(Some(20_000), None)).await.unwrap().len(), 0);
+    }
+
+    #[tokio::test]
+    async fn results_and_tickets_filter_and_old_jobs_show_their_outcome() {
+        let (_d, s) = store().await;
+        let all = s.activity(ActivityFilter::default()).await.unwrap();
+        assert_eq!(ids(&all), [10, 9, 8, 7, 6, 5, 4, 3, 2, 1]);
+        let old = all.iter().find(|r| r.id == 3).unwrap();
+        assert_eq!(
+            (
+                old.result.as_str(),
+                old.priority.as_deref(),
+                old.tags.clone()
+            ),
+            ("updated", Some("urgent"), vec!["x".to_string()])
+        );
+        assert_eq!(all[0].result, "queued");
+        let dead = ActivityFilter {
+            result: Some("dead".into()),
+            ..ActivityFilter::default()
+        };
+        assert_eq!(ids(&s.activity(dead.clone()).await.unwrap()), [7]);
+        assert_eq!(s.count_matching(dead).await.unwrap(), 1);
+        let ticket = ActivityFilter {
+            ticket: Some(101),
+            before: Some(7),
+            ..ActivityFilter::default()
+        };
+        assert_eq!(ids(&s.activity(ticket).await.unwrap()), [4, 1]);
+        // A dead letter goes back to waiting; a finished job is copied; a waiting one is left.
+        assert_eq!(s.requeue_jobs(vec![7, 3, 2], at(50_000)).await.unwrap(), 2);
+        let queued = ActivityFilter {
+            result: Some("queued".into()),
+            ..ActivityFilter::default()
+        };
+        assert_eq!(s.count_matching(queued).await.unwrap(), 10);
     }
 }

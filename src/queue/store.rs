@@ -303,12 +303,11 @@ impl Store {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(|e| open_err(e.to_string()))?;
         if (1..5).contains(&version) {
+            // Jobs finished before the upgrade keep `result` empty (the console reads theirs from
+            // the outcome): filling it would rewrite every row while webhooks wait.
             conn.execute_batch(
                 "ALTER TABLE events ADD COLUMN lane INTEGER NOT NULL DEFAULT 0;
-                 ALTER TABLE events ADD COLUMN result TEXT;
-                 UPDATE events SET result = CASE state WHEN 'dead' THEN 'dead'
-                     WHEN 'done' THEN json_extract(outcome, '$.result') END
-                 WHERE state <> 'pending';",
+                 ALTER TABLE events ADD COLUMN result TEXT;",
             )
             .map_err(|e| open_err(e.to_string()))?;
         }
