@@ -325,7 +325,7 @@ fn detail_page(c: &Console, s: &Session, d: &EventDetail) -> Markup {
         @if let Some(o) = outcome {
             h2 { "What was decided and sent" }
             @if let Some(u) = o.get("update") {
-                p { @if d.row.result == "updated" { "Sent to Zendesk; it answered 200 OK." } @else { "Would have been sent (dry run)." } }
+                p { @if d.row.result == "updated" { "Sent to Zendesk, which accepted it." } @else { "Would have been sent (dry run)." } }
                 pre { (pretty(u)) }
             }
             @if let Some(dec) = o.get("decision") { details { summary { "Decision" } pre { (pretty(dec)) } } }

@@ -1,5 +1,7 @@
 //! The overview (state of the service at a glance), the SLA clocks, and the policies as they match.
 
+use std::collections::HashMap;
+
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -13,7 +15,10 @@ use super::auth::Session;
 use super::views::{page, problem, when};
 use super::Console;
 use crate::calendar::{describe_in, Calendar};
-use crate::sla::clock::{State as ClockState, Summary};
+use crate::sla::clock::{Pause, State as ClockState, Summary};
+
+/// Clocks listed on the SLA page at most (soonest breach first).
+const SLA_ROWS: usize = 500;
 
 /// Bars of events (and updates) per hour, drawn as an SVG without script.
 fn chart(hours: &[(i64, u64, u64)], now: DateTime<Utc>) -> Markup {
@@ -110,16 +115,22 @@ fn shown_state(c: &Summary, now: DateTime<Utc>) -> &'static str {
     }
 }
 
-/// Started → due, with now marked: how much of the span has gone.
-fn timeline(c: &Summary, now: DateTime<Utc>) -> Markup {
+/// Started → due, with the paused spans, the at-risk mark and now: how much of the span has gone.
+fn timeline(c: &Summary, pauses: &[Pause], now: DateTime<Utc>) -> Markup {
     let end = c.due_at.unwrap_or(now).max(now);
     let span = (end - c.started_at).num_seconds().max(1) as f64;
     let at = |t: DateTime<Utc>| {
         ((t - c.started_at).num_seconds() as f64 / span * 200.0).clamp(0.0, 200.0)
     };
     html! {
-        svg.timeline viewBox="0 0 200 12" role="img" aria-label="started, due, now" {
+        svg.timeline viewBox="0 0 200 12" role="img" aria-label="started, paused, due, now" {
             rect.track x="0" y="4" width="200" height="4" {}
+            @for p in pauses {
+                @let (a, b) = (at(p.from), at(p.to.unwrap_or(now)));
+                rect.paused x=(a) y="3" width=((b - a).max(1.0)) height="6" {
+                    title { "paused " (when(p.from)) @if let Some(t) = p.to { " to " (when(t)) } }
+                }
+            }
             @if let Some(d) = c.due_at { rect.due x=(at(d)) y="0" width="2" height="12" { title { "due " (when(d)) } } }
             @if let Some(r) = c.at_risk_at { rect.risk x=(at(r)) y="2" width="1" height="8" { title { "at risk from " (when(r)) } } }
             rect.now x=(at(now)) y="0" width="2" height="12" { title { "now" } }
@@ -149,11 +160,28 @@ pub async fn sla(
     let wanted_zone = (!q.policy.is_empty())
         .then(|| zone_of_policy(&q.policy))
         .flatten();
-    let shown: Vec<&Summary> = clocks
+    let matching: Vec<&Summary> = clocks
         .iter()
         .filter(|k| q.show.is_empty() || shown_state(k, now) == q.show)
         .filter(|k| wanted_zone.as_deref().is_none_or(|z| z == k.zone))
         .collect();
+    let shown = &matching[..matching.len().min(SLA_ROWS)];
+    // Each shown ticket's pauses, from its clocks as kept (one read per ticket).
+    let mut pauses: HashMap<(u64, &'static str, u32), Vec<Pause>> = HashMap::new();
+    let mut read = std::collections::HashSet::new();
+    for k in shown {
+        if !read.insert(k.ticket_id) {
+            continue;
+        }
+        if let Ok(Some(tc)) = c.store.clocks(k.ticket_id).await {
+            for clock in &tc.clocks {
+                pauses.insert(
+                    (k.ticket_id, clock.metric.as_str(), clock.instance),
+                    clock.pauses.clone(),
+                );
+            }
+        }
+    }
     let body = html! {
         form.filters method="get" action="/admin/sla" {
             label { "Show " select name="show" {
@@ -166,10 +194,11 @@ pub async fn sla(
             } }
             button type="submit" { "Filter" }
         }
+        @if matching.len() > shown.len() { p.hint { "The " (SLA_ROWS) " soonest of " (matching.len()) " shown." } }
         @if shown.is_empty() { p { "No open clocks match." } } @else {
             table.sla {
                 thead { tr { th { "Ticket" } th { "Metric" } th { "State" } th { "Target" } th { "Used" } th { "Due" } th { "Timeline" } } }
-                tbody { @for k in &shown {
+                tbody { @for k in shown {
                     tr {
                         td { a href={ "/admin/activity?ticket=" (k.ticket_id) } { (k.ticket_id) } }
                         td { (k.metric.as_str()) @if k.instance > 1 { " #" (k.instance) } }
@@ -177,7 +206,7 @@ pub async fn sla(
                         td { (k.target.as_deref().unwrap_or("none")) }
                         td { (k.consumed_secs / 3600) " h " (k.consumed_secs % 3600 / 60) " min" }
                         td { @match k.due_at { Some(d) => (local(d, &k.zone)), None => "paused" } }
-                        td { (timeline(k, now)) }
+                        td { (timeline(k, pauses.get(&(k.ticket_id, k.metric.as_str(), k.instance)).map(Vec::as_slice).unwrap_or_default(), now)) }
                     }
                 } }
             }

@@ -609,3 +609,87 @@ async fn the_printed_login_url_logs_in() {
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     app.stop().await;
 }
+
+const SLA_POLICY: &str = r#"
+[policy]
+name = "timed"
+[calendars.always]
+timezone = "UTC"
+hours = { mon-sun = "00:00-24:00" }
+[sla.urgent]
+first_response = "2 business days"
+resolution = "5 business days"
+[[rule]]
+name = "urgent"
+when = { subject = { has_word = "urgent" } }
+priority = "urgent"
+"#;
+
+fn event_at(id: &str, kind: &str, ticket: u64, time: &str, event: serde_json::Value) -> String {
+    json!({
+        "type": format!("zen:event-type:ticket.{kind}"), "account_id": 1, "id": id, "time": time,
+        "zendesk_event_version": "2022-11-06", "subject": format!("zen:ticket:{ticket}"),
+        "detail": {"id": ticket.to_string(), "subject": "URGENT: down", "priority": "URGENT",
+                   "status": "OPEN", "created_at": time, "updated_at": time},
+        "event": event
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn the_sla_page_draws_each_clock_with_its_pauses() {
+    let app = spawn_app_with(Options {
+        admin_token: Some(TOKEN),
+        policy: SLA_POLICY,
+        ..Options::default()
+    })
+    .await;
+    let now = chrono::Utc::now();
+    let stamp = |m: i64| {
+        (now - chrono::Duration::minutes(m)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    let mut t = api_ticket(81, "URGENT: down");
+    t["created_at"] = json!(stamp(60));
+    t["status"] = json!("open");
+    app.zendesk.put_ticket(t);
+    for body in [
+        event_at("s1", "created", 81, &stamp(60), json!({})),
+        event_at(
+            "s2",
+            "status_changed",
+            81,
+            &stamp(40),
+            json!({"current": "PENDING", "previous": "OPEN"}),
+        ),
+        event_at(
+            "s3",
+            "status_changed",
+            81,
+            &stamp(20),
+            json!({"current": "OPEN", "previous": "PENDING"}),
+        ),
+    ] {
+        assert_eq!(app.post_signed(body).await.status(), 202);
+        let db = app.db.clone();
+        let before = count(&db, "SELECT COUNT(*) FROM events WHERE state = 'done'");
+        eventually(10, "processed", || {
+            count(&db, "SELECT COUNT(*) FROM events WHERE state = 'done'") > before
+        })
+        .await;
+    }
+    let admin = Admin::login(&base(&app), TOKEN).await;
+    let (_, page) = admin.get("/admin/sla").await;
+    assert!(
+        page.contains("<a href=\"/admin/activity?ticket=81\">81</a>"),
+        "{page}"
+    );
+    assert!(
+        page.contains("first_response") && page.contains("resolution"),
+        "{page}"
+    );
+    // Resolution paused for 20 minutes: one paused span on its bar.
+    assert_eq!(page.matches("<rect class=\"paused\"").count(), 1, "{page}");
+    let (_, filtered) = admin.get("/admin/sla?show=breached").await;
+    assert!(filtered.contains("No open clocks match."), "{filtered}");
+    app.stop().await;
+}
