@@ -155,10 +155,12 @@ fn bench(c: &mut Criterion) {
             "activity: one event type",
             "/admin/activity?kind=status_changed".to_string(),
         ),
-        (
-            "activity: a time range",
-            "/admin/activity?from=2026-01-01T00:00&to=2026-06-01T00:00".to_string(),
-        ),
+        ("activity: a time range", {
+            let day =
+                |d: i64| (chrono::Utc::now() - chrono::Duration::days(d)).format("%Y-%m-%dT%H:%M");
+            format!("/admin/activity?from={}&to={}", day(4), day(3))
+        }),
+        ("overview (24 hours of counts)", "/admin".to_string()),
         ("event detail", format!("/admin/events/{}", EVENTS / 2)),
     ];
     for (name, path) in pages {

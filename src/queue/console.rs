@@ -136,7 +136,8 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ActivityRow> {
 fn id_at(c: &Connection, t: DateTime<Utc>) -> rusqlite::Result<i64> {
     let ms = t.timestamp_millis();
     let (mut lo, mut hi): (i64, i64) = c.query_row(
-        "SELECT COALESCE(MIN(id), 0), COALESCE(MAX(id), 0) + 1 FROM events",
+        // Two subqueries: SQLite answers a lone MIN or MAX from the key, but not both at once.
+        "SELECT COALESCE((SELECT MIN(id) FROM events), 0), COALESCE((SELECT MAX(id) FROM events), 0) + 1",
         [],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;

@@ -1,25 +1,26 @@
-//! Reading existing tickets from Zendesk, for `deskbot backfill`: the Incremental Ticket Export
-//! page by page, paced to its own rate limit (10 requests a minute by default), waiting out 429s
-//! and outages, and restarting an expired cursor from the last ticket seen rather than from zero.
+//! Reading existing tickets from Zendesk into the queue: the Incremental Ticket Export or the
+//! Search Export page by page, paced to their own rate limits, waiting out 429s and outages, and
+//! restarting an expired cursor from the last ticket seen rather than from zero. Used by
+//! `deskbot backfill`, the catch-up after downtime and the re-apply after a policy change.
 //!
-//! Decisions and updates are not made here: the command decides each ticket with the policy, and
-//! `--apply` hands the tickets to the durable queue, where the worker updates them as it does a
-//! webhook's (same diff, `safe_update`, rate limiter).
+//! Updates are not made here: the tickets go to the durable queue, where the worker updates them
+//! as it does a webhook's (same diff, `safe_update`, rate limiter).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::metrics::Metrics;
-use crate::policy::PolicyHandle;
-use crate::queue::store::{Enqueued, NewEvent, Store, StoreError};
 use crate::ticket::{parse_time, EventKind, Ticket};
 use crate::webhook::payload::{Source, TicketEvent};
 use crate::zendesk::client::{ErrorClass, ExportFrom, ZendeskClient, ZendeskError};
 use crate::zendesk::model::{ApiOrganization, ApiUser, ExportPage};
-use std::collections::HashMap;
-use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+
+mod catch_up;
+mod reapply;
+
+pub use catch_up::{catch_up, keep_up, CatchUp, CatchUpError, CATCH_UP_MARGIN};
+pub use reapply::{reapply, reapply_on_change, Reapplied};
 
 /// Which tickets a backfill reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -464,283 +465,6 @@ impl<'c> Reader<'c> {
     }
 }
 
-/// How far before the last moment deskbot heard from Zendesk a catch-up starts: changes that
-/// happened while a webhook was in flight are covered too.
-pub const CATCH_UP_MARGIN: chrono::Duration = chrono::Duration::minutes(5);
-
-/// The kept position under which the catch-up notes up to when it has read the export.
-const CAUGHT_UP: &str = "catch-up";
-
-/// When deskbot last heard what changed in Zendesk: its newest job, or the end of its last
-/// catch-up, whichever is later (`None`: a fresh database).
-async fn last_heard(store: &Store) -> Result<Option<DateTime<Utc>>, StoreError> {
-    let newest = store.newest_received().await?;
-    let read_to = store
-        .cursor(CAUGHT_UP)
-        .await?
-        .and_then(|s| s.parse::<i64>().ok())
-        .and_then(|t| DateTime::from_timestamp(t, 0));
-    Ok(newest.max(read_to))
-}
-
-/// Asks Zendesk for the open tickets changed since deskbot last heard from it (less
-/// [`CATCH_UP_MARGIN`]) and queues those whose change it has not heard of (no job of the ticket
-/// queued at or after its `updated_at`), once per change. A fresh database has nothing to
-/// catch up: it only notes the start, so that the next catch-up knows where to begin.
-pub async fn catch_up(
-    store: &Store,
-    client: &ZendeskClient,
-    pacing: Pacing,
-    now: DateTime<Utc>,
-) -> Result<CatchUp, CatchUpError> {
-    // The export leaves out the latest minute; the next catch-up reads it.
-    let read_to = (now - chrono::Duration::minutes(1)).timestamp().to_string();
-    let Some(last) = last_heard(store).await? else {
-        store.set_cursor(CAUGHT_UP, Some(&read_to)).await?;
-        return Ok(CatchUp::default());
-    };
-    let since = last - CATCH_UP_MARGIN;
-    let selection = Selection {
-        since,
-        statuses: Selection::OPEN.iter().map(|s| s.to_string()).collect(),
-        query: None,
-    };
-    let mut reader = Reader::new(client, pacing, selection.start());
-    let mut done = CatchUp {
-        since: Some(last),
-        ..CatchUp::default()
-    };
-    while let Some(page) = reader.next_page().await? {
-        let wanted: Vec<&Ticket> = page.tickets.iter().filter(|t| selection.wants(t)).collect();
-        let heard = store
-            .last_heard(wanted.iter().map(|t| t.id).collect())
-            .await?;
-        for t in wanted {
-            if heard
-                .get(&t.id)
-                .is_some_and(|h| updated(t).is_some_and(|u| *h >= u))
-            {
-                done.heard += 1;
-                continue;
-            }
-            let e = store
-                .enqueue(NewEvent {
-                    event: job(t),
-                    invocation_key: None,
-                    received_at: now,
-                    background: false,
-                })
-                .await?;
-            if matches!(e, Enqueued::Queued(_)) {
-                done.queued += 1;
-            }
-        }
-    }
-    store.set_cursor(CAUGHT_UP, Some(&read_to)).await?;
-    Ok(done)
-}
-
-/// What a catch-up did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CatchUp {
-    /// Tickets queued.
-    pub queued: usize,
-    /// Tickets changed in the gap whose change deskbot had heard of (not queued).
-    pub heard: usize,
-    /// When deskbot last heard from Zendesk before (`None`: a fresh database).
-    pub since: Option<DateTime<Utc>>,
-}
-
-/// Why a catch-up stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum CatchUpError {
-    /// Reading the export failed.
-    #[error(transparent)]
-    Export(#[from] BackfillError),
-    /// The queue could not be read or written.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-/// Catches up at start, then whenever nothing has been heard from Zendesk for `idle` (no
-/// webhook: deskbot was unreachable, suspended, or the account is quiet), until `shutdown`.
-pub async fn keep_up(
-    store: Store,
-    client: ZendeskClient,
-    idle: std::time::Duration,
-    metrics: Metrics,
-    shutdown: CancellationToken,
-) {
-    let tick = (idle / 4).clamp(
-        std::time::Duration::from_secs(1),
-        std::time::Duration::from_secs(60),
-    );
-    let mut first = true;
-    loop {
-        let now = Utc::now();
-        let due = match last_heard(&store).await {
-            Ok(Some(last)) => (now - last).to_std().is_ok_and(|gap| gap >= idle),
-            Ok(None) => true,
-            Err(e) => {
-                warn!(error = %e, "cannot read when deskbot last heard from Zendesk");
-                false
-            }
-        };
-        if first || due {
-            let why = if first { "start" } else { "idle" };
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                r = catch_up(&store, &client, Pacing::default(), now) => report(r, why, now, &metrics),
-            }
-        }
-        first = false;
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(tick) => {}
-        }
-    }
-}
-
-fn report(r: Result<CatchUp, CatchUpError>, why: &str, now: DateTime<Utc>, metrics: &Metrics) {
-    match r {
-        Ok(done) => {
-            metrics.caught_up(done.queued);
-            if done.queued > 0 || done.heard > 0 {
-                info!(
-                    reason = why,
-                    queued = done.queued,
-                    already_heard = done.heard,
-                    gap_mins = done.since.map(|t| (now - t).num_minutes()),
-                    "caught up: tickets changed while deskbot heard nothing are queued"
-                );
-            }
-        }
-        Err(e) => {
-            warn!(reason = why, error = %e, "catch-up failed; it is tried again after the next quiet spell, or run `deskbot backfill --since <when it stopped> --apply`")
-        }
-    }
-}
-
-/// What a re-apply did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Reapplied {
-    /// Open tickets decided.
-    pub decided: usize,
-    /// Of those, queued because their update would change something.
-    pub changed: usize,
-}
-
-/// The open tickets, as the re-apply reads them (Search Export: only open tickets are read).
-const OPEN_QUERY: &str = "status<solved";
-
-/// After a policy change: re-decides every open ticket with the policies in force and queues,
-/// in the background lane, those whose update would change something, each once per policy
-/// `version` and ticket change. Each change is logged.
-pub async fn reapply(
-    store: &Store,
-    client: &ZendeskClient,
-    policy: &PolicyHandle,
-    version: &str,
-    metrics: &Metrics,
-    now: DateTime<Utc>,
-) -> Result<Reapplied, CatchUpError> {
-    let set = policy.current();
-    let selection = Selection {
-        since: DateTime::UNIX_EPOCH,
-        statuses: Selection::OPEN.iter().map(|s| s.to_string()).collect(),
-        query: Some(OPEN_QUERY.to_string()),
-    };
-    let pacing = Pacing {
-        per_minute: 60,
-        per_page: 100,
-        ..Pacing::default()
-    };
-    let mut reader = Reader::new(client, pacing, selection.start());
-    let mut done = Reapplied::default();
-    let mut seen = std::collections::HashSet::new();
-    while let Some(page) = reader.next_page().await? {
-        let mut changed = 0;
-        let mut decided = 0;
-        for mut t in page.tickets {
-            if !selection.wants(&t) || !seen.insert(t.id) {
-                continue;
-            }
-            decided += 1;
-            t.event = Some(EventKind::new(EventKind::CREATED));
-            let decision = set.decide(&t, now);
-            let Some(what) = crate::update::described(&t, &decision) else {
-                continue;
-            };
-            changed += 1;
-            info!(ticket = t.id, change = %what.join(", "), policy_version = version, "re-apply: the changed policy decides this open ticket differently");
-            let mut ev = job(&t);
-            ev.dedup_key = ev
-                .dedup_key
-                .replacen("backfill:", &format!("reapply:{version}:"), 1);
-            store
-                .enqueue(NewEvent {
-                    event: ev,
-                    invocation_key: None,
-                    received_at: now,
-                    background: true,
-                })
-                .await?;
-        }
-        metrics.reapplied("changed", changed);
-        metrics.reapplied("unchanged", decided - changed);
-        done.changed += changed;
-        done.decided += decided;
-    }
-    Ok(done)
-}
-
-/// Re-applies after each policy change `changes` announces (its value: the new version),
-/// until `shutdown`. A change during a run stops that run and starts over with the newer
-/// policy.
-pub async fn reapply_on_change(
-    store: Store,
-    client: ZendeskClient,
-    policy: PolicyHandle,
-    mut changes: tokio::sync::watch::Receiver<Option<String>>,
-    metrics: Metrics,
-    shutdown: CancellationToken,
-) {
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = changes.changed() => if r.is_err() { return },
-        }
-        loop {
-            let Some(version) = changes.borrow_and_update().clone() else {
-                break;
-            };
-            info!(policy_version = %version, "re-apply: deciding the open tickets again with the changed policy");
-            let run = reapply(&store, &client, &policy, &version, &metrics, Utc::now());
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = changes.changed() => {
-                    metrics.reapply_run("superseded");
-                    info!(policy_version = %version, "re-apply: the policy changed again; starting over");
-                    continue;
-                }
-                r = run => {
-                    match r {
-                        Ok(done) => {
-                            metrics.reapply_run("done");
-                            info!(policy_version = %version, decided = done.decided, queued = done.changed, "re-apply done: updates queued behind live webhooks");
-                        }
-                        Err(e) => {
-                            metrics.reapply_run("failed");
-                            warn!(policy_version = %version, error = %e, "re-apply failed; it runs again at the next policy change, or run `deskbot backfill --apply`");
-                        }
-                    }
-                    break;
-                }
-            }
-        }
-    }
-}
-
 /// The `created` bound that restarts an expired search just before (in the search's order)
 /// the last ticket seen, from the first and the latest creation time seen; `None` before any.
 fn restart_bound(created: Option<(DateTime<Utc>, DateTime<Utc>)>) -> Option<String> {
@@ -754,7 +478,7 @@ fn restart_bound(created: Option<(DateTime<Utc>, DateTime<Utc>)>) -> Option<Stri
     })
 }
 
-fn updated(t: &Ticket) -> Option<DateTime<Utc>> {
+pub(crate) fn updated(t: &Ticket) -> Option<DateTime<Utc>> {
     t.updated_at.as_deref().and_then(parse_time)
 }
 
