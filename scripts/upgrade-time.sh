@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Times the schema-1 → schema-2 upgrade of the queue file: writes a schema-1 database of N events
+# Times the upgrade of a schema-1 queue file to the current schema: writes a schema-1 database of N events
 # (default 1,000,000, about 2.1 GB; the last 1,000 still waiting), then times `deskbot dead-letters`
 # on it, which opens the store and so upgrades it. As root the page cache is dropped first.
 #   N=1000000 DIR=/var/tmp scripts/upgrade-time.sh
