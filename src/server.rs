@@ -184,8 +184,6 @@ pub async fn run(
     let console = token.map(|token| crate::admin::Console {
         store: store.clone(),
         policy: policy.clone(),
-        rules: cfg.rules.clone(),
-        metrics: metrics.clone(),
         dry_run: cfg.dry_run,
         client: console_client,
         gate: Arc::new(crate::admin::auth::Gate::new(token)),

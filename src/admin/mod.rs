@@ -9,7 +9,6 @@ mod overview;
 mod playground;
 mod views;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::http::{header, HeaderValue};
@@ -18,7 +17,6 @@ use axum::Router;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::config::{Config, Secret};
-use crate::metrics::Metrics;
 use crate::policy::PolicyHandle;
 use crate::queue::store::Store;
 use crate::zendesk::ZendeskClient;
@@ -55,10 +53,6 @@ pub struct Console {
     pub store: Store,
     /// The policies in force.
     pub policy: PolicyHandle,
-    /// Where they were loaded from (the playground starts from their text).
-    pub rules: PathBuf,
-    /// Counters.
-    pub metrics: Metrics,
     /// Whether updates are only logged.
     pub dry_run: bool,
     /// The Zendesk client, for its rate budget.

@@ -92,27 +92,45 @@ fn form_markup(c: &Console, s: &Session, i: &Input) -> Markup {
                     @for n in set.names() { option value=(n) selected[i.policy == n] { (n) } }
                 } }
             }
-            details open[!i.policy_text.is_empty()] {
+            details {
                 summary { "Edit a copy of the policy (nothing is saved)" }
                 textarea.code name="policy_text" rows="24" spellcheck="false" { (i.policy_text) }
-                p.hint { "Leave empty to use the policy as loaded. Paste or edit its text to try a change: its [[test]] blocks run, and the page shows what it decides differently." }
+                p.hint {
+                    "The copy decides the ticket: edit it to try a change. Its [[test]] blocks run, and the page shows what it decides differently from the policy in force. Empty: the policy as loaded. Start from: "
+                    @for n in set.names() {
+                        a href={ "/admin/playground?" (serde_urlencoded::to_string([("policy", &n)]).unwrap_or_default()) } { (n) } " "
+                    }
+                }
             }
             button type="submit" { "Decide" }
         }
     }
 }
 
-/// `GET /admin/playground`.
-pub async fn form(State(c): State<Console>, Extension(s): Extension<Session>) -> Response {
-    let first = c
-        .policy
-        .current()
-        .names()
-        .into_iter()
-        .next()
-        .unwrap_or_default();
+#[derive(Debug, Default, Deserialize)]
+pub struct Start {
+    #[serde(default)]
+    policy: String,
+}
+
+/// `GET /admin/playground[?policy=NAME]`: the form, its copy of the policy taken from that
+/// policy's file (the first policy when none is named).
+pub async fn form(
+    State(c): State<Console>,
+    Extension(s): Extension<Session>,
+    axum::extract::Query(q): axum::extract::Query<Start>,
+) -> Response {
+    let set = c.policy.current();
+    let chosen = set
+        .policies()
+        .iter()
+        .find(|p| p.name() == q.policy)
+        .or_else(|| set.policies().first());
     let input = Input {
-        policy: first,
+        policy: chosen.map(|p| p.name().to_string()).unwrap_or_default(),
+        policy_text: chosen
+            .and_then(|p| std::fs::read_to_string(p.source()).ok())
+            .unwrap_or_default(),
         ..Input::default()
     };
     page("Playground", Some(&s), form_markup(&c, &s, &input)).into_response()

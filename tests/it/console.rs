@@ -505,6 +505,12 @@ async fn the_playground_decides_a_typed_ticket_and_tries_an_edited_copy() {
     let admin = Admin::login(&base(&app), TOKEN).await;
     let (_, form) = admin.get("/admin/playground").await;
     assert!(form.contains("<option value=\"e2e\" selected>"), "{form}");
+    // The copy starts as the policy's file.
+    assert!(
+        form.contains("name = &quot;urgent-subject&quot;"),
+        "the policy text in the form: {form}"
+    );
+    assert!(form.contains("href=\"/admin/playground?policy=e2e\""));
     let r = admin
         .post(
             "/admin/playground",
