@@ -119,6 +119,26 @@ async fn until_shown(c: &Client, url: &str, text: &str) -> Step {
     Err(format!("{text:?} never showed on {url}"))
 }
 
+/// Clicks what `css` finds and waits until the browser has left the page for one whose path and
+/// query end with `then`: the form's answer has arrived, so nothing navigates away mid-flight.
+async fn click_to(c: &Client, css: &str, then: &str) -> Step {
+    let before = wd(c.current_url().await, "url")?;
+    wd(c.find(Locator::Css(css)).await, css)?
+        .click()
+        .await
+        .map_err(|e| format!("click {css}: {e}"))?;
+    for _ in 0..100 {
+        let url = wd(c.current_url().await, "url")?;
+        let at = format!("{}?{}", url.path(), url.query().unwrap_or(""));
+        let at = at.trim_end_matches('?');
+        if at.ends_with(then) && (url != before || at.ends_with("/playground")) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!("after clicking {css}, never reached {then}"))
+}
+
 async fn log_in(c: &Client, base: &str) -> Step {
     wd(c.goto(&format!("{base}/admin")).await, "open the console")?;
     check(
@@ -127,17 +147,7 @@ async fn log_in(c: &Client, base: &str) -> Step {
     )?;
     let field = wd(c.find(Locator::Id("token")).await, "the token field")?;
     wd(field.send_keys(TOKEN).await, "type the token")?;
-    wd(
-        c.find(Locator::Css("form.login button")).await,
-        "the button",
-    )?
-    .click()
-    .await
-    .map_err(|e| format!("log in: {e}"))?;
-    check(
-        wd(c.current_url().await, "url")?.path() == "/admin",
-        "on the overview after login",
-    )?;
+    click_to(c, "form.login button", "/admin").await?;
     let h1 = wd(c.find(Locator::Css("h1")).await, "a heading")?;
     check(
         wd(h1.text().await, "heading")? == "Overview",
@@ -174,13 +184,7 @@ async fn an_admin_sees_an_event_arrive_and_reads_its_evidence() {
             "updated",
         )
         .await?;
-        wd(
-            c.find(Locator::Css("table.activity tbody tr td a")).await,
-            "the event's link",
-        )?
-        .click()
-        .await
-        .map_err(|e| format!("open the event: {e}"))?;
+        click_to(&c, "table.activity tbody tr td a", "/admin/events/1").await?;
         let mark = wd(
             c.find(Locator::Css("a.evidence mark")).await,
             "highlighted evidence",
@@ -223,21 +227,8 @@ async fn an_admin_requeues_a_dead_letter() {
             "/admin/events/",
         )
         .await?;
-        wd(
-            c.find(Locator::Css("table.activity tbody tr td a")).await,
-            "the dead letter",
-        )?
-        .click()
-        .await
-        .map_err(|e| format!("open it: {e}"))?;
-        wd(
-            c.find(Locator::Css("form[action$='/requeue'] button"))
-                .await,
-            "Requeue…",
-        )?
-        .click()
-        .await
-        .map_err(|e| format!("requeue: {e}"))?;
+        click_to(&c, "table.activity tbody tr td a", "/admin/events/1").await?;
+        click_to(&c, "form[action$='/requeue'] button", "/requeue").await?;
         let confirm = wd(
             c.find(Locator::Css("main form button")).await,
             "the confirmation",
@@ -250,7 +241,7 @@ async fn an_admin_requeues_a_dead_letter() {
             count(&app.db, "SELECT COUNT(*) FROM events WHERE state = 'dead'") == 1,
             "not requeued before the answer",
         )?;
-        confirm.click().await.map_err(|e| format!("confirm: {e}"))?;
+        click_to(&c, "main form button", "/admin/activity?ticket=62").await?;
         until_shown(
             &c,
             &format!("{base}/admin/activity?ticket=62"),
@@ -281,13 +272,14 @@ async fn an_author_tries_a_ticket_in_the_playground() {
         )?;
         let subject = wd(c.find(Locator::Id("subject")).await, "subject")?;
         wd(subject.send_keys("URGENT: checkout is down").await, "type")?;
+        click_to(&c, "form.playground > button", "/admin/playground").await?;
         wd(
-            c.find(Locator::Css("form.playground > button")).await,
-            "Decide",
-        )?
-        .click()
-        .await
-        .map_err(|e| format!("decide: {e}"))?;
+            c.wait()
+                .at_most(Duration::from_secs(10))
+                .for_element(Locator::Css("section.result"))
+                .await,
+            "the result",
+        )?;
         let decision = wd(
             c.find(Locator::Css("section.result p.big")).await,
             "the decision",
