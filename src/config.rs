@@ -148,6 +148,9 @@ pub struct ServeArgs {
     /// Failed tries per job before it becomes a dead letter (Zendesk outages and 429s do not count).
     #[arg(long, env = "DESKBOT_MAX_ATTEMPTS", default_value_t = 8)]
     pub max_attempts: u32,
+    /// A PostgreSQL database instead of the SQLite file (not yet usable by `serve`).
+    #[arg(long, env = "DESKBOT_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
     /// The admin console's login token (at least 16 characters). Unset: generated and printed
     /// in the local dry run, the console off otherwise.
     #[arg(long, env = "DESKBOT_ADMIN_TOKEN", hide_env_values = true)]
@@ -336,6 +339,19 @@ impl ZendeskArgs {
 impl Config {
     /// Validates `serve`'s arguments.
     pub fn from_args(args: ServeArgs) -> Result<Config, ConfigError> {
+        match args.database_url.as_deref().map(str::trim) {
+            None | Some("") => {}
+            Some(u) if crate::queue::postgres::is_postgres(u) => {
+                return Err(ConfigError(
+                    "DESKBOT_DATABASE_URL selects PostgreSQL, which `serve` cannot run on yet in this version (`deskbot migrate` prepares its schema); unset it to serve from the SQLite file in DESKBOT_DB".into(),
+                ))
+            }
+            Some(_) => {
+                return Err(ConfigError(
+                    "DESKBOT_DATABASE_URL must be a postgres:// URL; leave it unset to use the SQLite file in DESKBOT_DB".into(),
+                ))
+            }
+        }
         let zendesk = args
             .zendesk
             .resolve()?
@@ -439,6 +455,15 @@ mod tests {
         let mut argv = vec!["deskbot"];
         argv.extend_from_slice(args);
         Config::from_args(Cli::parse_from(argv).serve)
+    }
+
+    #[test]
+    fn a_database_url_is_refused_with_what_to_do() {
+        let e = config(&["--database-url", "postgres://u@127.0.0.1/db"]).unwrap_err();
+        assert!(e.0.contains("cannot run on yet"), "{e}");
+        let e = config(&["--database-url", "mysql://x"]).unwrap_err();
+        assert!(e.0.contains("must be a postgres:// URL"), "{e}");
+        assert!(config(&["--database-url", " "]).is_ok());
     }
 
     #[test]

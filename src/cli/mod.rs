@@ -62,6 +62,12 @@ pub enum Command {
     Backfill(Box<backfill::Args>),
     /// Print the JSON Schema of the policy format (for editor completion).
     Schema,
+    /// Bring a PostgreSQL database's schema up to this version (SQLite files upgrade themselves).
+    Migrate {
+        /// The database: postgres://USER:PASSWORD@HOST:5432/DATABASE (`?sslmode=disable` for no TLS).
+        #[arg(long, env = "DESKBOT_DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+    },
     /// Create (or update) the Zendesk webhook and trigger that send tickets to deskbot.
     Register {
         /// deskbot's public webhook URL, e.g. https://<app>.fly.dev/webhooks/zendesk.
@@ -220,6 +226,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             Ok(false) => return ExitCode::FAILURE,
             Err(e) => Err(e),
         },
+        Command::Migrate { database_url } => migrate(&database_url).await,
         Command::Schema => serde_json::to_string_pretty(&schema::schema())
             .map(|s| println!("{s}"))
             .map_err(anyhow::Error::from),
@@ -238,6 +245,29 @@ pub async fn run(cli: Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `deskbot migrate`: applies the PostgreSQL schema versions this build knows.
+async fn migrate(url: &str) -> anyhow::Result<()> {
+    use crate::queue::postgres;
+    if !postgres::is_postgres(url) {
+        anyhow::bail!(
+            "DESKBOT_DATABASE_URL must be a postgres:// URL; the SQLite file in DESKBOT_DB needs no migrate (it upgrades itself when opened)"
+        );
+    }
+    let mut client = postgres::connect(url).await?;
+    let done = postgres::migrate(&mut client).await?;
+    if done.from == done.to {
+        println!("PostgreSQL schema: already at version {}", done.to);
+    } else {
+        println!(
+            "PostgreSQL schema: version {} → {} ({} applied)",
+            done.from,
+            done.to,
+            done.to - done.from
+        );
+    }
+    Ok(())
 }
 
 fn init(path: &std::path::Path, answers: &init::Answers) -> anyhow::Result<()> {

@@ -3,6 +3,7 @@
 pub mod clocks;
 pub mod console;
 pub mod cursors;
+pub mod postgres;
 pub mod retry;
 pub mod store;
 pub mod tracking;

@@ -13,6 +13,7 @@ mod disk;
 mod drain;
 mod faults;
 mod pipeline;
+mod postgres;
 mod robustness;
 mod signature;
 mod sla;

@@ -1,0 +1,221 @@
+//! PostgreSQL: connecting (TLS through rustls unless the URL says `sslmode=disable`) and the
+//! versioned schema, applied by one instance at a time under an advisory lock. A database whose
+//! schema is newer than this build is refused, never downgraded.
+//!
+//! The tables mirror the SQLite store's (times as epoch milliseconds, so a copy between the two is
+//! a column-for-column move), plus what several instances share: a lease owner per claimed job and
+//! the Zendesk rate budget.
+
+use std::str::FromStr;
+
+use tokio_postgres::{Client, Config};
+
+/// The advisory lock migrations take (any fixed number; "deskbot" in ASCII).
+const MIGRATION_LOCK: i64 = 0x0064_6573_6b62_6f74;
+
+/// Every schema version, in order: (version, SQL). Applied ones are never edited.
+const MIGRATIONS: &[(i32, &str)] = &[(1, SCHEMA_1)];
+
+const SCHEMA_1: &str = "
+CREATE TABLE events (
+    id              BIGSERIAL PRIMARY KEY,
+    dedup_key       TEXT NOT NULL UNIQUE,
+    invocation_key  TEXT UNIQUE,
+    ticket_id       BIGINT NOT NULL,
+    kind            TEXT NOT NULL,
+    payload         TEXT NOT NULL,
+    received_at     BIGINT NOT NULL,
+    state           TEXT NOT NULL DEFAULT 'pending',
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at BIGINT NOT NULL,
+    locked_until    BIGINT,
+    lease_owner     TEXT,
+    leases          INTEGER NOT NULL DEFAULT 0,
+    last_error      TEXT,
+    outcome         TEXT,
+    finished_at     BIGINT,
+    lane            SMALLINT NOT NULL DEFAULT 0,
+    result          TEXT
+);
+CREATE INDEX pending_by_lane ON events (lane, id) WHERE state = 'pending';
+CREATE INDEX pending_by_ticket ON events (ticket_id, id) WHERE state = 'pending';
+CREATE INDEX dead_by_id ON events (id) WHERE state = 'dead';
+CREATE INDEX events_by_ticket ON events (ticket_id, id);
+CREATE INDEX events_by_result ON events (result, id) WHERE result IS NOT NULL;
+CREATE TABLE attempts (
+    event_id    BIGINT NOT NULL,
+    at          BIGINT NOT NULL,
+    error       TEXT NOT NULL
+);
+CREATE INDEX attempts_by_event ON attempts (event_id);
+CREATE TABLE sla_tickets (
+    ticket_id   BIGINT PRIMARY KEY,
+    clocks      TEXT NOT NULL,
+    updated_at  BIGINT NOT NULL
+);
+CREATE TABLE sla_clocks (
+    ticket_id     BIGINT NOT NULL,
+    metric        TEXT NOT NULL,
+    instance      INTEGER NOT NULL,
+    state         TEXT NOT NULL,
+    started_at    BIGINT NOT NULL,
+    target        TEXT,
+    consumed_secs BIGINT NOT NULL,
+    at_risk_at    BIGINT,
+    due_at        BIGINT,
+    fulfilled_at  BIGINT,
+    zone          TEXT NOT NULL,
+    PRIMARY KEY (ticket_id, metric, instance)
+);
+CREATE INDEX open_clocks_by_due ON sla_clocks (due_at) WHERE fulfilled_at IS NULL;
+CREATE TABLE sla_timers (
+    ticket_id  BIGINT NOT NULL,
+    metric     TEXT NOT NULL,
+    instance   INTEGER NOT NULL,
+    kind       TEXT NOT NULL,
+    due_at     BIGINT NOT NULL,
+    PRIMARY KEY (ticket_id, metric, instance, kind)
+);
+CREATE INDEX timers_by_due ON sla_timers (due_at);
+CREATE TABLE cursors (
+    name        TEXT PRIMARY KEY,
+    position    TEXT NOT NULL,
+    updated_at  BIGINT NOT NULL
+);
+CREATE TABLE admin_actions (
+    id          BIGSERIAL PRIMARY KEY,
+    at          BIGINT NOT NULL,
+    source      TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    detail      TEXT NOT NULL
+);
+CREATE TABLE rule_matches (
+    hour        BIGINT NOT NULL,
+    rule        TEXT NOT NULL,
+    n           BIGINT NOT NULL,
+    PRIMARY KEY (hour, rule)
+);
+CREATE TABLE rate_budget (
+    name          TEXT PRIMARY KEY,
+    tat           BIGINT NOT NULL,
+    paused_until  BIGINT NOT NULL DEFAULT 0
+);
+";
+
+/// The newest schema this build knows.
+pub fn latest() -> i32 {
+    MIGRATIONS.last().map_or(0, |(v, _)| *v)
+}
+
+/// Why PostgreSQL could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    /// The URL does not parse.
+    #[error("DESKBOT_DATABASE_URL is not a PostgreSQL URL deskbot can use ({0}); write it as postgres://USER:PASSWORD@HOST:5432/DATABASE")]
+    Url(String),
+    /// The server refused or could not be reached.
+    #[error("PostgreSQL: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    /// The database was migrated by a newer deskbot.
+    #[error("the database's schema is version {found}, newer than this deskbot knows (up to {known}): run the newer deskbot, or point DESKBOT_DATABASE_URL at another database")]
+    Newer {
+        /// The database's version.
+        found: i32,
+        /// This build's newest.
+        known: i32,
+    },
+}
+
+/// Whether `url` names PostgreSQL (`postgres://` or `postgresql://`).
+pub fn is_postgres(url: &str) -> bool {
+    let u = url.trim_start();
+    u.starts_with("postgres://") || u.starts_with("postgresql://")
+}
+
+/// Connects to `url`; the connection is driven on the runtime until the client is dropped.
+pub async fn connect(url: &str) -> Result<Client, PgError> {
+    let config = Config::from_str(url).map_err(|e| PgError::Url(e.to_string()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let tls = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
+    let (client, connection) = config.connect(tls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "PostgreSQL connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// What a migration run found and did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Migrated {
+    /// The version before.
+    pub from: i32,
+    /// The version after.
+    pub to: i32,
+}
+
+/// Brings the schema up to [`latest`], in one transaction under an advisory lock, so instances
+/// starting together apply each migration once and the others wait, then find nothing to do.
+pub async fn migrate(client: &mut Client) -> Result<Migrated, PgError> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS deskbot_schema (
+             version     INTEGER PRIMARY KEY,
+             applied_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+         )",
+    )
+    .await?;
+    let from: i32 = tx
+        .query_one("SELECT COALESCE(MAX(version), 0) FROM deskbot_schema", &[])
+        .await?
+        .get(0);
+    let known = latest();
+    if from > known {
+        return Err(PgError::Newer { found: from, known });
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > from) {
+        tx.batch_execute(sql).await?;
+        tx.execute(
+            "INSERT INTO deskbot_schema (version) VALUES ($1)",
+            &[version],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(Migrated { from, to: known })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_recognised_and_bad_ones_explained() {
+        assert!(is_postgres("postgres://u@h/db"));
+        assert!(is_postgres("postgresql://u@h/db"));
+        assert!(!is_postgres("sqlite:deskbot.db"));
+        let e = Config::from_str("postgres://u@h:notaport/db")
+            .map_err(|e| PgError::Url(e.to_string()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("DESKBOT_DATABASE_URL is not a PostgreSQL URL"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn versions_only_grow() {
+        let versions: Vec<i32> = MIGRATIONS.iter().map(|(v, _)| *v).collect();
+        assert!(versions.windows(2).all(|w| w[1] == w[0] + 1));
+        assert_eq!(versions.first(), Some(&1));
+        assert_eq!(latest(), *versions.last().unwrap());
+    }
+}
