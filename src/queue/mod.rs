@@ -1,5 +1,6 @@
 //! The durable queue (SQLite) and the worker that drains it.
 
+pub mod backend;
 pub mod clocks;
 pub mod console;
 pub mod cursors;

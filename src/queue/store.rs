@@ -173,6 +173,9 @@ pub enum StoreError {
     /// The database thread has stopped.
     #[error("the database thread has stopped")]
     Closed,
+    /// PostgreSQL refused or could not be reached.
+    #[error("database error: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
     /// The file could not be opened.
     #[error("cannot open database {path}: {message}")]
     Open {

@@ -17,5 +17,6 @@ mod postgres;
 mod robustness;
 mod signature;
 mod sla;
+mod store_contract;
 mod support;
 mod tools;

@@ -4,8 +4,8 @@
 
 use deskbot::queue::postgres::{self, Migrated};
 
-/// A fresh database on the test server, or `None` (printed) outside CI without a server.
-async fn database() -> Option<String> {
+/// The test server's URL, or `None` (printed) outside CI without one.
+pub fn server() -> Option<String> {
     let Ok(url) = std::env::var("DESKBOT_TEST_PG_URL") else {
         assert!(
             std::env::var("CI").is_err(),
@@ -14,15 +14,25 @@ async fn database() -> Option<String> {
         eprintln!("SKIPPED: PostgreSQL test without DESKBOT_TEST_PG_URL (scripts/pg-test.sh start makes a server)");
         return None;
     };
-    let admin = postgres::connect(&url).await.expect("the test server");
+    Some(url)
+}
+
+/// A new, empty database on `server`; its URL.
+pub async fn fresh_database(server: &str) -> String {
+    let admin = postgres::connect(server).await.expect("the test server");
     let name = format!("deskbot_t_{}", &deskbot::admin::auth::random_token()[..12]);
     admin
         .batch_execute(&format!("CREATE DATABASE {name}"))
         .await
         .expect("a test database");
-    let (base, query) = url.split_once('?').unwrap_or((&url, ""));
+    let (base, query) = server.split_once('?').unwrap_or((server, ""));
     let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
-    Some(format!("{base}/{name}?{query}"))
+    format!("{base}/{name}?{query}")
+}
+
+/// A fresh database on the test server, or `None` (printed) outside CI without a server.
+async fn database() -> Option<String> {
+    Some(fresh_database(&server()?).await)
 }
 
 #[tokio::test]

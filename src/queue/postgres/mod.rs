@@ -10,6 +10,10 @@ use std::str::FromStr;
 
 use tokio_postgres::{Client, Config};
 
+mod queue;
+
+pub use queue::PgQueue;
+
 /// The advisory lock migrations take (any fixed number; "deskbot" in ASCII).
 const MIGRATION_LOCK: i64 = 0x0064_6573_6b62_6f74;
 
