@@ -2,11 +2,10 @@
 # A throwaway PostgreSQL for the tests, from Debian's packages (installed when missing):
 #   url=$(scripts/pg-test.sh start)   # prints postgres://deskbot@127.0.0.1:PORT/postgres?sslmode=disable
 #   DESKBOT_TEST_PG_URL=$url cargo test
-#   scripts/pg-test.sh stop
-# The cluster lives in $PGTEST_DIR (default /tmp/deskbot-pg), without fsync. initdb refuses to
-# run as root, so as root the server runs as the `postgres` user.
+#   scripts/pg-test.sh stop "$url"
+# Each server has its own port and directory (/tmp/deskbot-pg-PORT), without fsync, so several
+# can run at once. initdb refuses to run as root, so as root the server runs as `postgres`.
 set -euo pipefail
-dir=${PGTEST_DIR:-/tmp/deskbot-pg}
 as_pg=()
 if [ "$(id -u)" -eq 0 ]; then as_pg=(runuser -u postgres --); fi
 bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1; }
@@ -19,11 +18,11 @@ start)
     $sudo apt-get install -y -qq postgresql >&2
   fi
   b=$(bin)
-  if [ -f "$dir/data/postmaster.pid" ]; then "${as_pg[@]}" "$b/pg_ctl" -D "$dir/data" -m immediate stop >&2 || true; fi
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  dir=/tmp/deskbot-pg-$port
   rm -rf "$dir"
   mkdir -p "$dir"
   if [ "$(id -u)" -eq 0 ]; then chown postgres "$dir"; fi
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   "${as_pg[@]}" "$b/initdb" -D "$dir/data" -A trust -U deskbot --no-sync >"$dir/initdb.log"
   "${as_pg[@]}" "$b/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
     -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
@@ -31,12 +30,15 @@ start)
   echo "postgres://deskbot@127.0.0.1:$port/postgres?sslmode=disable"
   ;;
 stop)
+  url=${2:?usage: scripts/pg-test.sh stop URL}
+  port=${url##*:}; port=${port%%/*}
+  dir=/tmp/deskbot-pg-$port
   b=$(bin)
   if [ -n "$b" ] && [ -f "$dir/data/postmaster.pid" ]; then "${as_pg[@]}" "$b/pg_ctl" -D "$dir/data" -m fast stop >&2; fi
   rm -rf "$dir"
   ;;
 *)
-  echo "usage: scripts/pg-test.sh start|stop" >&2
+  echo "usage: scripts/pg-test.sh start | stop URL" >&2
   exit 2
   ;;
 esac
