@@ -54,14 +54,11 @@ pub struct FilterQuery {
 
 /// `2026-11-30T10:00` (a browser's datetime-local, read as UTC) or RFC 3339.
 pub fn instant(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&Utc))
-        .ok()
-        .or_else(|| {
-            NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M")
-                .ok()
-                .map(|n| n.and_utc())
-        })
+    crate::ticket::parse_time(s).or_else(|| {
+        NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M")
+            .ok()
+            .map(|n| n.and_utc())
+    })
 }
 
 impl FilterQuery {

@@ -7,14 +7,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use chrono::{DateTime, Utc};
-use chrono_tz::Tz;
 use maud::{html, Markup};
 use serde::Deserialize;
 
 use super::auth::Session;
 use super::views::{page, problem, when};
 use super::Console;
-use crate::calendar::{describe_in, Calendar};
+use crate::calendar::{describe_in_zone, Calendar};
 use crate::sla::clock::{Pause, State as ClockState, Summary};
 
 /// Clocks listed on the SLA page at most (soonest breach first).
@@ -100,10 +99,6 @@ pub struct SlaQuery {
     show: String,
     #[serde(default)]
     policy: String,
-}
-
-fn local(t: DateTime<Utc>, zone: &str) -> String {
-    describe_in(zone.parse::<Tz>().unwrap_or(Tz::UTC), t)
 }
 
 /// The clock's state as the page shows it (at risk is a running clock past its warning).
@@ -205,7 +200,7 @@ pub async fn sla(
                         td { span class={ "result " (shown_state(k, now)) } { (shown_state(k, now).replace('_', " ")) } }
                         td { (k.target.as_deref().unwrap_or("none")) }
                         td { (k.consumed_secs / 3600) " h " (k.consumed_secs % 3600 / 60) " min" }
-                        td { @match k.due_at { Some(d) => (local(d, &k.zone)), None => "paused" } }
+                        td { @match k.due_at { Some(d) => (describe_in_zone(&k.zone, d)), None => "paused" } }
                         td { (timeline(k, pauses.get(&(k.ticket_id, k.metric.as_str(), k.instance)).map(Vec::as_slice).unwrap_or_default(), now)) }
                     }
                 } }

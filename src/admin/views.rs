@@ -114,10 +114,23 @@ fn login_page(status: StatusCode, guard: &str, message: Option<&str>) -> Respons
     (status, [(header::SET_COOKIE, cookie)], body).into_response()
 }
 
-/// A successful login: the session cookie, and on to the overview.
-fn logged_in(id: &str, headers: &HeaderMap) -> Response {
-    let cookie = auth::session_cookie(id, auth::over_https(headers));
-    ([(header::SET_COOKIE, cookie)], Redirect::to("/admin")).into_response()
+/// A login with `token`: on success the session cookie and on to the overview, else why not.
+fn attempt(
+    c: &Console,
+    token: &str,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: &HeaderMap,
+) -> Response {
+    match c
+        .gate
+        .login(token, auth::peer_ip(peer.as_ref().map(|e| &e.0)))
+    {
+        Ok(id) => {
+            let cookie = auth::session_cookie(&id, auth::over_https(headers));
+            ([(header::SET_COOKIE, cookie)], Redirect::to("/admin")).into_response()
+        }
+        Err(r) => refused(r),
+    }
 }
 
 fn refused(r: Refused) -> Response {
@@ -151,13 +164,7 @@ pub async fn login_form(
     Query(q): Query<LoginQuery>,
 ) -> Response {
     if let Some(token) = q.token {
-        return match c
-            .gate
-            .login(&token, auth::peer_ip(peer.as_ref().map(|e| &e.0)))
-        {
-            Ok(id) => logged_in(&id, &headers),
-            Err(r) => refused(r),
-        };
+        return attempt(&c, &token, peer, &headers);
     }
     login_page(StatusCode::OK, &auth::random_token(), None)
 }
@@ -177,13 +184,7 @@ pub async fn login(
         )
             .into_response();
     }
-    match c
-        .gate
-        .login(&f.token, auth::peer_ip(peer.as_ref().map(|e| &e.0)))
-    {
-        Ok(id) => logged_in(&id, &headers),
-        Err(r) => refused(r),
-    }
+    attempt(&c, &f.token, peer, &headers)
 }
 
 /// `POST /admin/logout`.

@@ -344,24 +344,21 @@ impl<'c> Reader<'c> {
         self.users.extend(page.users.into_iter().map(|u| (u.id, u)));
         self.orgs
             .extend(page.organizations.into_iter().map(|o| (o.id, o)));
-        let missing = |ids: &mut Vec<u64>| {
-            ids.sort_unstable();
-            ids.dedup();
+        // The ids a page names that are not known yet, each once.
+        let unknown = |ids: &mut dyn Iterator<Item = u64>, known: &dyn Fn(&u64) -> bool| {
+            let mut v: Vec<u64> = ids.filter(|id| !known(id)).collect();
+            v.sort_unstable();
+            v.dedup();
+            v
         };
-        let mut want_users: Vec<u64> = page
-            .results
-            .iter()
-            .filter_map(|t| t.requester_id)
-            .filter(|id| !self.users.contains_key(id))
-            .collect();
-        missing(&mut want_users);
-        let mut want_orgs: Vec<u64> = page
-            .results
-            .iter()
-            .filter_map(|t| t.organization_id)
-            .filter(|id| !self.orgs.contains_key(id))
-            .collect();
-        missing(&mut want_orgs);
+        let want_users = unknown(
+            &mut page.results.iter().filter_map(|t| t.requester_id),
+            &|id| self.users.contains_key(id),
+        );
+        let want_orgs = unknown(
+            &mut page.results.iter().filter_map(|t| t.organization_id),
+            &|id| self.orgs.contains_key(id),
+        );
         for ids in want_users.chunks(100) {
             let users = self.read(|c| c.users_many(ids)).await?;
             self.users.extend(users.into_iter().map(|u| (u.id, u)));
@@ -486,12 +483,17 @@ pub(crate) fn updated(t: &Ticket) -> Option<DateTime<Utc>> {
 /// ticket and the change it was read at, so running a backfill again enqueues nothing new until
 /// the ticket changes.
 pub fn job(ticket: &Ticket) -> TicketEvent {
+    job_keyed("backfill", ticket)
+}
+
+/// [`job`], its key starting with `prefix` instead (a re-apply's names the policy version).
+pub(crate) fn job_keyed(prefix: &str, ticket: &Ticket) -> TicketEvent {
     let stamp =
         updated(ticket).map_or_else(|| "unknown".to_string(), |t| t.timestamp().to_string());
     let mut snapshot = ticket.clone();
     snapshot.event = Some(EventKind::new(EventKind::CREATED));
     TicketEvent {
-        dedup_key: format!("backfill:{}:{stamp}", ticket.id),
+        dedup_key: format!("{prefix}:{}:{stamp}", ticket.id),
         source: Source::Backfill,
         ticket_id: ticket.id,
         kind: EventKind::new(EventKind::CREATED),

@@ -6,7 +6,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::catch_up::CatchUpError;
-use super::{job, Pacing, Reader, Selection};
+use super::{job_keyed, Pacing, Reader, Selection};
 use crate::metrics::Metrics;
 use crate::policy::PolicyHandle;
 use crate::queue::store::{NewEvent, Store};
@@ -65,13 +65,9 @@ pub async fn reapply(
             };
             changed += 1;
             info!(ticket = t.id, change = %what.join(", "), policy_version = version, "re-apply: the changed policy decides this open ticket differently");
-            let mut ev = job(&t);
-            ev.dedup_key = ev
-                .dedup_key
-                .replacen("backfill:", &format!("reapply:{version}:"), 1);
             store
                 .enqueue(NewEvent {
-                    event: ev,
+                    event: job_keyed(&format!("reapply:{version}"), &t),
                     invocation_key: None,
                     received_at: now,
                     background: true,

@@ -544,6 +544,12 @@ pub fn describe_in(tz: Tz, t: DateTime<Utc>) -> String {
         .to_string()
 }
 
+/// `t` as a person reads it in the zone named `zone` (an IANA name, as SLA clocks keep it), or
+/// in UTC when the name is unknown.
+pub fn describe_in_zone(zone: &str, t: DateTime<Utc>) -> String {
+    describe_in(zone.parse::<Tz>().unwrap_or(Tz::UTC), t)
+}
+
 /// A test calendar: `timezone`, open `hours` (`"09:00-17:00"`) Monday to Friday, no holidays.
 #[cfg(test)]
 pub(crate) fn weekdays(timezone: &str, hours: &str) -> Calendar {

@@ -3,18 +3,12 @@
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
-use chrono_tz::Tz;
 
-use crate::calendar::describe_in;
+use crate::calendar::describe_in_zone;
 use crate::config::LogFormat;
 use crate::queue::store::Store;
 use crate::sla::clock::{State, Summary};
 use crate::telemetry;
-
-/// `t` as people in `zone` read it (`Mon 30 Nov, 12:00 PST`), or UTC when the zone is unknown.
-fn local(t: DateTime<Utc>, zone: &str) -> String {
-    describe_in(zone.parse::<Tz>().unwrap_or(Tz::UTC), t)
-}
 
 /// `3 h 05 min` of consumed time.
 fn hours(secs: i64) -> String {
@@ -27,9 +21,9 @@ fn row(s: &Summary, now: DateTime<Utc>) -> String {
     let at_risk = s.state == State::Active && s.at_risk_at.is_some_and(|r| r <= now);
     let state = if at_risk { "at risk" } else { s.state.as_str() };
     let due = match (s.state, s.due_at, s.fulfilled_at) {
-        (State::Fulfilled, _, Some(f)) => format!("fulfilled {}", local(f, &s.zone)),
+        (State::Fulfilled, _, Some(f)) => format!("fulfilled {}", describe_in_zone(&s.zone, f)),
         (State::Paused, None, _) => "paused: no due time".to_string(),
-        (_, Some(d), _) => local(d, &s.zone),
+        (_, Some(d), _) => describe_in_zone(&s.zone, d),
         (_, None, _) => "no target".to_string(),
     };
     format!(
@@ -111,7 +105,7 @@ mod tests {
             "       501  first_response    1  at risk    3 business hours        2 h 35 min  Mon 30 Nov, 12:00 PST"
         );
         assert_eq!(
-            local(t("2026-11-30T20:00:00Z"), "Nowhere/Land"),
+            describe_in_zone("Nowhere/Land", t("2026-11-30T20:00:00Z")),
             "Mon 30 Nov, 20:00 UTC"
         );
     }

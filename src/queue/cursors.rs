@@ -8,10 +8,14 @@ use super::store::{Store, StoreError};
 
 impl Store {
     /// When the newest job was queued: the last moment deskbot is known to have been listening.
+    /// Read from the last row by key (ids grow with time), not `MAX(received_at)`, which scans
+    /// every job: the catch-up asks this every minute.
     pub async fn newest_received(&self) -> Result<Option<chrono::DateTime<Utc>>, StoreError> {
         self.call(|c| {
-            let millis: Option<i64> =
-                c.query_row("SELECT MAX(received_at) FROM events", [], |r| r.get(0))?;
+            let millis: Option<i64> = c
+                .prepare_cached("SELECT received_at FROM events ORDER BY id DESC LIMIT 1")?
+                .query_row([], |r| r.get(0))
+                .optional()?;
             Ok(millis.and_then(chrono::DateTime::from_timestamp_millis))
         })
         .await

@@ -636,17 +636,16 @@ impl Worker {
                 if update::apply(&mut after, &decision) {
                     notes.extend(decision.note.clone());
                 }
-                if let (Some(p), Source::Backfill) = (policy, ev.source) {
-                    match self.backfill_clocks(p, &mut clocks, &after, now).await {
-                        Ok(e) => effects.extend(e),
-                        Err(f) => {
-                            failed = Some(f);
-                            break;
-                        }
-                    }
-                }
                 if let Some(p) = policy {
-                    if ev.source != Source::Backfill {
+                    if ev.source == Source::Backfill {
+                        match self.backfill_clocks(p, &mut clocks, &after, now).await {
+                            Ok(e) => effects.extend(e),
+                            Err(f) => {
+                                failed = Some(f);
+                                break;
+                            }
+                        }
+                    } else {
                         // The ticket as read is the authority on its creation, before the payload.
                         effects.extend(tracking::ensure_started(p, &mut clocks, &after));
                         effects.extend(tracking::apply_event(p, &mut clocks, ev, now));

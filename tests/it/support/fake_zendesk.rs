@@ -306,6 +306,30 @@ fn record(
     });
 }
 
+/// A GET's scripted failure, or a 404 when ticket `id` does not exist; each recorded.
+fn refuse_get(
+    st: &mut FakeState,
+    path: &str,
+    headers: &HeaderMap,
+    id: Option<u64>,
+) -> Option<Response> {
+    if let Some(s) = scripted(st, &Method::GET) {
+        record(st, Method::GET, path.to_string(), headers, None, s.status);
+        return Some(error_response(&s));
+    }
+    if id.is_some_and(|id| st.tickets.contains_key(&id)) {
+        return None;
+    }
+    record(st, Method::GET, path.to_string(), headers, None, 404);
+    Some(
+        (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"error": "RecordNotFound"})),
+        )
+            .into_response(),
+    )
+}
+
 fn error_response(s: &Scripted) -> Response {
     let mut r = (
         StatusCode::from_u16(s.status).unwrap(),
@@ -325,18 +349,13 @@ async fn show_ticket(
 ) -> Response {
     let path = format!("/api/v2/tickets/{file}");
     let mut st = state.lock().unwrap();
-    if let Some(s) = scripted(&mut st, &Method::GET) {
-        record(&mut st, Method::GET, path, &headers, None, s.status);
-        return error_response(&s);
+    let id = ticket_id(&file);
+    if let Some(refused) = refuse_get(&mut st, &path, &headers, id) {
+        return refused;
     }
-    let Some(ticket) = ticket_id(&file).and_then(|id| st.tickets.get(&id).cloned()) else {
-        record(&mut st, Method::GET, path, &headers, None, 404);
-        return (
-            StatusCode::NOT_FOUND,
-            axum::Json(json!({"error": "RecordNotFound"})),
-        )
-            .into_response();
-    };
+    let ticket = id
+        .and_then(|id| st.tickets.get(&id).cloned())
+        .expect("refuse_get answered for a missing ticket");
     let users: Vec<Value> = ticket["requester_id"]
         .as_u64()
         .and_then(|rid| st.users.get(&rid).cloned())
@@ -385,17 +404,8 @@ async fn list_comments(
 ) -> Response {
     let path = uri.to_string();
     let mut st = state.lock().unwrap();
-    if let Some(s) = scripted(&mut st, &Method::GET) {
-        record(&mut st, Method::GET, path, &headers, None, s.status);
-        return error_response(&s);
-    }
-    if !st.tickets.contains_key(&id) {
-        record(&mut st, Method::GET, path, &headers, None, 404);
-        return (
-            StatusCode::NOT_FOUND,
-            axum::Json(json!({"error": "RecordNotFound"})),
-        )
-            .into_response();
+    if let Some(refused) = refuse_get(&mut st, &path, &headers, Some(id)) {
+        return refused;
     }
     let mut comments = st.comments.get(&id).cloned().unwrap_or_default();
     if uri.query().is_some_and(|q| q.contains("sort_order=desc")) {
@@ -421,17 +431,8 @@ async fn list_audits(
     let q = query_of(&uri);
     let path = format!("/api/v2/tickets/{id}/audits.json");
     let mut st = state.lock().unwrap();
-    if let Some(s) = scripted(&mut st, &Method::GET) {
-        record(&mut st, Method::GET, path, &headers, None, s.status);
-        return error_response(&s);
-    }
-    if !st.tickets.contains_key(&id) {
-        record(&mut st, Method::GET, path, &headers, None, 404);
-        return (
-            StatusCode::NOT_FOUND,
-            axum::Json(json!({"error": "RecordNotFound"})),
-        )
-            .into_response();
+    if let Some(refused) = refuse_get(&mut st, &path, &headers, Some(id)) {
+        return refused;
     }
     let size: usize = q
         .get("page[size]")
