@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 use serde_json::Value;
 
-use super::store::{Store, StoreError};
+use super::store::{Store, StoreError, REQUEUE_DEAD};
 
 /// Rows on one activity page.
 pub const PAGE: usize = 50;
@@ -270,11 +270,7 @@ impl Store {
                 let tx = c.transaction()?;
                 let mut n = 0;
                 {
-                    let mut dead = tx.prepare_cached(
-                        "UPDATE events SET state = 'pending', attempts = 0, next_attempt_at = ?2,
-                                locked_until = NULL, finished_at = NULL, result = NULL
-                         WHERE id = ?1 AND state = 'dead'",
-                    )?;
+                    let mut dead = tx.prepare_cached(REQUEUE_DEAD)?;
                     let mut again = tx.prepare_cached(
                         "INSERT OR IGNORE INTO events
                              (dedup_key, ticket_id, kind, payload, received_at, next_attempt_at, lane)
@@ -282,7 +278,7 @@ impl Store {
                          FROM events WHERE id = ?1 AND state = 'done'",
                     )?;
                     for id in &ids {
-                        n += dead.execute(params![id, at])?;
+                        n += dead.execute(params![at, id])?;
                         n += again.execute(params![id, at])?;
                     }
                 }

@@ -153,6 +153,13 @@ const NEXT_DUE: &str = "SELECT MIN(MAX(next_attempt_at, COALESCE(locked_until, 0
       AND NOT EXISTS (SELECT 1 FROM events p
                       WHERE p.state = 'pending' AND p.ticket_id = e.ticket_id AND p.id < e.id)";
 
+/// Dead letters back in the queue from their first attempt, their result cleared: `?1` the time,
+/// `?2` one job's id, or NULL for every dead letter. The CLI and the console both requeue so.
+pub(crate) const REQUEUE_DEAD: &str =
+    "UPDATE events SET state = 'pending', attempts = 0, next_attempt_at = ?1,
+            locked_until = NULL, finished_at = NULL, result = NULL
+     WHERE state = 'dead' AND (?2 IS NULL OR id = ?2)";
+
 /// A database failure.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -578,15 +585,8 @@ impl Store {
     /// Puts dead letters back in the queue (all when `id` is `None`); returns how many.
     pub async fn requeue(&self, id: Option<i64>, now: DateTime<Utc>) -> Result<usize, StoreError> {
         let at = now.timestamp_millis();
-        self.call(move |c| {
-            Ok(c.execute(
-                "UPDATE events SET state = 'pending', attempts = 0, next_attempt_at = ?1,
-                        locked_until = NULL, finished_at = NULL
-                 WHERE state = 'dead' AND (?2 IS NULL OR id = ?2)",
-                params![at, id],
-            )?)
-        })
-        .await
+        self.call(move |c| Ok(c.execute(REQUEUE_DEAD, params![at, id])?))
+            .await
     }
 
     /// Takes and releases the write lock: fails when the file cannot be written (read-only, full, locked).
@@ -1086,6 +1086,12 @@ mod tests {
         assert_eq!(dead[0].last_error.as_deref(), Some("Zendesk answered 422"));
         assert_eq!(s.requeue(None, now).await.unwrap(), 1);
         assert_eq!(s.stats(now).await.unwrap().dead_letters, 0);
+        // Waiting again, it no longer counts among the dead in the console's result filter.
+        let dead_filter = crate::queue::console::ActivityFilter {
+            result: Some("dead".into()),
+            ..Default::default()
+        };
+        assert_eq!(s.count_matching(dead_filter).await.unwrap(), 0);
         assert_eq!(
             claim_one(&s, now, Duration::from_secs(1))
                 .await
