@@ -80,6 +80,7 @@ fn config(dir: &std::path::Path) -> Config {
         rules,
         listen: "127.0.0.1:0".parse().expect("addr"),
         db: dir.join("deskbot.db"),
+        database_url: None,
         verification: Verification::Skip,
         signature_tolerance_secs: 300,
         zendesk: None,

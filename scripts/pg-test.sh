@@ -25,7 +25,7 @@ start)
   if [ "$(id -u)" -eq 0 ]; then chown postgres "$dir"; fi
   "${as_pg[@]}" "$b/initdb" -D "$dir/data" -A trust -U deskbot --no-sync >"$dir/initdb.log"
   "${as_pg[@]}" "$b/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
-    -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
+    -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=500" \
     start >&2
   echo "postgres://deskbot@127.0.0.1:$port/postgres?sslmode=disable"
   ;;

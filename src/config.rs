@@ -233,8 +233,10 @@ pub struct Config {
     pub rules: PathBuf,
     /// Listen address.
     pub listen: SocketAddr,
-    /// SQLite file.
+    /// SQLite file (when `database_url` is not set).
     pub db: PathBuf,
+    /// PostgreSQL (`postgres://…`): the queue lives there instead, shared by every instance.
+    pub database_url: Option<Secret>,
     /// Webhook authentication.
     pub verification: Verification,
     /// Allowed timestamp skew, in seconds.
@@ -339,19 +341,15 @@ impl ZendeskArgs {
 impl Config {
     /// Validates `serve`'s arguments.
     pub fn from_args(args: ServeArgs) -> Result<Config, ConfigError> {
-        match args.database_url.as_deref().map(str::trim) {
-            None | Some("") => {}
-            Some(u) if crate::queue::postgres::is_postgres(u) => {
-                return Err(ConfigError(
-                    "DESKBOT_DATABASE_URL selects PostgreSQL, which `serve` cannot run on yet in this version (`deskbot migrate` prepares its schema); unset it to serve from the SQLite file in DESKBOT_DB".into(),
-                ))
-            }
+        let database_url = match args.database_url.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(u) if crate::queue::postgres::is_postgres(u) => Some(Secret::new(u)),
             Some(_) => {
                 return Err(ConfigError(
                     "DESKBOT_DATABASE_URL must be a postgres:// URL; leave it unset to use the SQLite file in DESKBOT_DB".into(),
                 ))
             }
-        }
+        };
         let zendesk = args
             .zendesk
             .resolve()?
@@ -404,6 +402,7 @@ impl Config {
             rules: args.rules,
             listen: args.listen,
             db: args.db,
+            database_url,
             verification,
             signature_tolerance_secs: args.signature_tolerance_secs,
             zendesk,
@@ -458,12 +457,16 @@ mod tests {
     }
 
     #[test]
-    fn a_database_url_is_refused_with_what_to_do() {
-        let e = config(&["--database-url", "postgres://u@127.0.0.1/db"]).unwrap_err();
-        assert!(e.0.contains("cannot run on yet"), "{e}");
+    fn a_database_url_selects_postgres_and_stays_out_of_logs() {
+        let c = config(&["--database-url", "postgres://u:hunter2@127.0.0.1/db"]).unwrap();
+        assert_eq!(
+            c.database_url.as_ref().map(Secret::expose),
+            Some("postgres://u:hunter2@127.0.0.1/db")
+        );
+        assert!(!format!("{c:?}").contains("hunter2"));
         let e = config(&["--database-url", "mysql://x"]).unwrap_err();
         assert!(e.0.contains("must be a postgres:// URL"), "{e}");
-        assert!(config(&["--database-url", " "]).is_ok());
+        assert_eq!(config(&["--database-url", " "]).unwrap().database_url, None);
     }
 
     #[test]

@@ -40,6 +40,9 @@ pub enum ServeError {
     /// The database did not open.
     #[error(transparent)]
     Store(#[from] crate::queue::store::StoreError),
+    /// PostgreSQL could not be used.
+    #[error(transparent)]
+    Postgres(#[from] crate::queue::postgres::PgError),
     /// The HTTP client could not be built.
     #[error("cannot build the Zendesk client: {0}")]
     Client(#[from] reqwest::Error),
@@ -78,12 +81,27 @@ pub async fn run(
     }
     info!(policies = ?set.names(), rules = set.rule_count(), path = %cfg.rules.display(), "policies loaded");
     let policy = PolicyHandle::new(set);
-    let store = Store::open(&cfg.db)?;
+    let store = match &cfg.database_url {
+        Some(url) => {
+            let store = Store::connect(url.expose()).await?;
+            info!("queue in PostgreSQL (schema up to date); other instances may share it");
+            store
+        }
+        None => {
+            let store = Store::open(&cfg.db)?;
+            info!(path = %cfg.db.display(), "queue in SQLite");
+            store
+        }
+    };
     let metrics = Metrics::new();
     let client = match &cfg.zendesk {
         Some(z) => ZendeskClient::new(z, metrics.clone())?,
         None => None,
     };
+    if let (Some(c), Some(budget)) = (&client, store.shared_budget()) {
+        c.share_budget(budget);
+        info!("Zendesk rate budget shared with the other instances through PostgreSQL");
+    }
     let verifier = match &cfg.verification {
         Verification::Skip => {
             warn!("DESKBOT_INSECURE_SKIP_VERIFY is set: webhook signatures are NOT checked");
@@ -255,6 +273,7 @@ async fn healthz(State(st): State<OpsState>) -> Response {
         Ok((stats, clocks)) => Json(json!({
             "status": "ok",
             "dry_run": st.dry_run,
+            "database": {"backend": st.store.kind(), "ok": true},
             "policy": policy,
             "queue": stats,
             "sla": clocks,
@@ -265,6 +284,7 @@ async fn healthz(State(st): State<OpsState>) -> Response {
             Json(json!({
                 "status": "unavailable",
                 "dry_run": st.dry_run,
+                "database": {"backend": st.store.kind(), "ok": false, "error": e.to_string()},
                 "policy": policy,
                 "queue": null,
                 "error": e.to_string(),

@@ -68,6 +68,11 @@ pub enum Command {
         #[arg(long, env = "DESKBOT_DATABASE_URL", hide_env_values = true)]
         database_url: String,
     },
+    /// Move a deployment between databases.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
     /// Create (or update) the Zendesk webhook and trigger that send tickets to deskbot.
     Register {
         /// deskbot's public webhook URL, e.g. https://<app>.fly.dev/webhooks/zendesk.
@@ -227,6 +232,9 @@ pub async fn run(cli: Cli) -> ExitCode {
             Err(e) => Err(e),
         },
         Command::Migrate { database_url } => migrate(&database_url).await,
+        Command::Db {
+            command: DbCommand::Copy { from, to },
+        } => db_copy(&from, &to).await,
         Command::Schema => serde_json::to_string_pretty(&schema::schema())
             .map(|s| println!("{s}"))
             .map_err(anyhow::Error::from),
@@ -245,6 +253,54 @@ pub async fn run(cli: Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `deskbot db` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum DbCommand {
+    /// Copy a stopped SQLite deployment (every job, waiting ones included, the SLA clocks and
+    /// timers, kept positions, the console's log) into an empty PostgreSQL database.
+    Copy {
+        /// The SQLite file: sqlite:deskbot.db (or just its path).
+        #[arg(long)]
+        from: String,
+        /// The PostgreSQL database: postgres://USER:PASSWORD@HOST:5432/DATABASE.
+        #[arg(long, env = "DESKBOT_DATABASE_URL", hide_env_values = true)]
+        to: String,
+    },
+}
+
+/// `deskbot db copy`: moves a SQLite deployment into PostgreSQL.
+async fn db_copy(from: &str, to: &str) -> anyhow::Result<()> {
+    use crate::queue::postgres;
+    let path = std::path::Path::new(
+        from.strip_prefix("sqlite://")
+            .or_else(|| from.strip_prefix("sqlite:"))
+            .unwrap_or(from),
+    );
+    if postgres::is_postgres(from) {
+        anyhow::bail!("--from must be the SQLite file (sqlite:deskbot.db); copying from PostgreSQL is not supported");
+    }
+    if !path.is_file() {
+        anyhow::bail!(
+            "--from {}: no such SQLite file (give the DESKBOT_DB of the deployment to move, e.g. sqlite:/data/deskbot.db)",
+            path.display()
+        );
+    }
+    if !postgres::is_postgres(to) {
+        anyhow::bail!("--to must be a postgres:// URL (the database the instances will share)");
+    }
+    let store = crate::queue::store::Store::connect(to).await?;
+    let copied = crate::queue::copy::sqlite_to_postgres(path, &store).await?;
+    for (table, rows) in &copied.tables {
+        println!("{table:>14}: {rows} rows");
+    }
+    println!(
+        "copied {} into PostgreSQL; {} jobs waiting will be done by the first instance started with DESKBOT_DATABASE_URL set. Do not start deskbot on the file again: its jobs now live in PostgreSQL.",
+        path.display(),
+        copied.pending
+    );
+    Ok(())
 }
 
 /// `deskbot migrate`: applies the PostgreSQL schema versions this build knows.

@@ -93,7 +93,69 @@ pub(crate) fn write_clocks(
     Ok(())
 }
 
-fn ms(t: Option<DateTime<Utc>>) -> Option<i64> {
+/// The job a due timer row becomes; `None` for a row this build cannot read (written by hand or
+/// by a newer deskbot), which is dropped rather than retried forever.
+pub(crate) fn timer_event(
+    ticket: i64,
+    metric: &str,
+    instance: u32,
+    kind: &str,
+    at: i64,
+) -> Option<TicketEvent> {
+    Some(TicketEvent::timer(
+        ticket as u64,
+        Timer {
+            at: DateTime::from_timestamp_millis(at)?,
+            metric: Metric::parse(metric)?,
+            instance,
+            kind: TimerKind::parse(kind)?,
+        },
+    ))
+}
+
+/// One `sla_clocks` row as read from either database.
+pub(crate) struct SummaryColumns {
+    pub ticket: i64,
+    pub metric: String,
+    pub instance: u32,
+    pub state: String,
+    pub started: i64,
+    pub target: Option<String>,
+    pub consumed_secs: i64,
+    pub at_risk: Option<i64>,
+    pub due: Option<i64>,
+    pub fulfilled: Option<i64>,
+    pub zone: String,
+}
+
+/// A clock's summary at `now_ms` from its stored row; the error says what is unreadable.
+pub(crate) fn summary(c: SummaryColumns, now_ms: i64) -> Result<Summary, String> {
+    let tid = c.ticket;
+    let metric = Metric::parse(&c.metric)
+        .ok_or_else(|| format!("SLA clock row of ticket {tid}: unknown metric"))?;
+    // The stored state is as of the last event; a due instant since passed means breached.
+    let state = match State::parse(&c.state) {
+        Some(s @ (State::Fulfilled | State::Breached)) => s,
+        _ if c.due.is_some_and(|d| d <= now_ms) => State::Breached,
+        stored => stored.unwrap_or(State::Active),
+    };
+    Ok(Summary {
+        ticket_id: tid as u64,
+        metric,
+        instance: c.instance,
+        state,
+        started_at: time(Some(c.started))
+            .ok_or_else(|| format!("SLA clock row of ticket {tid}: bad start"))?,
+        target: c.target,
+        consumed_secs: c.consumed_secs,
+        at_risk_at: time(c.at_risk),
+        due_at: time(c.due),
+        fulfilled_at: time(c.fulfilled),
+        zone: c.zone,
+    })
+}
+
+pub(crate) fn ms(t: Option<DateTime<Utc>>) -> Option<i64> {
     t.map(|t| t.timestamp_millis())
 }
 
@@ -104,6 +166,9 @@ fn time(ms: Option<i64>) -> Option<DateTime<Utc>> {
 impl Store {
     /// A ticket's clocks, if it has any.
     pub async fn clocks(&self, ticket_id: u64) -> Result<Option<TicketClocks>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.clocks(ticket_id).await;
+        }
         self.call(move |c| {
             let json: Option<String> = c
                 .prepare_cached("SELECT clocks FROM sla_tickets WHERE ticket_id = ?1")?
@@ -122,6 +187,9 @@ impl Store {
 
     /// Forgets a ticket's clocks and timers (the ticket is gone).
     pub async fn forget_clocks(&self, ticket_id: u64) -> Result<(), StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.forget_clocks(ticket_id).await;
+        }
         self.call(move |c| {
             let tx = c.transaction()?;
             for table in ["sla_tickets", "sla_clocks", "sla_timers"] {
@@ -140,6 +208,13 @@ impl Store {
     /// write lock first, so two processes sharing the file cannot both take one timer. Returns
     /// how many jobs were queued.
     pub async fn promote_timers(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        if let Some(pg) = self.pg() {
+            let n = pg.promote_timers(now).await?;
+            if n > 0 {
+                self.wake();
+            }
+            return Ok(n);
+        }
         let now_ms = now.timestamp_millis();
         let queued = self
             .call(move |c| {
@@ -175,24 +250,9 @@ impl Store {
                     )?;
                     for (ticket, metric, instance, kind, at) in rows {
                         delete.execute(params![ticket, metric, instance, kind])?;
-                        // A row this build cannot read (written by hand or by a newer deskbot)
-                        // is dropped rather than retried forever.
-                        let (Some(metric), Some(kind), Some(at)) = (
-                            Metric::parse(&metric),
-                            TimerKind::parse(&kind),
-                            DateTime::from_timestamp_millis(at),
-                        ) else {
+                        let Some(event) = timer_event(ticket, &metric, instance, &kind, at) else {
                             continue;
                         };
-                        let event = TicketEvent::timer(
-                            ticket as u64,
-                            Timer {
-                                at,
-                                metric,
-                                instance,
-                                kind,
-                            },
-                        );
                         let payload = serde_json::to_string(&event)
                             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
                         queued += insert.execute(params![
@@ -220,6 +280,9 @@ impl Store {
         ticket: Option<u64>,
         now: DateTime<Utc>,
     ) -> Result<Vec<Summary>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.list_clocks(ticket, now).await;
+        }
         let now_ms = now.timestamp_millis();
         self.call(move |c| {
             let mut stmt = c.prepare_cached(
@@ -230,35 +293,28 @@ impl Store {
                  ORDER BY due_at IS NULL, due_at, ticket_id, metric, instance",
             )?;
             let rows = stmt.query_map([ticket.map(|t| t as i64)], |r| {
-                let tid: i64 = r.get(0)?;
-                let corrupt = |col: usize, what: &str| {
+                summary(
+                    SummaryColumns {
+                        ticket: r.get(0)?,
+                        metric: r.get(1)?,
+                        instance: r.get(2)?,
+                        state: r.get(3)?,
+                        started: r.get(4)?,
+                        target: r.get(5)?,
+                        consumed_secs: r.get(6)?,
+                        at_risk: r.get(7)?,
+                        due: r.get(8)?,
+                        fulfilled: r.get(9)?,
+                        zone: r.get(10)?,
+                    },
+                    now_ms,
+                )
+                .map_err(|e| {
                     rusqlite::Error::FromSqlConversionFailure(
-                        col,
+                        1,
                         rusqlite::types::Type::Text,
-                        format!("SLA clock row of ticket {tid}: {what}").into(),
+                        e.into(),
                     )
-                };
-                let metric = Metric::parse(&r.get::<_, String>(1)?)
-                    .ok_or_else(|| corrupt(1, "unknown metric"))?;
-                let due: Option<i64> = r.get(8)?;
-                // The stored state is as of the last event; a due instant since passed means breached.
-                let state = match State::parse(&r.get::<_, String>(3)?) {
-                    Some(s @ (State::Fulfilled | State::Breached)) => s,
-                    _ if due.is_some_and(|d| d <= now_ms) => State::Breached,
-                    stored => stored.unwrap_or(State::Active),
-                };
-                Ok(Summary {
-                    ticket_id: tid as u64,
-                    metric,
-                    instance: r.get(2)?,
-                    state,
-                    started_at: time(Some(r.get(4)?)).ok_or_else(|| corrupt(4, "bad start"))?,
-                    target: r.get(5)?,
-                    consumed_secs: r.get(6)?,
-                    at_risk_at: time(r.get(7)?),
-                    due_at: time(due),
-                    fulfilled_at: time(r.get(9)?),
-                    zone: r.get(10)?,
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -268,6 +324,9 @@ impl Store {
 
     /// Clock and timer counts at `now`.
     pub async fn clock_counts(&self, now: DateTime<Utc>) -> Result<ClockCounts, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.clock_counts(now).await;
+        }
         let now_ms = now.timestamp_millis();
         self.call(move |c| {
             let counts = c
@@ -344,9 +403,12 @@ mod tests {
 
     #[tokio::test]
     async fn clocks_and_timers_round_trip_and_timers_become_jobs_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("q.db");
-        let store = Store::open(&path).unwrap();
+        for (_, store, other) in crate::queue::postgres::testing::backends().await.pairs {
+            round_trip_and_fire_once(store, other).await;
+        }
+    }
+
+    async fn round_trip_and_fire_once(store: Store, other: Store) {
         let tc = saved(&store, 7, "2026-11-30T09:00:00-08:00").await;
         assert_eq!(store.clocks(7).await.unwrap(), Some(tc));
         assert_eq!(store.clocks(8).await.unwrap(), None);
@@ -393,8 +455,8 @@ mod tests {
             }
         );
 
-        // Two processes on one file: each promotes; the timer becomes one job.
-        let other = Store::open(&path).unwrap();
+        // Two processes on one file (or instances on one database): each promotes; the timer
+        // becomes one job.
         let now = t("2026-11-30T12:00:00-08:00");
         let (a, b) = tokio::join!(store.promote_timers(now), other.promote_timers(now));
         assert_eq!(a.unwrap() + b.unwrap(), 2, "at risk and breach, once each");

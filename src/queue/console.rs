@@ -87,32 +87,58 @@ pub struct AdminAction {
     pub detail: String,
 }
 
-fn time(ms: i64) -> DateTime<Utc> {
+pub(crate) fn time(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
-const COLUMNS: &str =
+pub(crate) const COLUMNS: &str =
     "id, received_at, ticket_id, kind, state, outcome, attempts, finished_at, result";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ActivityRow> {
-    let received: i64 = r.get(1)?;
-    let state: String = r.get(4)?;
-    let outcome: Option<String> = r.get(5)?;
-    let finished: Option<i64> = r.get(7)?;
-    let result: Option<String> = r.get(8)?;
-    let outcome = outcome
+    Ok(activity_row(Columns {
+        id: r.get(0)?,
+        received: r.get(1)?,
+        ticket: r.get(2)?,
+        kind: r.get(3)?,
+        state: r.get(4)?,
+        outcome: r.get(5)?,
+        attempts: r.get(6)?,
+        finished: r.get(7)?,
+        result: r.get(8)?,
+    }))
+}
+
+/// The [`COLUMNS`] of one job as read from either database.
+pub(crate) struct Columns {
+    pub id: i64,
+    pub received: i64,
+    pub ticket: i64,
+    pub kind: String,
+    pub state: String,
+    pub outcome: Option<String>,
+    pub attempts: u32,
+    pub finished: Option<i64>,
+    pub result: Option<String>,
+}
+
+/// One activity row from its stored columns.
+pub(crate) fn activity_row(c: Columns) -> ActivityRow {
+    let outcome = c
+        .outcome
         .as_deref()
         .and_then(|o| serde_json::from_str::<Value>(o).ok())
         .unwrap_or(Value::Null);
     let decision = &outcome["decision"];
     // Jobs finished before schema 5 have no `result` column value; their outcome says it.
-    let result = result.or_else(|| outcome["result"].as_str().map(str::to_string));
-    Ok(ActivityRow {
-        id: r.get(0)?,
-        received_at: time(received),
-        ticket_id: r.get::<_, i64>(2)? as u64,
-        kind: r.get(3)?,
-        result: match (state.as_str(), result) {
+    let result = c
+        .result
+        .or_else(|| outcome["result"].as_str().map(str::to_string));
+    ActivityRow {
+        id: c.id,
+        received_at: time(c.received),
+        ticket_id: c.ticket as u64,
+        kind: c.kind,
+        result: match (c.state.as_str(), result) {
             ("pending", _) => "queued".to_string(),
             (_, Some(r)) => r,
             (s, None) => s.to_string(),
@@ -126,9 +152,9 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ActivityRow> {
                     .collect()
             })
             .unwrap_or_default(),
-        latency_ms: finished.map(|f| f - received),
-        attempts: r.get(6)?,
-    })
+        latency_ms: c.finished.map(|f| f - c.received),
+        attempts: c.attempts,
+    }
 }
 
 /// The smallest job id received at or after `t` (ids grow with time): a time bound becomes an id
@@ -198,6 +224,9 @@ fn conditions(
 impl Store {
     /// One page of jobs matching `f`, newest first ([`PAGE`] at most).
     pub async fn activity(&self, f: ActivityFilter) -> Result<Vec<ActivityRow>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.activity(f).await;
+        }
         self.call(move |c| {
             let (cond, args) = conditions(c, &f)?;
             let sql =
@@ -211,6 +240,9 @@ impl Store {
 
     /// How many jobs match `f` (for a bulk requeue's confirmation).
     pub async fn count_matching(&self, f: ActivityFilter) -> Result<usize, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.count_matching(f).await;
+        }
         self.call(move |c| {
             let (cond, args) = conditions(c, &f)?;
             let n: i64 = c.query_row(
@@ -225,6 +257,9 @@ impl Store {
 
     /// One job whole, with its failed tries.
     pub async fn event_detail(&self, id: i64) -> Result<Option<EventDetail>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.event_detail(id).await;
+        }
         self.call(move |c| {
             let found = c
                 .query_row(
@@ -264,6 +299,13 @@ impl Store {
         ids: Vec<i64>,
         now: DateTime<Utc>,
     ) -> Result<usize, StoreError> {
+        if let Some(pg) = self.pg() {
+            let n = pg.requeue_jobs(ids, now).await?;
+            if n > 0 {
+                self.wake();
+            }
+            return Ok(n);
+        }
         let at = now.timestamp_millis();
         let n = self
             .call(move |c| {
@@ -294,6 +336,9 @@ impl Store {
 
     /// The ids of the jobs matching `f`, newest first, at most [`MAX_BULK`].
     pub async fn matching_ids(&self, f: ActivityFilter) -> Result<Vec<i64>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.matching_ids(f).await;
+        }
         self.call(move |c| {
             let (cond, args) = conditions(c, &f)?;
             let sql =
@@ -307,6 +352,9 @@ impl Store {
 
     /// Logs a console action.
     pub async fn record_action(&self, a: AdminAction) -> Result<(), StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.record_action(a).await;
+        }
         self.call(move |c| {
             c.execute(
                 "INSERT INTO admin_actions (at, source, action, detail) VALUES (?1, ?2, ?3, ?4)",
@@ -319,6 +367,9 @@ impl Store {
 
     /// The latest console actions, newest first.
     pub async fn recent_actions(&self, limit: usize) -> Result<Vec<AdminAction>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.recent_actions(limit).await;
+        }
         self.call(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT at, source, action, detail FROM admin_actions ORDER BY id DESC LIMIT ?1",
@@ -339,6 +390,9 @@ impl Store {
     /// Events received and updates sent in each of the last 24 hours (oldest first; the hour
     /// as hours since the epoch).
     pub async fn hourly(&self, now: DateTime<Utc>) -> Result<Vec<(i64, u64, u64)>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.hourly(now).await;
+        }
         self.call(move |c| {
             let from = id_at(c, now - chrono::Duration::hours(24))?;
             let mut stmt = c.prepare_cached(
@@ -362,6 +416,9 @@ impl Store {
         &self,
         now: DateTime<Utc>,
     ) -> Result<HashMap<String, (u64, u64)>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.rule_counts(now).await;
+        }
         let hour = now.timestamp_millis() / 3_600_000;
         self.call(move |c| {
             let mut stmt = c.prepare_cached(
@@ -388,29 +445,66 @@ mod tests {
         time(ms)
     }
 
-    /// A store with jobs 1..=10 received at 1000, 2000, … ms; job 3 finished before schema 5
-    /// (no `result`, an outcome saying `updated`), job 7 dead, the others waiting.
-    async fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("q.db")).unwrap();
-        s.call(|c| {
-            for i in 1..=10i64 {
+    /// The jobs of the fixture: 1..=10 received at 1000, 2000, … ms; job 3 finished before
+    /// schema 5 (no `result`, an outcome saying `updated`), job 7 dead, the others waiting.
+    /// key, ticket, received at, state, outcome, result.
+    type Row = (
+        String,
+        i64,
+        i64,
+        &'static str,
+        Option<&'static str>,
+        Option<&'static str>,
+    );
+
+    fn fixture() -> Vec<Row> {
+        (1..=10i64)
+            .map(|i| {
                 let (state, outcome, result) = match i {
                     3 => ("done", Some(r#"{"result":"updated","decision":{"priority":"urgent","add_tags":["x"]}}"#), None),
                     7 => ("dead", Some(r#"{"result":"dead","error":"400"}"#), Some("dead")),
                     _ => ("pending", None, None),
                 };
-                c.execute(
-                    "INSERT INTO events (dedup_key, ticket_id, kind, payload, received_at, next_attempt_at, state, outcome, result)
-                     VALUES (?1, ?2, 'created', '{}', ?3, ?3, ?4, ?5, ?6)",
-                    params![format!("k{i}"), 100 + i % 3, i * 1000, state, outcome, result],
-                )?;
+                (format!("k{i}"), 100 + i % 3, i * 1000, state, outcome, result)
+            })
+            .collect()
+    }
+
+    /// Each backend's store holding the fixture's jobs.
+    async fn stores() -> (crate::queue::postgres::testing::Backends, Vec<Store>) {
+        let b = crate::queue::postgres::testing::backends().await;
+        let mut out = Vec::new();
+        for (_, s, _) in &b.pairs {
+            match s.pg() {
+                Some(pg) => {
+                    let c = pg.pool().get().await.unwrap();
+                    for (key, ticket, at, state, outcome, result) in fixture() {
+                        c.execute(
+                            "INSERT INTO events (dedup_key, ticket_id, kind, payload, received_at, next_attempt_at, state, outcome, result)
+                             VALUES ($1, $2, 'created', '{}', $3, $3, $4, $5, $6)",
+                            &[&key, &ticket, &at, &state, &outcome, &result],
+                        )
+                        .await
+                        .unwrap();
+                    }
+                }
+                None => s
+                    .call(|c| {
+                        for (key, ticket, at, state, outcome, result) in fixture() {
+                            c.execute(
+                                "INSERT INTO events (dedup_key, ticket_id, kind, payload, received_at, next_attempt_at, state, outcome, result)
+                                 VALUES (?1, ?2, 'created', '{}', ?3, ?3, ?4, ?5, ?6)",
+                                params![key, ticket, at, state, outcome, result],
+                            )?;
+                        }
+                        Ok(())
+                    })
+                    .await
+                    .unwrap(),
             }
-            Ok(())
-        })
-        .await
-        .unwrap();
-        (dir, s)
+            out.push(s.clone());
+        }
+        (b, out)
     }
 
     fn ids(rows: &[ActivityRow]) -> Vec<i64> {
@@ -419,7 +513,13 @@ mod tests {
 
     #[tokio::test]
     async fn time_bounds_become_id_bounds() {
-        let (_d, s) = store().await;
+        let (_b, stores) = stores().await;
+        for s in stores {
+            time_bounds(s).await;
+        }
+    }
+
+    async fn time_bounds(s: Store) {
         let f = |from: Option<i64>, to: Option<i64>| ActivityFilter {
             from: from.map(at),
             to: to.map(at),
@@ -439,7 +539,13 @@ mod tests {
 
     #[tokio::test]
     async fn results_and_tickets_filter_and_old_jobs_show_their_outcome() {
-        let (_d, s) = store().await;
+        let (_b, stores) = stores().await;
+        for s in stores {
+            results_and_tickets(s).await;
+        }
+    }
+
+    async fn results_and_tickets(s: Store) {
         let all = s.activity(ActivityFilter::default()).await.unwrap();
         assert_eq!(ids(&all), [10, 9, 8, 7, 6, 5, 4, 3, 2, 1]);
         let old = all.iter().find(|r| r.id == 3).unwrap();

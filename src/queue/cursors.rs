@@ -11,6 +11,9 @@ impl Store {
     /// Read from the last row by key (ids grow with time), not `MAX(received_at)`, which scans
     /// every job: the catch-up asks this every minute.
     pub async fn newest_received(&self) -> Result<Option<chrono::DateTime<Utc>>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.newest_received().await;
+        }
         self.call(|c| {
             let millis: Option<i64> = c
                 .prepare_cached("SELECT received_at FROM events ORDER BY id DESC LIMIT 1")?
@@ -26,6 +29,9 @@ impl Store {
         &self,
         tickets: Vec<u64>,
     ) -> Result<std::collections::HashMap<u64, chrono::DateTime<Utc>>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.last_heard(tickets).await;
+        }
         self.call(move |c| {
             let mut stmt =
                 c.prepare_cached("SELECT MAX(received_at) FROM events WHERE ticket_id = ?1")?;
@@ -43,6 +49,9 @@ impl Store {
 
     /// The position kept under `name`, if any.
     pub async fn cursor(&self, name: &str) -> Result<Option<String>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.cursor(name).await;
+        }
         let name = name.to_string();
         self.call(move |c| {
             Ok(c.query_row(
@@ -57,6 +66,9 @@ impl Store {
 
     /// Keeps `position` under `name`, or forgets the name (`None`: the export was read to its end).
     pub async fn set_cursor(&self, name: &str, position: Option<&str>) -> Result<(), StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.set_cursor(name, position).await;
+        }
         let (name, position) = (name.to_string(), position.map(str::to_string));
         self.call(move |c| {
             match position {
@@ -79,8 +91,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_position_is_kept_replaced_and_forgotten() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("q.db")).unwrap();
+        for (_, store, _) in crate::queue::postgres::testing::backends().await.pairs {
+            kept_replaced_forgotten(store).await;
+        }
+    }
+
+    async fn kept_replaced_forgotten(store: Store) {
         assert_eq!(store.cursor("backfill a").await.unwrap(), None);
         assert_eq!(store.newest_received().await.unwrap(), None);
         store.set_cursor("backfill a", Some("c1")).await.unwrap();

@@ -1,8 +1,8 @@
-//! The durable queue (SQLite) and the worker that drains it.
+//! The durable queue (SQLite or PostgreSQL, behind one `Store`) and the worker that drains it.
 
-pub mod backend;
 pub mod clocks;
 pub mod console;
+pub mod copy;
 pub mod cursors;
 pub mod postgres;
 pub mod retry;

@@ -1,6 +1,10 @@
-//! The durable queue and audit log: one SQLite file in WAL mode, owned by one thread.
+//! The durable queue and audit log, behind one handle ([`Store`]) whichever database holds them:
+//! a SQLite file (the embedded default) or PostgreSQL (several instances, `postgres/`). Everything
+//! above this module calls `Store` and never learns which one runs; each method answers from the
+//! backend it was opened on. An enum rather than a trait object: async methods are not
+//! object-safe, and two backends do not need open extension.
 //!
-//! Every database operation is a message to that thread, so there is a single writer and no
+//! SQLite: one file in WAL mode, owned by one thread. Every database operation is a message to that thread, so there is a single writer and no
 //! SQLITE_BUSY between deskbot's own tasks. Webhook inserts that arrive together are committed in
 //! one transaction (group commit): each waits for the fsync of its batch, then is acknowledged.
 //! `synchronous = FULL` makes a committed row survive power loss, which is what a 202 promises.
@@ -10,12 +14,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::clocks::{write_clocks, ClockSave};
+use super::postgres::{PgError, PgStore};
 use crate::webhook::payload::TicketEvent;
+use crate::zendesk::ratelimit::SharedBudget;
 
 /// Most inserts committed in one transaction.
 const MAX_BATCH: usize = 512;
@@ -27,7 +33,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 /// queue looks for (pending, dead), not every finished job. 3: SLA clocks and timers. 4: kept
 /// positions in Zendesk's exports (a backfill resumes where it stopped). 5: a background lane
 /// (backfill and re-apply jobs wait behind live webhooks), and jobs by ticket.
-const SCHEMA_VERSION: i32 = 5;
+/// 6: a lease counter per job (the fencing token a settle must present).
+const SCHEMA_VERSION: i32 = 6;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
@@ -46,7 +53,8 @@ CREATE TABLE IF NOT EXISTS events (
     outcome         TEXT,
     finished_at     INTEGER,
     lane            INTEGER NOT NULL DEFAULT 0,
-    result          TEXT
+    result          TEXT,
+    leases          INTEGER NOT NULL DEFAULT 0
 );
 -- Partial indexes: a finished job leaves them, so they stay as small as the queue, and finishing a
 -- job removes one entry from each instead of moving it within two indexes of every job ever seen.
@@ -142,7 +150,7 @@ const PROMOTE: &str = "UPDATE events SET lane = 0
 /// A ticket's waiting jobs from its head on (through the waiting jobs' index, not the index of
 /// every job of the ticket, which SQLite may otherwise pick).
 const CLAIM_FOLLOWERS: &str =
-    "SELECT id, payload, attempts, next_attempt_at, locked_until FROM events
+    "SELECT id, payload, attempts, next_attempt_at, locked_until, leases FROM events
     INDEXED BY pending_by_ticket
     WHERE state = 'pending' AND ticket_id = ?1 AND id >= ?2
     ORDER BY id";
@@ -183,6 +191,15 @@ pub enum StoreError {
     /// PostgreSQL refused or could not be reached.
     #[error("database error: {0}")]
     Postgres(#[from] tokio_postgres::Error),
+    /// No PostgreSQL connection could be had from the pool.
+    #[error("database unreachable: {0}")]
+    Pool(String),
+    /// An operation this backend does not offer.
+    #[error("not available on this database: {0}")]
+    Unsupported(&'static str),
+    /// A claimed job's lease was lost (it expired and another instance took the job).
+    #[error("the lease on job {0} was lost")]
+    LostLease(i64),
     /// The file could not be opened.
     #[error("cannot open database {path}: {message}")]
     Open {
@@ -225,6 +242,28 @@ pub struct Job {
     pub event: TicketEvent,
     /// Failed tries so far.
     pub attempts: u32,
+    /// Which lease of the job this claim holds: a settle or an extension must present it, so a
+    /// holder whose lease expired (and was taken over) changes nothing.
+    pub token: i64,
+}
+
+impl Job {
+    /// The lease this claim holds.
+    pub fn lease(&self) -> Lease {
+        Lease {
+            id: self.id,
+            token: self.token,
+        }
+    }
+}
+
+/// A claimed job's id with its lease token (the fencing token).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Lease {
+    /// Row id.
+    pub id: i64,
+    /// The job's lease count when it was claimed.
+    pub token: i64,
 }
 
 /// How a claimed job ended, as [`Store::settle`] records it.
@@ -293,8 +332,25 @@ enum Msg {
 /// Handle to the queue; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    tx: mpsc::Sender<Msg>,
+    backend: Backend,
     notify: Arc<Notify>,
+}
+
+#[derive(Clone)]
+enum Backend {
+    /// Messages to the database thread.
+    Sqlite(mpsc::Sender<Msg>),
+    Postgres(Arc<PgStore>),
+}
+
+/// Which database a store runs on, for /healthz and the logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// The embedded SQLite file.
+    Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
 }
 
 impl Store {
@@ -321,6 +377,10 @@ impl Store {
             )
             .map_err(|e| open_err(e.to_string()))?;
         }
+        if (1..6).contains(&version) {
+            conn.execute_batch("ALTER TABLE events ADD COLUMN leases INTEGER NOT NULL DEFAULT 0;")
+                .map_err(|e| open_err(e.to_string()))?;
+        }
         if version > SCHEMA_VERSION {
             return Err(open_err(format!(
                 "it was written by a newer deskbot (schema {version}; this build knows up to {SCHEMA_VERSION}): run that version, or start this one on a new file with DESKBOT_DB"
@@ -338,22 +398,58 @@ impl Store {
             .spawn(move || db_thread(conn, rx))
             .map_err(|e| open_err(format!("cannot start the database thread: {e}")))?;
         Ok(Store {
-            tx,
+            backend: Backend::Sqlite(tx),
             notify: Arc::new(Notify::new()),
         })
     }
 
+    /// Connects to PostgreSQL at `url` (a pool), bringing its schema up to date first.
+    pub async fn connect(url: &str) -> Result<Store, PgError> {
+        Ok(Store {
+            backend: Backend::Postgres(Arc::new(PgStore::open(url).await?)),
+            notify: Arc::new(Notify::new()),
+        })
+    }
+
+    /// Which database this store runs on.
+    pub fn kind(&self) -> BackendKind {
+        match self.backend {
+            Backend::Sqlite(_) => BackendKind::Sqlite,
+            Backend::Postgres(_) => BackendKind::Postgres,
+        }
+    }
+
+    /// The Zendesk rate budget shared with the other instances on this database (PostgreSQL);
+    /// `None` for SQLite, whose one process keeps the budget itself.
+    pub fn shared_budget(&self) -> Option<Arc<dyn SharedBudget>> {
+        match &self.backend {
+            Backend::Postgres(pg) => Some(pg.clone() as Arc<dyn SharedBudget>),
+            Backend::Sqlite(_) => None,
+        }
+    }
+
+    /// The PostgreSQL backend, when that is what runs.
+    pub(crate) fn pg(&self) -> Option<&PgStore> {
+        match &self.backend {
+            Backend::Postgres(pg) => Some(pg),
+            Backend::Sqlite(_) => None,
+        }
+    }
+
     /// Stores an event durably; returns once it is committed (or found to be a duplicate).
     pub async fn enqueue(&self, event: NewEvent) -> Result<Enqueued, StoreError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Msg::Enqueue(Box::new(event), reply))
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        let result = rx
-            .await
-            .map_err(|_| StoreError::Closed)?
-            .map_err(StoreError::Write)?;
+        let result = match &self.backend {
+            Backend::Postgres(pg) => pg.enqueue(event).await?,
+            Backend::Sqlite(tx) => {
+                let (reply, rx) = oneshot::channel();
+                tx.send(Msg::Enqueue(Box::new(event), reply))
+                    .await
+                    .map_err(|_| StoreError::Closed)?;
+                rx.await
+                    .map_err(|_| StoreError::Closed)?
+                    .map_err(StoreError::Write)?
+            }
+        };
         if let Enqueued::Queued(_) = result {
             self.notify.notify_one();
         }
@@ -370,25 +466,32 @@ impl Store {
         self.notify.notified().await;
     }
 
-    /// Runs `f` on the database thread.
+    /// Runs `f` on the SQLite database thread (callers answer PostgreSQL stores before this).
     pub(crate) async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        let Backend::Sqlite(tx) = &self.backend else {
+            return Err(StoreError::Unsupported("a SQLite statement on PostgreSQL"));
+        };
         let (reply, rx) = oneshot::channel();
         let task: Task = Box::new(move |conn| {
             let _ = reply.send(f(conn));
         });
-        self.tx
-            .send(Msg::Run(task))
+        tx.send(Msg::Run(task))
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Releases every lease: at start-up, no job can be in flight (one process owns the file).
-    pub async fn release_leases(&self) -> Result<usize, StoreError> {
+    /// At start-up, frees the jobs a previous stop left leased. SQLite: every lease, since one
+    /// process owns the file and none of its jobs can be in flight. PostgreSQL: none, since other
+    /// instances may be working; a lease that expired is taken over by the next claim instead.
+    pub async fn resume_interrupted(&self) -> Result<usize, StoreError> {
+        if self.pg().is_some() {
+            return Ok(0);
+        }
         self.call(|c| {
             Ok(c.execute(
                 "UPDATE events SET locked_until = NULL WHERE state = 'pending' AND locked_until IS NOT NULL",
@@ -409,6 +512,9 @@ impl Store {
         tickets: usize,
         per_ticket: usize,
     ) -> Result<Vec<Vec<Job>>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.claim(now, lease, tickets, per_ticket).await;
+        }
         let now_ms = now.timestamp_millis();
         let until = now_ms + lease.as_millis() as i64;
         let groups = self
@@ -419,7 +525,7 @@ impl Store {
             .into_iter()
             .map(|rows| {
                 rows.into_iter()
-                    .map(|(id, payload, attempts)| {
+                    .map(|(id, payload, attempts, token)| {
                         let event =
                             serde_json::from_str(&payload).map_err(|e| StoreError::Corrupt {
                                 id,
@@ -429,6 +535,7 @@ impl Store {
                             id,
                             event,
                             attempts,
+                            token,
                         })
                     })
                     .collect()
@@ -438,6 +545,9 @@ impl Store {
 
     /// When the next pending job, or the next SLA timer, becomes due, if any.
     pub async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.next_due().await;
+        }
         self.call(|c| {
             let job: Option<i64> = c.query_row(NEXT_DUE, [], |r| r.get(0))?;
             let timer: Option<i64> = c
@@ -452,12 +562,44 @@ impl Store {
         .await
     }
 
-    /// Records how each claimed job ended, all in one transaction.
+    /// Keeps claimed jobs leased until `until` (a heartbeat while they run); returns the leases
+    /// that were lost (expired and taken over, or settled), which are not extended.
+    pub async fn extend(
+        &self,
+        leases: Vec<Lease>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<Lease>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.extend(leases, until).await;
+        }
+        let until = until.timestamp_millis();
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let mut lost = Vec::new();
+            {
+                let mut extend = tx.prepare_cached(
+                    "UPDATE events SET locked_until = ?3
+                     WHERE id = ?1 AND leases = ?2 AND state = 'pending' AND locked_until IS NOT NULL",
+                )?;
+                for l in leases {
+                    if extend.execute(params![l.id, l.token, until])? == 0 {
+                        lost.push(l);
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(lost)
+        })
+        .await
+    }
+
+    /// Records how each claimed job ended, all in one transaction; returns the leases that were
+    /// lost, whose results are not recorded.
     pub async fn settle(
         &self,
-        results: Vec<(i64, Settle)>,
+        results: Vec<(Lease, Settle)>,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<Lease>, StoreError> {
         self.settle_with_clocks(results, Vec::new(), Vec::new(), now)
             .await
     }
@@ -466,17 +608,45 @@ impl Store {
     /// one transaction: a crash leaves both as they were or both done.
     /// `matched` names the rules the jobs' decisions matched (one entry per match), counted by
     /// hour for the console.
+    /// A job whose lease was lost records nothing, and neither do its ticket's clocks: the
+    /// instance that took the job over records them.
     pub async fn settle_with_clocks(
         &self,
-        results: Vec<(i64, Settle)>,
+        results: Vec<(Lease, Settle)>,
         clocks: Vec<ClockSave>,
         matched: Vec<String>,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<Lease>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.settle(results, clocks, matched, now).await;
+        }
         let at = now.timestamp_millis();
         self.call(move |c| {
             let tx = c.transaction()?;
-            for save in &clocks {
+            let mut lost = Vec::new();
+            let mut lost_tickets = Vec::new();
+            {
+                let mut held = tx.prepare_cached(
+                    "SELECT ticket_id FROM events WHERE id = ?1 AND leases = ?2 AND state = 'pending'",
+                )?;
+                let mut owner =
+                    tx.prepare_cached("SELECT ticket_id FROM events WHERE id = ?1")?;
+                for (l, _) in &results {
+                    let ok: Option<i64> = held
+                        .query_row(params![l.id, l.token], |r| r.get(0))
+                        .optional()?;
+                    if ok.is_none() {
+                        lost.push(*l);
+                        let t: Option<i64> =
+                            owner.query_row([l.id], |r| r.get(0)).optional()?;
+                        lost_tickets.extend(t.map(|t| t as u64));
+                    }
+                }
+            }
+            for save in clocks
+                .iter()
+                .filter(|c| !lost_tickets.contains(&c.clocks.ticket_id))
+            {
                 write_clocks(&tx, save, at)?;
             }
             if !matched.is_empty() {
@@ -503,7 +673,11 @@ impl Store {
                 let mut attempt = tx.prepare_cached(
                     "INSERT INTO attempts (event_id, at, error) VALUES (?1, ?2, ?3)",
                 )?;
-                for (id, result) in results {
+                for (l, result) in results {
+                    if lost.contains(&l) {
+                        continue;
+                    }
+                    let id = l.id;
                     match result {
                         Settle::Done { outcome } => {
                             finish.execute(params![id, "done", outcome, None::<String>, at])?;
@@ -529,13 +703,16 @@ impl Store {
                 }
             }
             tx.commit()?;
-            Ok(())
+            Ok(lost)
         })
         .await
     }
 
     /// Counts for /healthz and /metrics.
     pub async fn stats(&self, now: DateTime<Utc>) -> Result<Stats, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.stats(now).await;
+        }
         let now_ms = now.timestamp_millis();
         self.call(move |c| {
             let (depth, oldest): (i64, Option<i64>) = c.query_row(
@@ -559,6 +736,9 @@ impl Store {
 
     /// Every dead letter, oldest first.
     pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.dead_letters().await;
+        }
         self.call(|c| {
             let mut stmt = c.prepare(
                 "SELECT id, ticket_id, kind, attempts, last_error, received_at FROM events
@@ -584,6 +764,9 @@ impl Store {
 
     /// Puts dead letters back in the queue (all when `id` is `None`); returns how many.
     pub async fn requeue(&self, id: Option<i64>, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.requeue(id, now).await;
+        }
         let at = now.timestamp_millis();
         self.call(move |c| Ok(c.execute(REQUEUE_DEAD, params![at, id])?))
             .await
@@ -591,6 +774,9 @@ impl Store {
 
     /// Takes and releases the write lock: fails when the file cannot be written (read-only, full, locked).
     pub async fn check_writable(&self) -> Result<(), StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.check_writable().await;
+        }
         self.call(|c| {
             c.execute_batch("BEGIN IMMEDIATE; CREATE TABLE IF NOT EXISTS doctor_probe(x); DROP TABLE doctor_probe; COMMIT;")?;
             Ok(())
@@ -599,8 +785,8 @@ impl Store {
     }
 }
 
-/// A ticket's leased jobs as stored: id, payload, attempts.
-type LeasedRows = Vec<(i64, String, u32)>;
+/// A ticket's leased jobs as stored: id, payload, attempts, lease token.
+type LeasedRows = Vec<(i64, String, u32, i64)>;
 
 /// The database-thread half of [`Store::claim`]: picks the groups and leases them until `until`.
 fn lease_groups(
@@ -621,7 +807,9 @@ fn lease_groups(
     let mut groups = Vec::with_capacity(heads.len());
     {
         let mut followers = tx.prepare_cached(CLAIM_FOLLOWERS)?;
-        let mut lock = tx.prepare_cached("UPDATE events SET locked_until = ?2 WHERE id = ?1")?;
+        let mut lock = tx.prepare_cached(
+            "UPDATE events SET locked_until = ?2, leases = leases + 1 WHERE id = ?1",
+        )?;
         for (head_id, ticket_id) in heads {
             let mut rows = Vec::new();
             let mut q = followers.query(params![ticket_id, head_id])?;
@@ -633,9 +821,9 @@ fn lease_groups(
                 if !free {
                     break;
                 }
-                rows.push((r.get(0)?, r.get(1)?, r.get(2)?));
+                rows.push((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, i64>(5)? + 1));
             }
-            for (id, _, _) in &rows {
+            for (id, _, _, _) in &rows {
                 lock.execute(params![id, until])?;
             }
             groups.push(rows);
@@ -783,6 +971,10 @@ mod tests {
         }
     }
 
+    fn l(id: i64, token: i64) -> Lease {
+        Lease { id, token }
+    }
+
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("q.db")).unwrap();
@@ -807,7 +999,9 @@ mod tests {
 
         // Deferring job 1 still holds job 2 back until job 1 is done.
         let later = now + chrono::Duration::seconds(30);
-        s.settle(vec![(1, defer(later, true))], now).await.unwrap();
+        s.settle(vec![(l(1, 1), defer(later, true))], now)
+            .await
+            .unwrap();
         assert!(claim_one(&s, now, lease).await.is_none());
         // Job 2 is due by its own time but blocked behind job 1: the next wake-up is job 1's.
         assert_eq!(
@@ -816,7 +1010,7 @@ mod tests {
         );
         let again = claim_one(&s, later, lease).await.unwrap();
         assert_eq!((again.id, again.attempts), (1, 1));
-        s.settle(vec![(1, done())], later).await.unwrap();
+        s.settle(vec![(l(1, 2), done())], later).await.unwrap();
         assert_eq!(claim_one(&s, later, lease).await.unwrap().id, 2);
     }
 
@@ -843,9 +1037,9 @@ mod tests {
         let later = now + chrono::Duration::seconds(5);
         s.settle(
             vec![
-                (1, defer(later, false)),
-                (3, defer(later, false)),
-                (4, done()),
+                (l(1, 1), defer(later, false)),
+                (l(3, 1), defer(later, false)),
+                (l(4, 1), done()),
             ],
             now,
         )
@@ -879,7 +1073,7 @@ mod tests {
         assert!(claim_one(&s, now, lease).await.is_none());
         let after = now + chrono::Duration::seconds(61);
         assert!(claim_one(&s, after, lease).await.is_some());
-        assert_eq!(s.release_leases().await.unwrap(), 1);
+        assert_eq!(s.resume_interrupted().await.unwrap(), 1);
         assert!(claim_one(&s, now, lease).await.is_some());
     }
 
@@ -967,7 +1161,7 @@ mod tests {
             .unwrap()
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 5);
+        assert_eq!(version, 6);
         assert_eq!(
             s.enqueue(event("old", 9)).await.unwrap(),
             Enqueued::Duplicate
@@ -975,7 +1169,7 @@ mod tests {
         let job = claim_one(&s, Utc::now(), Duration::from_secs(60))
             .await
             .unwrap();
-        assert_eq!((job.id, job.event.ticket_id), (1, 9));
+        assert_eq!((job.id, job.event.ticket_id, job.token), (1, 9, 1));
     }
 
     #[test]
@@ -988,7 +1182,7 @@ mod tests {
             .unwrap();
         let err = Store::open(&path).err().unwrap().to_string();
         assert!(
-            err.contains("written by a newer deskbot (schema 9; this build knows up to 5)"),
+            err.contains("written by a newer deskbot (schema 9; this build knows up to 6)"),
             "{err}"
         );
     }
@@ -1079,7 +1273,8 @@ mod tests {
             outcome: "{}".into(),
             error: "Zendesk answered 422".into(),
         };
-        s.settle(vec![(1, dead)], now).await.unwrap();
+        // Never claimed: its lease count is 0.
+        s.settle(vec![(l(1, 0), dead)], now).await.unwrap();
         let dead = s.dead_letters().await.unwrap();
         assert_eq!(dead.len(), 1);
         assert_eq!((dead[0].ticket_id, dead[0].attempts), (7, 1));

@@ -24,7 +24,7 @@ use crate::notify::{Notifier, NotifyError};
 use crate::policy::{Decision, Policy, PolicyHandle, PolicySet, NOTE_MARKER};
 use crate::queue::clocks::ClockSave;
 use crate::queue::retry;
-use crate::queue::store::{Job, NewEvent, Settle, Store, StoreError};
+use crate::queue::store::{Job, Lease, NewEvent, Settle, Store, StoreError};
 use crate::queue::tracking;
 use crate::sla::clock::{Effect, Metric, TicketClocks, Timer};
 use crate::ticket::{EventKind, Organization, SlaAlert, Ticket};
@@ -33,8 +33,12 @@ use crate::webhook::payload::{Source, TicketEvent};
 use crate::zendesk::model::{SeenComment, TicketUpdate};
 use crate::zendesk::{ErrorClass, ZendeskClient, ZendeskError};
 
-/// How long a claimed job is reserved; longer than any single job takes.
-const LEASE: Duration = Duration::from_secs(120);
+/// How long a claimed job is reserved. The worker extends it every [`HEARTBEAT`] while the job
+/// runs, so only an instance that died (or stalled) loses it: another instance takes the job over
+/// this long after the last extension.
+const LEASE: Duration = Duration::from_secs(30);
+/// How often the leases of running jobs are extended.
+const HEARTBEAT: Duration = Duration::from_secs(10);
 /// Most events of one ticket handled as one update.
 const MAX_GROUP: usize = 64;
 /// Tickets handled at once. Their Zendesk calls overlap (each still waits its turn in the rate
@@ -311,7 +315,8 @@ impl Worker {
                 next_due: self.store.next_due().await?,
             });
         }
-        let handled = join_all(groups.iter().map(|jobs| {
+        let leases: Vec<Lease> = groups.iter().flatten().map(Job::lease).collect();
+        let work = join_all(groups.iter().map(|jobs| {
             let head = &jobs[0];
             let span = tracing::info_span!(
                 "job",
@@ -320,33 +325,68 @@ impl Worker {
                 events = jobs.len()
             );
             self.process(jobs, now).instrument(span)
-        }))
-        .await;
+        }));
+        let handled = self.heartbeat(work, &leases, now).await;
         let mut outcomes = Vec::new();
         let mut clocks = Vec::new();
         for (o, c) in handled {
             outcomes.extend(o);
             clocks.extend(c);
         }
-        let outcomes = self.record(outcomes, clocks, now).await?;
+        let outcomes = self.record(outcomes, &leases, clocks, now).await?;
         for (_, outcome) in &outcomes {
             self.metrics.processed(outcome.label());
         }
         Ok(Step::Processed(outcomes))
     }
 
+    /// Runs `work` while extending `leases` every [`HEARTBEAT`], so that no other instance takes
+    /// the jobs over while they run.
+    async fn heartbeat<F: std::future::Future>(
+        &self,
+        work: F,
+        leases: &[Lease],
+        now: DateTime<Utc>,
+    ) -> F::Output {
+        let started = tokio::time::Instant::now();
+        let mut tick = tokio::time::interval_at(started + HEARTBEAT, HEARTBEAT);
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                _ = tick.tick() => {
+                    let until = now + started.elapsed() + LEASE;
+                    match self.store.extend(leases.to_vec(), until).await {
+                        Ok(lost) if !lost.is_empty() => {
+                            warn!(jobs = ?lost.iter().map(|l| l.id).collect::<Vec<_>>(),
+                                  "lease lost: another instance has taken these jobs over");
+                        }
+                        Ok(_) => {}
+                        Err(e) => warn!(error = %e, "could not extend the leases of running jobs"),
+                    }
+                }
+            }
+        }
+    }
+
     /// Records how each job ended, with the SLA clocks the jobs moved, all in one transaction.
+    /// A job whose lease was lost is left to the instance that took it over.
     async fn record(
         &self,
         outcomes: Vec<(i64, Outcome)>,
+        leases: &[Lease],
         clocks: Vec<ClockSave>,
         now: DateTime<Utc>,
     ) -> Result<Vec<(i64, Outcome)>, StoreError> {
+        let tokens: HashMap<i64, i64> = leases.iter().map(|l| (l.id, l.token)).collect();
         let mut settle = Vec::with_capacity(outcomes.len());
         for (id, outcome) in &outcomes {
             let record = || serde_json::to_string(outcome).unwrap_or_default();
             settle.push((
-                *id,
+                Lease {
+                    id: *id,
+                    token: tokens.get(id).copied().unwrap_or_default(),
+                },
                 match outcome {
                     Outcome::Deferred {
                         until,
@@ -370,9 +410,18 @@ impl Worker {
             .filter_map(|(_, o)| o.decision())
             .flat_map(|d| d.matched_rules.iter().cloned())
             .collect();
-        self.store
+        let lost = self
+            .store
             .settle_with_clocks(settle, clocks, matched, now)
             .await?;
+        if !lost.is_empty() {
+            warn!(jobs = ?lost.iter().map(|l| l.id).collect::<Vec<_>>(),
+                  "lease lost before the result was recorded: the instance that took these jobs over records them");
+        }
+        let outcomes: Vec<(i64, Outcome)> = outcomes
+            .into_iter()
+            .filter(|(id, _)| !lost.iter().any(|l| l.id == *id))
+            .collect();
         for (id, outcome) in &outcomes {
             match outcome {
                 Outcome::Deferred { until, error, .. } => {
@@ -971,7 +1020,7 @@ impl Worker {
 
     /// Runs steps until `shutdown` is cancelled; an in-flight job is finished first.
     pub async fn run(self, shutdown: CancellationToken) {
-        match self.store.release_leases().await {
+        match self.store.resume_interrupted().await {
             Ok(0) => {}
             Ok(n) => info!(jobs = n, "resuming jobs interrupted by the last stop"),
             Err(e) => error!(error = %e, "could not release leases"),

@@ -170,6 +170,11 @@ impl ZendeskClient {
         }))
     }
 
+    /// Takes every request from `budget` too, shared with other instances of deskbot.
+    pub fn share_budget(&self, budget: std::sync::Arc<dyn super::ratelimit::SharedBudget>) {
+        self.limiter.share(budget);
+    }
+
     /// One page of the Incremental Ticket Export (cursor-based), with users and organizations
     /// side-loaded so a backfill costs no read per ticket: from `start_time` (Unix seconds) for
     /// the first page, from the previous page's cursor after that.
@@ -402,6 +407,10 @@ impl ZendeskClient {
         self.metrics.api_call(endpoint, status.as_str(), elapsed);
         self.limiter.observe(response.headers());
         let retry_after = retry_after(response.headers(), Utc::now());
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            self.limiter
+                .paused_for(retry_after.unwrap_or(Duration::from_secs(60)));
+        }
         let date = response
             .headers()
             .get(reqwest::header::DATE)

@@ -11,8 +11,10 @@
 //! and puts that ticket's jobs back until then.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+
+use futures_util::future::BoxFuture;
 
 use reqwest::header::HeaderMap;
 use tokio::time::Instant;
@@ -96,11 +98,42 @@ pub struct Budget {
     pub paused: Duration,
 }
 
+/// A rate budget that every instance of deskbot shares (kept in PostgreSQL), asked after this
+/// instance's own windows allow a request, so that N instances together stay under Zendesk's limits.
+pub trait SharedBudget: Send + Sync {
+    /// Takes one request from budget `name` (`limit` per `span`): zero when granted, else how long
+    /// until one may be.
+    fn take(
+        &self,
+        name: &'static str,
+        limit: u32,
+        span: Duration,
+    ) -> BoxFuture<'_, Result<Duration, String>>;
+    /// Pauses budget `name` for `wait` (Zendesk said so), for every instance.
+    fn pause(&self, name: &'static str, wait: Duration) -> BoxFuture<'_, Result<(), String>>;
+}
+
+/// The shared budget of all requests.
+const ACCOUNT: &str = "zendesk_requests";
+/// The shared budget of ticket updates.
+const UPDATES: &str = "zendesk_ticket_updates";
+/// How long to wait before asking again when the shared budget cannot be read.
+const SHARED_RETRY: Duration = Duration::from_secs(1);
+
 /// Paces deskbot's calls to Zendesk.
-#[derive(Debug)]
 pub struct RateLimiter {
     span: Duration,
     windows: Mutex<Windows>,
+    shared: OnceLock<Arc<dyn SharedBudget>>,
+}
+
+impl std::fmt::Debug for RateLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("span", &self.span)
+            .field("shared", &self.shared.get().is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl RateLimiter {
@@ -113,7 +146,14 @@ impl RateLimiter {
                 updates: Window::new(updates_per_minute),
                 per_ticket: HashMap::new(),
             }),
+            shared: OnceLock::new(),
         }
+    }
+
+    /// From now on, also takes every request from `budget`, shared with other instances (once;
+    /// a second budget is ignored).
+    pub fn share(&self, budget: Arc<dyn SharedBudget>) {
+        let _ = self.shared.set(budget);
     }
 
     /// How much of each limit the last window used, for the console.
@@ -157,6 +197,57 @@ impl RateLimiter {
 
     /// Waits until a request of this kind may be sent, and counts it.
     pub async fn acquire(&self, kind: Kind) {
+        self.acquire_local(kind).await;
+        if let Some(shared) = self.shared.get() {
+            let (requests, updates) = {
+                let w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+                (w.account.limit as u32, w.updates.limit as u32)
+            };
+            self.take_shared(shared.as_ref(), ACCOUNT, requests).await;
+            if let Kind::Update(_) = kind {
+                self.take_shared(shared.as_ref(), UPDATES, updates).await;
+            }
+        }
+    }
+
+    /// Waits for one request of the shared budget `name`. When the database cannot answer, the
+    /// request waits and asks again rather than going out uncounted.
+    async fn take_shared(&self, shared: &dyn SharedBudget, name: &'static str, limit: u32) {
+        loop {
+            let wait = match shared.take(name, limit, self.span).await {
+                Ok(w) if w.is_zero() => return,
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::warn!(error = %e, budget = name, "cannot read the shared Zendesk rate budget; waiting");
+                    SHARED_RETRY
+                }
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Zendesk answered 429: no request goes, from any instance, for `wait`.
+    pub fn paused_for(&self, wait: Duration) {
+        {
+            let mut w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+            let until = Instant::now() + wait;
+            w.account.blocked_until = Some(w.account.blocked_until.map_or(until, |b| b.max(until)));
+        }
+        self.pause_shared(ACCOUNT, wait);
+    }
+
+    /// Tells the other instances about a pause, without holding up this response.
+    fn pause_shared(&self, name: &'static str, wait: Duration) {
+        if let Some(shared) = self.shared.get().cloned() {
+            tokio::spawn(async move {
+                if let Err(e) = shared.pause(name, wait).await {
+                    tracing::warn!(error = %e, budget = name, "cannot share Zendesk's pause with the other instances");
+                }
+            });
+        }
+    }
+
+    async fn acquire_local(&self, kind: Kind) {
         loop {
             let wait = {
                 let mut w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
@@ -207,6 +298,7 @@ impl RateLimiter {
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .map_or(self.span, Duration::from_secs);
             w.account.blocked_until = Some(now + reset);
+            self.pause_shared(ACCOUNT, reset);
         }
         // Ticket updates: `Zendesk-RateLimit-tickets-update: total=100; remaining=0; resets=41`.
         if let Some(v) = header("zendesk-ratelimit-tickets-update") {
@@ -221,6 +313,7 @@ impl RateLimiter {
             if field("remaining") == Some(0) {
                 let reset = field("resets").map_or(self.span, Duration::from_secs);
                 w.updates.blocked_until = Some(now + reset);
+                self.pause_shared(UPDATES, reset);
             }
         }
     }

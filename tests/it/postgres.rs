@@ -187,3 +187,164 @@ fn migrate_explains_a_wrong_or_unreachable_database() {
         assert!(err.contains(says), "{url}: {err}");
     }
 }
+
+/// An existing SQLite deployment moves to PostgreSQL: `db copy` carries every job (a leased one
+/// freed, a dead letter still dead, finished ones kept), clocks' timers and kept positions; a
+/// second copy into the same database is refused; and `serve` on PostgreSQL then does the
+/// waiting jobs: each ticket updated once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_deployment_is_copied_and_served_from_postgres() {
+    use crate::support::{api_ticket, event_body, eventually, spawn_app_with, Options};
+    use chrono::Utc;
+    use deskbot::queue::store::{NewEvent, Settle, Store};
+    use deskbot::webhook::payload::{parse, Parsed};
+    use std::time::Duration;
+
+    let Some(url) = database().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("old.db");
+    let sqlite = Store::open(&file).unwrap();
+    for t in 1..=6u64 {
+        let body = event_body(&format!("copy-{t}"), "created", t, "URGENT: orders stuck");
+        let Ok(Parsed::Ticket(event)) = parse(body.as_bytes()) else {
+            panic!("not a ticket event")
+        };
+        sqlite
+            .enqueue(NewEvent {
+                event: *event,
+                invocation_key: Some(format!("inv-{t}")),
+                received_at: Utc::now(),
+                background: false,
+            })
+            .await
+            .unwrap();
+    }
+    // Tickets 1 and 2 done, 3 dead, 4 leased by the stopped process, 5 and 6 waiting.
+    let claimed = sqlite
+        .claim(Utc::now(), Duration::from_secs(600), 4, 1)
+        .await
+        .unwrap();
+    let lease = |i: usize| claimed[i][0].lease();
+    sqlite
+        .settle(
+            vec![
+                (
+                    lease(0),
+                    Settle::Done {
+                        outcome: r#"{"result":"no_change"}"#.into(),
+                    },
+                ),
+                (
+                    lease(1),
+                    Settle::Done {
+                        outcome: r#"{"result":"no_change"}"#.into(),
+                    },
+                ),
+                (
+                    lease(2),
+                    Settle::Dead {
+                        outcome: r#"{"result":"dead"}"#.into(),
+                        error: "Zendesk answered 422".into(),
+                    },
+                ),
+            ],
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    sqlite
+        .set_cursor("backfill all", Some("cursor-1"))
+        .await
+        .unwrap();
+    drop(sqlite);
+
+    let copy = |to: String| {
+        let from = format!("sqlite:{}", file.display());
+        tokio::task::spawn_blocking(move || {
+            crate::support::deskbot_command()
+                .args(["db", "copy", "--from", &from, "--to", &to])
+                .output()
+                .unwrap()
+        })
+    };
+    let out = copy(url.clone()).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("        events: 6 rows"), "{stdout}");
+    assert!(stdout.contains("      attempts: 1 rows"), "{stdout}");
+    assert!(stdout.contains("       cursors: 1 rows"), "{stdout}");
+    assert!(stdout.contains("; 3 jobs waiting will be done"), "{stdout}");
+    let again = copy(url.clone()).await.unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&again.stderr)
+            .contains("the PostgreSQL database already holds 6 jobs: copy into an empty database"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    let pg = Store::connect(&url).await.unwrap();
+    assert_eq!(
+        pg.cursor("backfill all").await.unwrap().as_deref(),
+        Some("cursor-1")
+    );
+    let dead = pg.dead_letters().await.unwrap();
+    assert_eq!(
+        (dead.len(), dead[0].ticket_id, dead[0].last_error.as_deref()),
+        (1, 3, Some("Zendesk answered 422"))
+    );
+    let app = spawn_app_with(Options {
+        database_url: Some(url.clone()),
+        tickets: (1..=6)
+            .map(|t| api_ticket(t, "URGENT: orders stuck"))
+            .collect(),
+        ..Options::default()
+    })
+    .await;
+    eventually(20, "the three waiting tickets updated", || {
+        [4, 5, 6]
+            .iter()
+            .all(|t| app.zendesk.ticket(*t)["priority"] == "urgent")
+    })
+    .await;
+    // A new webhook gets an id after the copied ones, and a redelivery of a copied one is a duplicate.
+    let r = app
+        .post_signed(event_body("copy-7", "created", 7, "hello"))
+        .await;
+    assert_eq!(r.status(), 202);
+    let r = app
+        .post_signed(event_body("copy-5", "created", 5, "URGENT: orders stuck"))
+        .await;
+    assert_eq!(r.status(), 200, "a copied event is still known");
+    let seventh = pg
+        .activity(deskbot::queue::console::ActivityFilter {
+            ticket: Some(7),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(seventh.len(), 1);
+    assert!(
+        seventh[0].id > 6,
+        "id {} after the copied ones",
+        seventh[0].id
+    );
+    for t in [1, 2, 3] {
+        assert_ne!(
+            app.zendesk.ticket(t)["priority"],
+            "urgent",
+            "ticket {t} was not redone"
+        );
+    }
+    let (status, health) = app.get_json("/healthz").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        health["database"],
+        serde_json::json!({"backend": "postgres", "ok": true})
+    );
+    app.stop().await;
+}

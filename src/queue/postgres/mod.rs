@@ -10,9 +10,11 @@ use std::str::FromStr;
 
 use tokio_postgres::{Client, Config};
 
-mod queue;
+mod store;
+#[cfg(test)]
+pub(crate) mod testing;
 
-pub use queue::PgQueue;
+pub use store::PgStore;
 
 /// The advisory lock migrations take (any fixed number; "deskbot" in ASCII).
 const MIGRATION_LOCK: i64 = 0x0064_6573_6b62_6f74;
@@ -120,6 +122,9 @@ pub enum PgError {
     /// The server refused or could not be reached.
     #[error("PostgreSQL: {0}")]
     Db(#[from] tokio_postgres::Error),
+    /// No connection could be had.
+    #[error("PostgreSQL: {0}")]
+    Pool(String),
     /// The database was migrated by a newer deskbot.
     #[error("the database's schema is version {found}, newer than this deskbot knows (up to {known}): run the newer deskbot, or point DESKBOT_DATABASE_URL at another database")]
     Newer {
@@ -136,16 +141,42 @@ pub fn is_postgres(url: &str) -> bool {
     u.starts_with("postgres://") || u.starts_with("postgresql://")
 }
 
-/// Connects to `url`; the connection is driven on the runtime until the client is dropped.
-pub async fn connect(url: &str) -> Result<Client, PgError> {
-    let config = Config::from_str(url).map_err(|e| PgError::Url(e.to_string()))?;
+/// Connections each instance keeps: the webhook handler, the worker's claims and settles, the
+/// clocks and the console each take one while they run.
+const POOL_SIZE: usize = 16;
+
+fn tls() -> tokio_postgres_rustls::MakeRustlsConnect {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     let tls = rustls::ClientConfig::builder()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
-    let (client, connection) = config.connect(tls).await?;
+    tokio_postgres_rustls::MakeRustlsConnect::new(tls)
+}
+
+fn config(url: &str) -> Result<Config, PgError> {
+    Config::from_str(url).map_err(|e| PgError::Url(e.to_string()))
+}
+
+/// A pool of connections to `url` (made when first needed, re-made when one breaks).
+pub(crate) fn pool(url: &str) -> Result<deadpool_postgres::Pool, PgError> {
+    let manager = deadpool_postgres::Manager::from_config(
+        config(url)?,
+        tls(),
+        deadpool_postgres::ManagerConfig {
+            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+        },
+    );
+    deadpool_postgres::Pool::builder(manager)
+        .max_size(POOL_SIZE)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()
+        .map_err(|e| PgError::Pool(e.to_string()))
+}
+
+/// Connects to `url`; the connection is driven on the runtime until the client is dropped.
+pub async fn connect(url: &str) -> Result<Client, PgError> {
+    let (client, connection) = config(url)?.connect(tls()).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!(error = %e, "PostgreSQL connection ended");

@@ -91,6 +91,8 @@ pub struct Options {
     pub catch_up_idle: Duration,
     /// `DESKBOT_ADMIN_TOKEN`.
     pub admin_token: Option<&'static str>,
+    /// `DESKBOT_DATABASE_URL`: the queue in PostgreSQL instead of the SQLite file.
+    pub database_url: Option<String>,
 }
 
 impl Default for Options {
@@ -111,6 +113,7 @@ impl Default for Options {
             reapply: false,
             catch_up_idle: Duration::from_secs(15 * 60),
             admin_token: None,
+            database_url: None,
         }
     }
 }
@@ -125,6 +128,7 @@ pub fn config(dir: &std::path::Path, zendesk_url: &str, opts: &Options) -> Confi
         rules,
         listen: "127.0.0.1:0".parse().unwrap(),
         db: dir.join("deskbot.db"),
+        database_url: opts.database_url.clone().map(Secret::new),
         verification: Verification::Secrets {
             secrets: opts.secrets.iter().map(|s| Secret::new(*s)).collect(),
             accept_test_secret: opts.accept_test_secret,
