@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use clap::Args;
@@ -28,6 +29,65 @@ impl Secret {
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("[redacted]")
+    }
+}
+
+/// Where a command finds the deployment's store: PostgreSQL when `DESKBOT_DATABASE_URL` is set,
+/// else the SQLite file in `DESKBOT_DB`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DatabaseArgs {
+    /// SQLite file of the queue (when DESKBOT_DATABASE_URL is not set).
+    #[arg(long, env = "DESKBOT_DB", default_value = "deskbot.db")]
+    pub db: PathBuf,
+    /// PostgreSQL shared by the instances: postgres://USER:PASSWORD@HOST:5432/DATABASE.
+    #[arg(long, env = "DESKBOT_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+}
+
+impl DatabaseArgs {
+    /// Which database, for messages (a URL without its password).
+    pub fn describe(&self) -> String {
+        match self.url() {
+            Some(u) => match tokio_postgres::Config::from_str(u) {
+                Ok(c) => format!(
+                    "PostgreSQL {}/{}",
+                    c.get_hosts()
+                        .first()
+                        .map(|h| match h {
+                            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+                            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+                        })
+                        .unwrap_or_default(),
+                    c.get_dbname().unwrap_or_default()
+                ),
+                Err(_) => "PostgreSQL".into(),
+            },
+            None => self.db.display().to_string(),
+        }
+    }
+
+    fn url(&self) -> Option<&str> {
+        self.database_url
+            .as_deref()
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+    }
+
+    /// Opens the store. A missing SQLite file is made only when `create` is set: a command that
+    /// reads the queue must not leave an empty one behind a mistyped path.
+    pub async fn open(&self, create: bool) -> Result<crate::queue::store::Store, String> {
+        use crate::queue::{postgres, store::Store};
+        match self.url() {
+            Some(u) if postgres::is_postgres(u) => {
+                Store::connect(u).await.map_err(|e| e.to_string())
+            }
+            Some(_) => Err("DESKBOT_DATABASE_URL must be a postgres:// URL; leave it unset to use the SQLite file in DESKBOT_DB".into()),
+            None if !create && !self.db.exists() => Err(format!(
+                "no database at {} (set DESKBOT_DB or --db, or DESKBOT_DATABASE_URL for PostgreSQL)",
+                self.db.display()
+            )),
+            None => Store::open(&self.db).map_err(|e| e.to_string()),
+        }
     }
 }
 

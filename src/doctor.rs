@@ -7,7 +7,6 @@ use reqwest::Method;
 use serde_json::Value;
 
 use crate::policy::{FieldKind, PolicySet};
-use crate::queue::store::Store;
 use crate::queue::tracking::CLOCK_EVENTS;
 use crate::zendesk::ZendeskClient;
 
@@ -68,7 +67,7 @@ pub struct Target<'a> {
     /// Policy path.
     pub rules: &'a Path,
     /// Database file.
-    pub db: &'a Path,
+    pub db: &'a crate::config::DatabaseArgs,
     /// deskbot's public webhook URL, when known.
     pub url: Option<&'a str>,
     /// Signature tolerance in seconds.
@@ -104,20 +103,21 @@ pub async fn run(zendesk: Option<&ZendeskClient>, t: &Target<'_>) -> Vec<Check> 
             None
         }
     };
-    out.push(match Store::open(t.db) {
+    // A SQLite file that does not exist yet is made by `serve`; doctor checks it can be.
+    out.push(match t.db.open(true).await {
         Ok(store) => match store.check_writable().await {
             Ok(()) => check(
                 Status::Ok,
                 "database",
-                format!("{} is writable", t.db.display()),
+                format!("{} is writable", t.db.describe()),
             ),
             Err(e) => check(
                 Status::Fail,
                 "database",
-                format!("{} is not writable: {e}", t.db.display()),
+                format!("{} is not writable: {e}", t.db.describe()),
             ),
         },
-        Err(e) => check(Status::Fail, "database", e.to_string()),
+        Err(e) => check(Status::Fail, "database", e),
     });
     let Some(z) = zendesk else {
         out.push(check(

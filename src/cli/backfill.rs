@@ -13,7 +13,7 @@ use super::replay::{self, Tally};
 use crate::backfill::{job, Pacing, Position, Reader, Selection};
 use crate::config::ZendeskArgs;
 use crate::policy::PolicySet;
-use crate::queue::store::{Enqueued, NewEvent, Store};
+use crate::queue::store::{Enqueued, NewEvent};
 use crate::ticket::EventKind;
 
 /// What `backfill` was asked.
@@ -22,9 +22,9 @@ pub struct Args {
     /// A policy file or a directory of them.
     #[arg(long, env = "DESKBOT_RULES", default_value = "rules")]
     pub rules: PathBuf,
-    /// SQLite file of the queue (`--apply` queues there and keeps its place).
-    #[arg(long, env = "DESKBOT_DB", default_value = "deskbot.db")]
-    pub db: PathBuf,
+    /// The queue's database (`--apply` queues there and keeps its place).
+    #[command(flatten)]
+    pub db: crate::config::DatabaseArgs,
     /// Only tickets changed since: `30d`, `12h`, or a date (`2026-11-01`); default every ticket.
     #[arg(long)]
     pub since: Option<String>,
@@ -153,7 +153,7 @@ pub async fn run(args: &Args) -> anyhow::Result<bool> {
         anyhow::anyhow!("backfill reads tickets from Zendesk: set ZENDESK_SUBDOMAIN (or ZENDESK_URL) and ZENDESK_EMAIL with ZENDESK_API_TOKEN (or ZENDESK_OAUTH_TOKEN)")
     })?;
     let store = if args.apply {
-        Some(Store::open(&args.db).map_err(|e| anyhow::anyhow!("{e}"))?)
+        Some(args.db.open(true).await.map_err(anyhow::Error::msg)?)
     } else {
         None
     };

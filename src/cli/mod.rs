@@ -16,7 +16,6 @@ use tokio::net::TcpListener;
 use crate::config::{Config, LogFormat, ServeArgs, ZendeskArgs};
 use crate::policy::diagnostic::Severity;
 use crate::policy::{schema, PolicySet};
-use crate::queue::store::Store;
 use crate::ticket::{parse_time, EventKind, Ticket};
 use crate::webhook::payload::{self, Parsed};
 use crate::zendesk::model::{ApiOrganization, TicketResponse};
@@ -111,9 +110,9 @@ pub enum Command {
         /// A policy file or a directory of them.
         #[arg(long, env = "DESKBOT_RULES", default_value = "rules")]
         rules: PathBuf,
-        /// SQLite file of the queue.
-        #[arg(long, env = "DESKBOT_DB", default_value = "deskbot.db")]
-        db: PathBuf,
+        /// The queue's database.
+        #[command(flatten)]
+        db: crate::config::DatabaseArgs,
         /// Signature timestamp tolerance, in seconds.
         #[arg(long, env = "DESKBOT_SIGNATURE_TOLERANCE_SECS", default_value_t = 300)]
         signature_tolerance_secs: u64,
@@ -123,9 +122,9 @@ pub enum Command {
     },
     /// List jobs that gave up after their last retry, or put them back in the queue.
     DeadLetters {
-        /// SQLite file of the queue.
-        #[arg(long, env = "DESKBOT_DB", default_value = "deskbot.db")]
-        db: PathBuf,
+        /// The queue's database.
+        #[command(flatten)]
+        db: crate::config::DatabaseArgs,
         /// Requeue one dead letter by id, or `all`.
         #[arg(long, value_name = "ID|all")]
         requeue: Option<String>,
@@ -146,9 +145,9 @@ pub enum Command {
     },
     /// List open SLA clocks, soonest breach first (or every clock of one ticket).
     Sla {
-        /// SQLite file of the queue.
-        #[arg(long, env = "DESKBOT_DB", default_value = "deskbot.db")]
-        db: PathBuf,
+        /// The queue's database.
+        #[command(flatten)]
+        db: crate::config::DatabaseArgs,
         /// One ticket's clocks, fulfilled ones included.
         #[arg(long)]
         ticket: Option<u64>,
@@ -363,12 +362,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn dead_letters(db: PathBuf, requeue: Option<String>, json: bool) -> anyhow::Result<()> {
+async fn dead_letters(
+    db: crate::config::DatabaseArgs,
+    requeue: Option<String>,
+    json: bool,
+) -> anyhow::Result<()> {
     telemetry::init(LogFormat::Pretty);
-    if !db.exists() {
-        anyhow::bail!("no database at {} (set DESKBOT_DB or --db)", db.display());
-    }
-    let store = Store::open(&db)?;
+    let store = db.open(false).await.map_err(anyhow::Error::msg)?;
     if let Some(which) = requeue {
         let id = match which.as_str() {
             "all" => None,
@@ -783,7 +783,7 @@ async fn register(
 async fn doctor(
     url: Option<&str>,
     rules: &std::path::Path,
-    db: &std::path::Path,
+    db: &crate::config::DatabaseArgs,
     tolerance_secs: u64,
     zendesk: &ZendeskArgs,
 ) -> ExitCode {

@@ -1,12 +1,9 @@
 //! `deskbot sla`: the open SLA clocks, soonest breach first, in each calendar's own zone.
 
-use std::path::Path;
-
 use chrono::{DateTime, Utc};
 
 use crate::calendar::describe_in_zone;
 use crate::config::LogFormat;
-use crate::queue::store::Store;
 use crate::sla::clock::{State, Summary};
 use crate::telemetry;
 
@@ -39,12 +36,13 @@ fn row(s: &Summary, now: DateTime<Utc>) -> String {
 }
 
 /// Prints the open clocks (or every clock of `ticket`), soonest breach first.
-pub async fn run(db: &Path, ticket: Option<u64>, json: bool) -> anyhow::Result<()> {
+pub async fn run(
+    db: &crate::config::DatabaseArgs,
+    ticket: Option<u64>,
+    json: bool,
+) -> anyhow::Result<()> {
     telemetry::init(LogFormat::Pretty);
-    if !db.exists() {
-        anyhow::bail!("no database at {} (set DESKBOT_DB or --db)", db.display());
-    }
-    let store = Store::open(db)?;
+    let store = db.open(false).await.map_err(anyhow::Error::msg)?;
     let now = Utc::now();
     let clocks = store.list_clocks(ticket, now).await?;
     if json {

@@ -297,6 +297,22 @@ async fn a_sqlite_deployment_is_copied_and_served_from_postgres() {
         (dead.len(), dead[0].ticket_id, dead[0].last_error.as_deref()),
         (1, 3, Some("Zendesk answered 422"))
     );
+    // The commands an admin runs read the same database.
+    let listed = {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::support::deskbot_command()
+                .args(["dead-letters", "--json"])
+                .env("DESKBOT_DATABASE_URL", url)
+                .env("DESKBOT_DB", "/nonexistent/deskbot.db")
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap()
+    };
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed[0]["ticket_id"], 3, "{listed}");
     let app = spawn_app_with(Options {
         database_url: Some(url.clone()),
         tickets: (1..=6)
