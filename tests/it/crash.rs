@@ -153,7 +153,7 @@ async fn kill_9_during_traffic_loses_and_doubles_nothing() {
 
 /// Sends every event of `tickets` in order, each until deskbot acknowledges it (202, or 200 for a
 /// duplicate), as Zendesk retries a delivery: through kills and restarts.
-async fn deliver(http: reqwest::Client, url: String, bodies: Vec<String>) -> usize {
+pub async fn deliver(http: reqwest::Client, url: String, bodies: Vec<String>) -> usize {
     let mut tries = 0;
     for body in bodies {
         loop {

@@ -12,6 +12,7 @@ mod crash;
 mod disk;
 mod drain;
 mod faults;
+mod instances;
 mod pipeline;
 mod postgres;
 mod robustness;
