@@ -5,6 +5,8 @@
 #   scripts/pg-test.sh stop "$url"
 # Each server has its own port and directory (/tmp/deskbot-pg-PORT), without fsync, so several
 # can run at once. initdb refuses to run as root, so as root the server runs as `postgres`.
+# The server also speaks TLS, with a certificate for 127.0.0.1 from a CA made for it
+# (/tmp/deskbot-pg-PORT/ca.pem): the TLS test connects with sslmode=require&sslrootcert=that file.
 set -euo pipefail
 as_pg=()
 if [ "$(id -u)" -eq 0 ]; then as_pg=(runuser -u postgres --); fi
@@ -24,8 +26,20 @@ start)
   mkdir -p "$dir"
   if [ "$(id -u)" -eq 0 ]; then chown postgres "$dir"; fi
   "${as_pg[@]}" "$b/initdb" -D "$dir/data" -A trust -U deskbot --no-sync >"$dir/initdb.log"
+  (
+    cd "$dir"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 \
+      -subj "/CN=deskbot test CA" -addext "basicConstraints=critical,CA:TRUE" \
+      -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj "/CN=127.0.0.1" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.crt \
+      -days 2 -extfile server.ext 2>/dev/null
+    chmod 600 server.key
+    if [ "$(id -u)" -eq 0 ]; then chown postgres server.key server.crt; fi
+  )
   "${as_pg[@]}" "$b/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
-    -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=500" \
+    -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=500 -c ssl=on -c ssl_cert_file=$dir/server.crt -c ssl_key_file=$dir/server.key" \
     start >&2
   echo "postgres://deskbot@127.0.0.1:$port/postgres?sslmode=disable"
   ;;

@@ -189,8 +189,8 @@ pub enum StoreError {
     #[error("the database thread has stopped")]
     Closed,
     /// PostgreSQL refused or could not be reached.
-    #[error("database error: {0}")]
-    Postgres(#[from] tokio_postgres::Error),
+    #[error("database error: {}", super::postgres::chain(.0))]
+    Postgres(tokio_postgres::Error),
     /// No PostgreSQL connection could be had from the pool.
     #[error("database unreachable: {0}")]
     Pool(String),
@@ -208,6 +208,13 @@ pub enum StoreError {
         /// Why.
         message: String,
     },
+}
+
+// Not `#[from]`: the message already carries the causes; a source would print them twice.
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        StoreError::Postgres(e)
+    }
 }
 
 /// What happened to an enqueued event.

@@ -227,14 +227,36 @@ async fn three_instances_lose_nothing_when_one_is_killed_and_one_restarted() {
         0
     );
     // Each ticket's jobs finished in the order they arrived.
-    assert_eq!(
-        count(
-            "SELECT COUNT(*) FROM events a JOIN events b
-               ON a.ticket_id = b.ticket_id AND a.id < b.id AND a.finished_at > b.finished_at"
+    let overtaken: Vec<String> = client
+        .query(
+            "SELECT a.ticket_id, a.id, a.dedup_key, a.finished_at, a.leases, b.id, b.dedup_key,
+                    b.finished_at, b.leases
+             FROM events a JOIN events b
+               ON a.ticket_id = b.ticket_id AND a.id < b.id AND a.finished_at > b.finished_at
+             LIMIT 5",
+            &[],
         )
-        .await,
-        0,
-        "a ticket's later job finished before an earlier one"
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "ticket {}: {} {} done at {} ({} leases) after {} {} done at {} ({} leases)",
+                r.get::<_, i64>(0),
+                r.get::<_, i64>(1),
+                r.get::<_, String>(2),
+                r.get::<_, i64>(3),
+                r.get::<_, i32>(4),
+                r.get::<_, i64>(5),
+                r.get::<_, String>(6),
+                r.get::<_, i64>(7),
+                r.get::<_, i32>(8)
+            )
+        })
+        .collect();
+    assert!(
+        overtaken.is_empty(),
+        "later jobs finished first: {overtaken:#?}"
     );
     // Each ticket's breach timer fired once.
     assert_eq!(

@@ -364,3 +364,52 @@ async fn a_sqlite_deployment_is_copied_and_served_from_postgres() {
     );
     app.stop().await;
 }
+
+/// TLS through rustls: with the CA that signed the server's certificate (`sslrootcert`), the
+/// connection is encrypted; without it, `sslmode=require` refuses a server it cannot verify.
+#[tokio::test]
+async fn tls_to_postgres_is_verified_against_the_given_ca() {
+    let Some(server) = server() else { return };
+    // scripts/pg-test.sh keeps the CA beside the server, by port.
+    let port = server
+        .rsplit_once(':')
+        .and_then(|(_, rest)| rest.split('/').next())
+        .unwrap_or_default()
+        .to_string();
+    let ca = format!("/tmp/deskbot-pg-{port}/ca.pem");
+    if !std::path::Path::new(&ca).exists() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "no {ca}: the CI server comes from scripts/pg-test.sh, which makes it"
+        );
+        eprintln!("SKIPPED: TLS test needs a server from scripts/pg-test.sh (no {ca})");
+        return;
+    }
+    let base = server.split_once('?').map_or(server.as_str(), |(b, _)| b);
+    let verified = format!("{base}?sslmode=require&sslrootcert={ca}");
+    let client = postgres::connect(&verified).await.unwrap();
+    let ssl: bool = client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(ssl, "the connection is encrypted");
+    // The store (a pool) connects the same way.
+    let store = deskbot::queue::store::Store::connect(&verified)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.stats(chrono::Utc::now()).await.unwrap().dead_letters,
+        0
+    );
+    let unverified = format!("{base}?sslmode=require");
+    let e = postgres::connect(&unverified)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("certificate"), "{e}");
+}

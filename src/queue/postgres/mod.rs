@@ -6,6 +6,7 @@
 //! a column-for-column move), plus what several instances share: a lease owner per claimed job and
 //! the Zendesk rate budget.
 
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use tokio_postgres::{Client, Config};
@@ -120,8 +121,16 @@ pub enum PgError {
     #[error("DESKBOT_DATABASE_URL is not a PostgreSQL URL deskbot can use ({0}); write it as postgres://USER:PASSWORD@HOST:5432/DATABASE")]
     Url(String),
     /// The server refused or could not be reached.
-    #[error("PostgreSQL: {0}")]
-    Db(#[from] tokio_postgres::Error),
+    #[error("PostgreSQL: {}", chain(.0))]
+    Db(tokio_postgres::Error),
+    /// The CA file named by `sslrootcert` cannot be used.
+    #[error("sslrootcert {path}: {message} (give a PEM file of the CA that signed the server's certificate)")]
+    Ca {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
     /// No connection could be had.
     #[error("PostgreSQL: {0}")]
     Pool(String),
@@ -135,6 +144,28 @@ pub enum PgError {
     },
 }
 
+/// An error with its causes (`error performing TLS handshake: invalid peer certificate:
+/// UnknownIssuer`): tokio-postgres keeps the telling part in the source.
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out = format!("{out}: {text}");
+        }
+        source = s.source();
+    }
+    out
+}
+
+// Not `#[from]`: that would make the error its source too, and `{:#}` would print the chain twice.
+impl From<tokio_postgres::Error> for PgError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        PgError::Db(e)
+    }
+}
+
 /// Whether `url` names PostgreSQL (`postgres://` or `postgresql://`).
 pub fn is_postgres(url: &str) -> bool {
     let u = url.trim_start();
@@ -145,24 +176,64 @@ pub fn is_postgres(url: &str) -> bool {
 /// clocks and the console each take one while they run.
 const POOL_SIZE: usize = 16;
 
-fn tls() -> tokio_postgres_rustls::MakeRustlsConnect {
+/// TLS through rustls: the public web roots, plus the CA in `ca` (libpq's `sslrootcert`) for a
+/// server whose certificate comes from a private CA.
+fn tls(ca: Option<&Path>) -> Result<tokio_postgres_rustls::MakeRustlsConnect, PgError> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(ca) = ca {
+        let bad = |e: String| PgError::Ca {
+            path: ca.display().to_string(),
+            message: e,
+        };
+        let certs = CertificateDer::pem_file_iter(ca)
+            .map_err(|e| bad(e.to_string()))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(bad("no PEM certificate in it".into()));
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|e| bad(e.to_string()))?;
+        }
+    }
     let tls = rustls::ClientConfig::builder()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    tokio_postgres_rustls::MakeRustlsConnect::new(tls)
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
 }
 
-fn config(url: &str) -> Result<Config, PgError> {
-    Config::from_str(url).map_err(|e| PgError::Url(e.to_string()))
+/// The connection settings in `url`, and its `sslrootcert` (which tokio-postgres does not
+/// read itself: deskbot loads that CA into rustls).
+fn config(url: &str) -> Result<(Config, Option<PathBuf>), PgError> {
+    let (base, query) = url.trim().split_once('?').unwrap_or((url.trim(), ""));
+    let mut ca = None;
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|kv| match kv.split_once('=') {
+            Some(("sslrootcert", path)) => {
+                ca = Some(PathBuf::from(path));
+                false
+            }
+            _ => !kv.is_empty(),
+        })
+        .collect();
+    let url = if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    let config = Config::from_str(&url).map_err(|e| PgError::Url(e.to_string()))?;
+    Ok((config, ca))
 }
 
 /// A pool of connections to `url` (made when first needed, re-made when one breaks).
 pub(crate) fn pool(url: &str) -> Result<deadpool_postgres::Pool, PgError> {
+    let (config, ca) = config(url)?;
     let manager = deadpool_postgres::Manager::from_config(
-        config(url)?,
-        tls(),
+        config,
+        tls(ca.as_deref())?,
         deadpool_postgres::ManagerConfig {
             recycling_method: deadpool_postgres::RecyclingMethod::Fast,
         },
@@ -176,7 +247,8 @@ pub(crate) fn pool(url: &str) -> Result<deadpool_postgres::Pool, PgError> {
 
 /// Connects to `url`; the connection is driven on the runtime until the client is dropped.
 pub async fn connect(url: &str) -> Result<Client, PgError> {
-    let (client, connection) = config(url)?.connect(tls()).await?;
+    let (config, ca) = config(url)?;
+    let (client, connection) = config.connect(tls(ca.as_deref())?).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!(error = %e, "PostgreSQL connection ended");
@@ -236,14 +308,30 @@ mod tests {
         assert!(is_postgres("postgres://u@h/db"));
         assert!(is_postgres("postgresql://u@h/db"));
         assert!(!is_postgres("sqlite:deskbot.db"));
-        let e = Config::from_str("postgres://u@h:notaport/db")
-            .map_err(|e| PgError::Url(e.to_string()))
+        let e = config("postgres://u@h:notaport/db")
             .unwrap_err()
             .to_string();
         assert!(
             e.starts_with("DESKBOT_DATABASE_URL is not a PostgreSQL URL"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn sslrootcert_is_taken_out_of_the_url_for_rustls() {
+        let (c, ca) =
+            config("postgres://u@h/db?sslmode=require&sslrootcert=/etc/ca.pem&application_name=x")
+                .unwrap();
+        assert_eq!(ca, Some(PathBuf::from("/etc/ca.pem")));
+        assert_eq!(c.get_ssl_mode(), tokio_postgres::config::SslMode::Require);
+        assert_eq!(c.get_application_name(), Some("x"));
+        let (_, none) = config("postgres://u@h/db").unwrap();
+        assert_eq!(none, None);
+        let e = tls(Some(Path::new("/nonexistent/ca.pem")))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.starts_with("sslrootcert /nonexistent/ca.pem: "), "{e}");
     }
 
     #[test]

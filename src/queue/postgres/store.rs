@@ -57,7 +57,7 @@ const REQUEUE_DEAD: &str =
 
 impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        StoreError::Pool(e.to_string())
+        StoreError::Pool(super::chain(&e))
     }
 }
 
@@ -77,7 +77,10 @@ impl PgStore {
     /// Connects to `url` and brings its schema up to date.
     pub async fn open(url: &str) -> Result<PgStore, PgError> {
         let pool = pool(url)?;
-        let mut client = pool.get().await.map_err(|e| PgError::Pool(e.to_string()))?;
+        let mut client = pool
+            .get()
+            .await
+            .map_err(|e| PgError::Pool(super::chain(&e)))?;
         migrate(&mut client).await?;
         Ok(PgStore { pool })
     }
@@ -94,6 +97,7 @@ impl PgStore {
         let ticket = ne.event.ticket_id as i64;
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
+        lock_tickets(&tx, &[ticket]).await?;
         let insert = tx
             .prepare_cached(
                 "INSERT INTO events (dedup_key, invocation_key, ticket_id, kind, payload,
@@ -458,6 +462,10 @@ impl PgStore {
                 &[&now_ms, &PROMOTE_BATCH],
             )
             .await?;
+        let mut tickets: Vec<i64> = due.iter().map(|r| r.get(0)).collect();
+        tickets.sort_unstable();
+        tickets.dedup();
+        lock_tickets(&tx, &tickets).await?;
         let mut queued = 0;
         for r in &due {
             let instance: i32 = r.get(2);
@@ -700,6 +708,16 @@ impl PgStore {
         let at = now.timestamp_millis();
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
+        let tickets: Vec<i64> = tx
+            .query(
+                "SELECT DISTINCT ticket_id FROM events WHERE id = ANY($1) ORDER BY ticket_id",
+                &[&ids],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        lock_tickets(&tx, &tickets).await?;
         let mut n = 0;
         for id in &ids {
             n += tx.execute(REQUEUE_DEAD, &[&at, id]).await?;
@@ -903,6 +921,20 @@ fn gcra(limit: u32, span: Duration) -> (i64, i64) {
 fn rate_wait(tat: i64, paused: i64, now_ms: i64, tolerance: i64) -> Duration {
     let until = paused.max(tat - tolerance);
     Duration::from_millis((until - now_ms).max(1) as u64)
+}
+
+/// Serializes the inserts of each of `tickets` (ascending, so two callers cannot deadlock) until
+/// the transaction ends. Ids come from a sequence when a row is inserted, but rows become visible
+/// when their transaction commits: without this, a ticket's job with a higher id could commit
+/// first, be claimed as the ticket's head and finish before an older job still committing.
+async fn lock_tickets(
+    tx: &deadpool_postgres::Transaction<'_>,
+    tickets: &[i64],
+) -> Result<(), StoreError> {
+    for t in tickets {
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[t]).await?;
+    }
+    Ok(())
 }
 
 async fn write_clocks(
