@@ -13,11 +13,11 @@ if [ "$(id -u)" -eq 0 ]; then as_pg=(runuser -u postgres --); fi
 bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1; }
 case "${1:-}" in
 start)
-  if [ -z "$(bin)" ]; then
+  if [ -z "$(bin)" ] || ! command -v openssl >/dev/null; then
     sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
     export DEBIAN_FRONTEND=noninteractive
     $sudo apt-get update -qq >&2
-    $sudo apt-get install -y -qq postgresql >&2
+    $sudo apt-get install -y -qq postgresql openssl >&2
   fi
   b=$(bin)
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -38,8 +38,12 @@ start)
     chmod 600 server.key
     if [ "$(id -u)" -eq 0 ]; then chown postgres server.key server.crt; fi
   )
+  # Tests need no durability; PG_DURABLE=1 (the benchmarks) keeps PostgreSQL's defaults, so a
+  # commit waits for its fsync as SQLite's synchronous=FULL does.
+  fast="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+  [ "${PG_DURABLE:-0}" = 1 ] && fast=""
   "${as_pg[@]}" "$b/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
-    -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=500 -c ssl=on -c ssl_cert_file=$dir/server.crt -c ssl_key_file=$dir/server.key" \
+    -o "-c listen_addresses=127.0.0.1 -p $port -k $dir $fast -c max_connections=500 -c ssl=on -c ssl_cert_file=$dir/server.crt -c ssl_key_file=$dir/server.key" \
     start >&2
   echo "postgres://deskbot@127.0.0.1:$port/postgres?sslmode=disable"
   ;;
