@@ -1,6 +1,10 @@
 //! Who may use the console: one token, exchanged at login for a session cookie (HttpOnly,
 //! SameSite=Strict, Secure over HTTPS), a CSRF token per session for every POST, and failed
 //! logins throttled per address and in all.
+//!
+//! A session id carries its expiry and a MAC keyed by the console token, so every instance
+//! sharing the token (several instances on PostgreSQL, behind one address) accepts it without a
+//! shared session table; its CSRF token is derived from it the same way.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -19,8 +23,6 @@ use crate::config::Secret;
 pub const SESSION_COOKIE: &str = "deskbot_session";
 /// How long a session lasts.
 const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
-/// Sessions kept at once; the oldest goes first.
-const MAX_SESSIONS: usize = 256;
 /// Failed logins an address may make in [`FAIL_WINDOW`] before it must wait.
 const FAILS_PER_ADDRESS: u32 = 5;
 /// Failed logins from all addresses together in [`FAIL_WINDOW`] before everyone must wait.
@@ -33,8 +35,6 @@ const FAIL_WINDOW: Duration = Duration::from_secs(15 * 60);
 pub struct Session {
     /// The token every POST form carries.
     pub csrf: String,
-    expires: Instant,
-    created: Instant,
 }
 
 #[derive(Debug, Default)]
@@ -43,11 +43,20 @@ struct Failures {
     all: (u32, Option<Instant>),
 }
 
-/// The console's gate: its token, the sessions, the failed-login counts.
+/// The console's gate: its token, the sessions ended here, the failed-login counts.
 pub struct Gate {
     token: Secret,
-    sessions: Mutex<HashMap<String, Session>>,
+    /// Ended sessions' nonces, with when they would have expired (Unix seconds).
+    ended: Mutex<HashMap<String, u64>>,
     failures: Mutex<Failures>,
+}
+
+type Mac = hmac::Hmac<sha2::Sha256>;
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// 32 random bytes as hex, from the operating system's generator.
@@ -77,7 +86,7 @@ impl Gate {
     pub fn new(token: Secret) -> Self {
         Gate {
             token,
-            sessions: Mutex::new(HashMap::new()),
+            ended: Mutex::new(HashMap::new()),
             failures: Mutex::new(Failures::default()),
         }
     }
@@ -114,42 +123,67 @@ impl Gate {
         }
         f.by_address.remove(&from);
         drop(f);
-        let id = random_token();
-        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        sessions.retain(|_, s| s.expires > now);
-        if sessions.len() >= MAX_SESSIONS {
-            if let Some(oldest) = sessions
-                .iter()
-                .min_by_key(|(_, s)| s.created)
-                .map(|(k, _)| k.clone())
-            {
-                sessions.remove(&oldest);
-            }
-        }
-        sessions.insert(
-            id.clone(),
-            Session {
-                csrf: random_token(),
-                expires: now + SESSION_TTL,
-                created: now,
-            },
-        );
-        Ok(id)
+        let nonce = &random_token()[..32];
+        let expires = unix_now() + SESSION_TTL.as_secs();
+        Ok(format!(
+            "{nonce}.{expires}.{}",
+            self.mac(&format!("session:{nonce}.{expires}"))
+        ))
     }
 
-    /// The live session with this id.
+    /// HMAC-SHA256 of `message` keyed by the console token, as hex.
+    fn mac(&self, message: &str) -> String {
+        use hmac::Mac as _;
+        let mut mac = match Mac::new_from_slice(self.token.expose().as_bytes()) {
+            Ok(m) => m,
+            // HMAC takes a key of any length; this arm cannot be reached.
+            Err(_) => return String::new(),
+        };
+        mac.update(message.as_bytes());
+        mac.finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// The live session with this id: made by an instance holding this token, not expired, not
+    /// ended here.
     pub fn session(&self, id: &str) -> Option<Session> {
-        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        sessions
-            .get(id)
-            .filter(|s| s.expires > Instant::now())
-            .cloned()
+        let mut parts = id.splitn(3, '.');
+        let (nonce, expires, mac) = (parts.next()?, parts.next()?, parts.next()?);
+        let expected = self.mac(&format!("session:{nonce}.{expires}"));
+        if expected.is_empty() || !bool::from(mac.as_bytes().ct_eq(expected.as_bytes())) {
+            return None;
+        }
+        if expires.parse::<u64>().ok()? <= unix_now() {
+            return None;
+        }
+        let ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
+        if ended.contains_key(nonce) {
+            return None;
+        }
+        Some(Session {
+            csrf: self.mac(&format!("csrf:{nonce}")),
+        })
     }
 
-    /// Ends a session.
+    /// Ends a session on this instance (the browser's cookie is cleared too).
     pub fn logout(&self, id: &str) {
-        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        sessions.remove(id);
+        let Some((nonce, rest)) = id.split_once('.') else {
+            return;
+        };
+        let expires = rest
+            .split('.')
+            .next()
+            .and_then(|e| e.parse::<u64>().ok())
+            .unwrap_or(0);
+        let now = unix_now();
+        let mut ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
+        // Only a logged-in browser can log out (a CSRF-checked POST), so this stays small; each
+        // entry goes once its session would have expired anyway.
+        ended.retain(|_, e| *e > now);
+        ended.insert(nonce.to_string(), expires);
     }
 }
 
@@ -263,6 +297,25 @@ mod tests {
         assert!(g.session("other").is_none());
         g.logout(&id);
         assert!(g.session(&id).is_none());
+    }
+
+    #[test]
+    fn a_session_is_good_on_every_instance_with_the_token_and_nowhere_else() {
+        let a = Gate::new(Secret::new("0123456789abcdef"));
+        let b = Gate::new(Secret::new("0123456789abcdef"));
+        let other = Gate::new(Secret::new("fedcba9876543210"));
+        let id = a.login("0123456789abcdef", ip(1)).unwrap();
+        assert_eq!(b.session(&id).unwrap().csrf, a.session(&id).unwrap().csrf);
+        assert!(other.session(&id).is_none());
+        // A later expiry written into the id breaks its MAC.
+        let (nonce, rest) = id.split_once('.').unwrap();
+        let (expires, mac) = rest.split_once('.').unwrap();
+        let later = format!("{nonce}.{}.{mac}", expires.parse::<u64>().unwrap() + 3600);
+        assert!(b.session(&later).is_none());
+        // Expired: a correctly signed id from the past.
+        let past = format!("{nonce}.1000");
+        let signed = format!("{past}.{}", a.mac(&format!("session:{past}")));
+        assert!(a.session(&signed).is_none());
     }
 
     #[test]

@@ -699,3 +699,40 @@ async fn the_sla_page_draws_each_clock_with_its_pauses() {
     assert!(filtered.contains("No open clocks match."), "{filtered}");
     app.stop().await;
 }
+
+/// Two instances on one PostgreSQL database behind one address: a login on one is good on the
+/// other (the session is signed with the shared token, not kept in one process), the other
+/// lists the event the first stored, and a requeue posted there (with the first's CSRF token)
+/// works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_console_session_works_on_every_instance() {
+    let Some(server) = crate::postgres::server() else {
+        return;
+    };
+    let url = crate::postgres::fresh_database(&server).await;
+    let options = || Options {
+        admin_token: Some(TOKEN),
+        database_url: Some(url.clone()),
+        ..Options::default()
+    };
+    let first = spawn_app_with(options()).await;
+    let second = spawn_app_with(options()).await;
+    let r = first
+        .post_signed(crate::support::event_body("both-1", "created", 41, "hello"))
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let mut admin = Admin::login(&base(&first), TOKEN).await;
+    admin.base = base(&second);
+    let (status, page) = admin.get("/admin/activity?ticket=41").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains("<a href=\"/admin/activity?ticket=41\">41</a>"),
+        "{page}"
+    );
+    let r = admin.post("/admin/logout", &[]).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let (status, _) = admin.get("/admin").await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "logged out on this instance");
+    first.stop().await;
+    second.stop().await;
+}
