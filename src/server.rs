@@ -84,6 +84,7 @@ pub async fn run(
     let store = match &cfg.database_url {
         Some(url) => {
             let store = Store::connect(url.expose()).await?;
+            store.listen_for_other_instances();
             info!("queue in PostgreSQL (schema up to date); other instances may share it");
             store
         }

@@ -426,6 +426,17 @@ impl Store {
         }
     }
 
+    /// Wakes this store's worker when another instance queues a job (PostgreSQL's LISTEN), for as
+    /// long as the runtime runs; nothing to do on SQLite, where every job is queued here.
+    pub fn listen_for_other_instances(&self) {
+        if let Backend::Postgres(pg) = &self.backend {
+            tokio::spawn(super::postgres::listen(
+                pg.url().to_string(),
+                self.notify.clone(),
+            ));
+        }
+    }
+
     /// The Zendesk rate budget shared with the other instances on this database (PostgreSQL);
     /// `None` for SQLite, whose one process keeps the budget itself.
     pub fn shared_budget(&self) -> Option<Arc<dyn SharedBudget>> {

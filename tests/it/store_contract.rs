@@ -382,3 +382,24 @@ async fn postgres_instances_share_one_rate_budget() {
         "{wait:?}"
     );
 }
+
+/// An idle instance hears of a job another instance queued (LISTEN/NOTIFY), well before its
+/// next poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_instances_hear_of_each_others_jobs() {
+    let Some(server) = crate::postgres::server() else {
+        return;
+    };
+    let url = crate::postgres::fresh_database(&server).await;
+    let (a, b) = (
+        Store::connect(&url).await.unwrap(),
+        Store::connect(&url).await.unwrap(),
+    );
+    b.listen_for_other_instances();
+    // Give the listener time to connect and LISTEN; a job queued before it would not be heard.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    a.enqueue(event("heard", 5, 0)).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(2), b.notified())
+        .await
+        .expect("woken by the other instance's job");
+}

@@ -257,6 +257,51 @@ pub async fn connect(url: &str) -> Result<Client, PgError> {
     Ok(client)
 }
 
+/// The channel a new job is announced on, so idle instances claim it at once instead of at
+/// their next poll.
+pub(crate) const JOBS_CHANNEL: &str = "deskbot_jobs";
+
+/// Wakes `wake` whenever any instance announces a job on [`JOBS_CHANNEL`], until the runtime
+/// stops. A hint only: the worker still polls, so a lost connection costs latency, never a job.
+/// It reconnects after a failure, waiting a little longer each time (at most a minute).
+pub(crate) async fn listen(url: String, wake: std::sync::Arc<tokio::sync::Notify>) {
+    let mut backoff = std::time::Duration::from_secs(1);
+    loop {
+        match listen_once(&url, &wake).await {
+            Ok(()) => backoff = std::time::Duration::from_secs(1),
+            Err(e) => {
+                tracing::warn!(error = %e, "not listening for other instances' jobs; polling until this reconnects");
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(std::time::Duration::from_secs(60));
+    }
+}
+
+async fn listen_once(url: &str, wake: &tokio::sync::Notify) -> Result<(), PgError> {
+    let (config, ca) = config(url)?;
+    let (client, mut connection) = config.connect(tls(ca.as_deref())?).await?;
+    let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+    let statement = format!("LISTEN {JOBS_CHANNEL}");
+    let listen = client.batch_execute(&statement);
+    tokio::pin!(listen);
+    let mut listening = false;
+    loop {
+        tokio::select! {
+            r = &mut listen, if !listening => {
+                r?;
+                listening = true;
+            }
+            m = futures_util::StreamExt::next(&mut messages) => match m {
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => wake.notify_one(),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e.into()),
+                None => return Ok(()),
+            },
+        }
+    }
+}
+
 /// What a migration run found and did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Migrated {

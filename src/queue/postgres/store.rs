@@ -18,7 +18,7 @@ use deadpool_postgres::{Object, Pool};
 use futures_util::future::BoxFuture;
 use tokio_postgres::types::ToSql;
 
-use super::{migrate, pool, PgError};
+use super::{migrate, pool, PgError, JOBS_CHANNEL};
 use crate::queue::clocks::{ms, summary, timer_event, ClockCounts, ClockSave, SummaryColumns};
 use crate::queue::console::{
     activity_row, time, ActivityFilter, ActivityRow, AdminAction, Columns, EventDetail, COLUMNS,
@@ -71,6 +71,7 @@ fn corrupt(id: i64, e: impl std::fmt::Display) -> StoreError {
 /// The store in a PostgreSQL database.
 pub struct PgStore {
     pool: Pool,
+    url: String,
 }
 
 impl PgStore {
@@ -82,7 +83,15 @@ impl PgStore {
             .await
             .map_err(|e| PgError::Pool(super::chain(&e)))?;
         migrate(&mut client).await?;
-        Ok(PgStore { pool })
+        Ok(PgStore {
+            pool,
+            url: url.to_string(),
+        })
+    }
+
+    /// Where it connects (for the listener's own connection).
+    pub(crate) fn url(&self) -> &str {
+        &self.url
     }
 
     /// The pool's connections, for the copy command.
@@ -132,6 +141,8 @@ impl PgStore {
                         .await?;
                     tx.execute(&promote, &[&ticket]).await?;
                 }
+                // Delivered at commit, to every instance listening.
+                tx.execute(&format!("NOTIFY {JOBS_CHANNEL}"), &[]).await?;
                 Enqueued::Queued(r.get(0))
             }
             None => Enqueued::Duplicate,
