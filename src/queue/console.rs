@@ -579,3 +579,109 @@ mod tests {
         assert_eq!(s.count_matching(queued).await.unwrap(), 10);
     }
 }
+
+#[cfg(test)]
+mod both_backends {
+    use super::*;
+    use crate::queue::store::{Lease, NewEvent, Settle};
+    use crate::ticket::{EventKind, Ticket};
+    use crate::webhook::payload::{Source, TicketEvent};
+
+    fn event(key: &str, ticket: u64, at: DateTime<Utc>) -> NewEvent {
+        NewEvent {
+            event: TicketEvent {
+                dedup_key: key.into(),
+                source: Source::Event,
+                ticket_id: ticket,
+                kind: EventKind::new("created"),
+                occurred_at: None,
+                snapshot: Ticket::default(),
+                comment: None,
+                current: None,
+                timer: None,
+                notice: None,
+            },
+            invocation_key: None,
+            received_at: at,
+            background: false,
+        }
+    }
+
+    /// Hourly counts, rule counts, the action log and an event's failed tries read the same on
+    /// every backend.
+    #[tokio::test]
+    async fn counts_actions_and_failures_read_alike() {
+        for (name, s, _) in crate::queue::postgres::testing::backends().await.pairs {
+            let now = DateTime::parse_from_rfc3339("2026-11-30T10:30:00Z")
+                .unwrap()
+                .with_timezone(&Utc);
+            let hour_ago = now - chrono::Duration::minutes(60);
+            s.enqueue(event("a", 1, hour_ago)).await.unwrap();
+            s.enqueue(event("b", 2, now)).await.unwrap();
+            let jobs = s
+                .claim(now, std::time::Duration::from_secs(60), 8, 8)
+                .await
+                .unwrap();
+            let (a, b) = (jobs[0][0].lease(), jobs[1][0].lease());
+            let failed = Settle::Defer {
+                until: now,
+                error: "Zendesk answered 503".into(),
+                counts: true,
+            };
+            s.settle(vec![(a, failed)], now).await.unwrap();
+            let a2 = s
+                .claim(now, std::time::Duration::from_secs(60), 8, 8)
+                .await
+                .unwrap()[0][0]
+                .lease();
+            assert_eq!(a2, Lease { id: a.id, token: 2 }, "{name}");
+            let updated = Settle::Done {
+                outcome: r#"{"result":"updated"}"#.into(),
+            };
+            s.settle_with_clocks(
+                vec![(a2, updated.clone()), (b, updated)],
+                Vec::new(),
+                vec!["urgent".into(), "urgent".into(), "vip".into()],
+                now,
+            )
+            .await
+            .unwrap();
+            let hour = now.timestamp_millis() / 3_600_000;
+            assert_eq!(
+                s.hourly(now).await.unwrap(),
+                vec![(hour - 1, 1, 1), (hour, 1, 1)],
+                "{name}"
+            );
+            let rules = s.rule_counts(now).await.unwrap();
+            assert_eq!(rules.get("urgent"), Some(&(2, 2)), "{name}");
+            assert_eq!(rules.get("vip"), Some(&(1, 1)), "{name}");
+            for (i, what) in ["requeue", "bulk requeue"].iter().enumerate() {
+                s.record_action(AdminAction {
+                    at: now + chrono::Duration::seconds(i as i64),
+                    source: "127.0.0.1".into(),
+                    action: what.to_string(),
+                    detail: format!("event {i}"),
+                })
+                .await
+                .unwrap();
+            }
+            let actions: Vec<String> = s
+                .recent_actions(5)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|a| a.action)
+                .collect();
+            assert_eq!(actions, ["bulk requeue", "requeue"], "{name}");
+            let d = s.event_detail(a.id).await.unwrap().unwrap();
+            assert_eq!(
+                (d.row.result.as_str(), d.row.attempts, d.failures.len()),
+                ("updated", 1, 1),
+                "{name}"
+            );
+            assert_eq!(d.failures[0], (now, "Zendesk answered 503".to_string()));
+            assert_eq!(d.dedup_key, "a");
+            assert!(s.event_detail(999).await.unwrap().is_none());
+        }
+    }
+}

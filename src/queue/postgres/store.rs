@@ -693,7 +693,7 @@ impl PgStore {
         let outcome: Option<String> = r.get(5);
         let failures = c
             .query(
-                "SELECT at, error FROM attempts WHERE event_id = $1 ORDER BY ctid",
+                "SELECT at, error FROM attempts WHERE event_id = $1 ORDER BY at, ctid",
                 &[&id],
             )
             .await?
@@ -812,8 +812,8 @@ impl PgStore {
         let c = self.pool.get().await?;
         let rows = c
             .query(
-                "SELECT rule, SUM(CASE WHEN hour > $1 - 24 THEN n ELSE 0 END)::bigint, SUM(n)::bigint
-                 FROM rule_matches WHERE hour > $1 - 168 GROUP BY rule",
+                "SELECT rule, SUM(CASE WHEN hour > $1::bigint - 24 THEN n ELSE 0 END)::bigint, SUM(n)::bigint
+                 FROM rule_matches WHERE hour > $1::bigint - 168 GROUP BY rule",
                 &[&hour],
             )
             .await?;
