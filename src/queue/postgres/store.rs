@@ -106,7 +106,14 @@ impl PgStore {
         let ticket = ne.event.ticket_id as i64;
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
-        lock_tickets(&tx, &[ticket]).await?;
+        // A 202 promises the event survives a crash: whatever the server's default, this commit
+        // waits for its WAL to reach disk. One statement with the ticket's lock (see `lock_tickets`).
+        let durable = tx
+            .prepare_cached(
+                "SELECT set_config('synchronous_commit', 'on', true), pg_advisory_xact_lock($1)",
+            )
+            .await?;
+        tx.execute(&durable, &[&ticket]).await?;
         let insert = tx
             .prepare_cached(
                 "INSERT INTO events (dedup_key, invocation_key, ticket_id, kind, payload,
