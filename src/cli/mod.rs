@@ -257,48 +257,72 @@ pub async fn run(cli: Cli) -> ExitCode {
 /// `deskbot db` subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum DbCommand {
-    /// Copy a stopped SQLite deployment (every job, waiting ones included, the SLA clocks and
-    /// timers, kept positions, the console's log) into an empty PostgreSQL database.
+    /// Copy a stopped deployment (every job, waiting ones included, the SLA clocks and timers,
+    /// kept positions, the console's log) from its SQLite file into an empty PostgreSQL database,
+    /// or from PostgreSQL back into a new SQLite file.
     Copy {
-        /// The SQLite file: sqlite:deskbot.db (or just its path).
+        /// Where it is now: sqlite:deskbot.db (or just its path), or postgres://….
         #[arg(long)]
         from: String,
-        /// The PostgreSQL database: postgres://USER:PASSWORD@HOST:5432/DATABASE.
+        /// Where it goes: postgres://USER:PASSWORD@HOST:5432/DATABASE, or sqlite:PATH.
         #[arg(long, env = "DESKBOT_DATABASE_URL", hide_env_values = true)]
         to: String,
     },
 }
 
-/// `deskbot db copy`: moves a SQLite deployment into PostgreSQL.
+/// A SQLite file named as `sqlite:PATH`, `sqlite://PATH` or a bare path.
+fn sqlite_path(s: &str) -> &std::path::Path {
+    std::path::Path::new(
+        s.strip_prefix("sqlite://")
+            .or_else(|| s.strip_prefix("sqlite:"))
+            .unwrap_or(s),
+    )
+}
+
+/// `deskbot db copy`: moves a deployment between SQLite and PostgreSQL.
 async fn db_copy(from: &str, to: &str) -> anyhow::Result<()> {
-    use crate::queue::postgres;
-    let path = std::path::Path::new(
-        from.strip_prefix("sqlite://")
-            .or_else(|| from.strip_prefix("sqlite:"))
-            .unwrap_or(from),
-    );
-    if postgres::is_postgres(from) {
-        anyhow::bail!("--from must be the SQLite file (sqlite:deskbot.db); copying from PostgreSQL is not supported");
-    }
-    if !path.is_file() {
-        anyhow::bail!(
-            "--from {}: no such SQLite file (give the DESKBOT_DB of the deployment to move, e.g. sqlite:/data/deskbot.db)",
-            path.display()
-        );
-    }
-    if !postgres::is_postgres(to) {
-        anyhow::bail!("--to must be a postgres:// URL (the database the instances will share)");
-    }
-    let store = crate::queue::store::Store::connect(to).await?;
-    let copied = crate::queue::copy::sqlite_to_postgres(path, &store).await?;
+    use crate::queue::{copy, postgres, store::Store};
+    let (copied, note) = match (postgres::is_postgres(from), postgres::is_postgres(to)) {
+        (false, true) => {
+            let path = sqlite_path(from);
+            if !path.is_file() {
+                anyhow::bail!(
+                    "--from {}: no such SQLite file (give the DESKBOT_DB of the deployment to move, e.g. sqlite:/data/deskbot.db)",
+                    path.display()
+                );
+            }
+            let store = Store::connect(to).await?;
+            let copied = copy::sqlite_to_postgres(path, &store).await?;
+            let note = format!(
+                "copied {} into PostgreSQL; {} jobs waiting will be done by the first instance started with DESKBOT_DATABASE_URL set. Do not start deskbot on the file again: its jobs now live in PostgreSQL.",
+                path.display(),
+                copied.pending
+            );
+            (copied, note)
+        }
+        (true, false) => {
+            let path = sqlite_path(to);
+            let store = Store::connect(from).await?;
+            let copied = copy::postgres_to_sqlite(&store, path).await?;
+            let note = format!(
+                "copied PostgreSQL into {}; {} jobs waiting will be done by deskbot started with DESKBOT_DB={} and DESKBOT_DATABASE_URL unset. Stop every instance on PostgreSQL first: jobs they take now are not in the file.",
+                path.display(),
+                copied.pending,
+                path.display()
+            );
+            (copied, note)
+        }
+        (true, true) => anyhow::bail!(
+            "--from and --to are both PostgreSQL: copy between PostgreSQL databases with pg_dump"
+        ),
+        (false, false) => anyhow::bail!(
+            "--from and --to are both SQLite files: copy the file itself while deskbot is stopped"
+        ),
+    };
     for (table, rows) in &copied.tables {
         println!("{table:>14}: {rows} rows");
     }
-    println!(
-        "copied {} into PostgreSQL; {} jobs waiting will be done by the first instance started with DESKBOT_DATABASE_URL set. Do not start deskbot on the file again: its jobs now live in PostgreSQL.",
-        path.display(),
-        copied.pending
-    );
+    println!("{note}");
     Ok(())
 }
 

@@ -1,8 +1,10 @@
-//! `deskbot db copy`: moves a deployment from its SQLite file to PostgreSQL, every job (waiting,
-//! retrying, dead or done), the SLA clocks and timers, kept positions, console log and rule counts.
+//! `deskbot db copy`: moves a deployment from its SQLite file to PostgreSQL, or back, with every
+//! job (waiting, retrying, dead or done), the SLA clocks and timers, kept positions, console log
+//! and rule counts.
 //!
-//! The file is read in one read transaction (a consistent snapshot) and written with binary `COPY`
-//! in one PostgreSQL transaction: a copy that fails leaves the target as empty as it was. Leases
+//! The source is read in one snapshot (a read transaction) and the target written in one
+//! transaction (binary `COPY` into PostgreSQL): a copy that fails leaves the target as empty as
+//! it was. Leases
 //! are dropped (no instance holds a job once the old one is stopped); ids are kept, so the
 //! console's links and the order of each ticket's jobs survive, and the id sequences continue after them.
 
@@ -133,6 +135,14 @@ pub enum CopyError {
     /// The target already holds a deployment.
     #[error("the PostgreSQL database already holds {0} jobs: copy into an empty database (create one, or drop this one's tables after checking nothing there is needed)")]
     NotEmpty(i64),
+    /// The target file already holds a deployment.
+    #[error("{path} already holds {jobs} jobs: copy into a new file")]
+    FileNotEmpty {
+        /// The file.
+        path: String,
+        /// Jobs in it.
+        jobs: i64,
+    },
     /// A value in the file does not fit its column.
     #[error("{table}.{column}: {message}")]
     Value {
@@ -333,4 +343,131 @@ fn cells(table: &Table, row: Vec<Value>) -> Result<Vec<Cell>, CopyError> {
             })
         })
         .collect()
+}
+
+/// Copies the PostgreSQL deployment in `from` into the SQLite file `to` (new, or holding no job):
+/// the way back to one Machine.
+pub async fn postgres_to_sqlite(from: &Store, to: &Path) -> Result<Copied, CopyError> {
+    let Some(pg) = from.pg() else {
+        return Err(StoreError::Unsupported("copying from a SQLite file into one").into());
+    };
+    // Opening it as deskbot does creates the file with the current schema.
+    drop(Store::open(to)?);
+    let path = to.to_path_buf();
+    let (rows_tx, rows_rx) = mpsc::channel::<Batch>(4);
+    let writer = tokio::task::spawn_blocking(move || write_all(&path, rows_rx));
+    let mut client = pg.pool().get().await.map_err(StoreError::from)?;
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    let mut pending = 0;
+    for (i, table) in TABLES.iter().enumerate() {
+        let names: Vec<&str> = table.columns.iter().map(|(n, _)| *n).collect();
+        let rows = tx
+            .query_raw(
+                &format!("SELECT {} FROM {}", names.join(", "), table.name),
+                std::iter::empty::<i32>(),
+            )
+            .await?;
+        futures_util::pin_mut!(rows);
+        let mut batch = Vec::with_capacity(BATCH);
+        while let Some(row) = futures_util::StreamExt::next(&mut rows).await {
+            let row = row?;
+            let values = table
+                .columns
+                .iter()
+                .enumerate()
+                .map(|(c, (name, ty))| {
+                    if table.cleared.contains(name) {
+                        return Value::Null;
+                    }
+                    match *ty {
+                        Type::INT8 => row
+                            .get::<_, Option<i64>>(c)
+                            .map_or(Value::Null, Value::Integer),
+                        Type::INT4 => row
+                            .get::<_, Option<i32>>(c)
+                            .map_or(Value::Null, |v| Value::Integer(v.into())),
+                        Type::INT2 => row
+                            .get::<_, Option<i16>>(c)
+                            .map_or(Value::Null, |v| Value::Integer(v.into())),
+                        _ => row
+                            .get::<_, Option<String>>(c)
+                            .map_or(Value::Null, Value::Text),
+                    }
+                })
+                .collect::<Vec<_>>();
+            if table.name == "events" && values.get(7) == Some(&Value::Text("pending".into())) {
+                pending += 1;
+            }
+            batch.push(values);
+            if batch.len() == BATCH
+                && rows_tx
+                    .send(Ok((i, std::mem::take(&mut batch))))
+                    .await
+                    .is_err()
+            {
+                break;
+            }
+        }
+        let _ = rows_tx.send(Ok((i, batch))).await;
+        let _ = rows_tx.send(Ok((i, Vec::new()))).await;
+    }
+    // The end marker: without it (a read failed above) the writer commits nothing.
+    let _ = rows_tx.send(Ok((TABLES.len(), Vec::new()))).await;
+    drop(rows_tx);
+    tx.commit().await?;
+    let tables = writer
+        .await
+        .map_err(|e| StoreError::Write(format!("the file's writer stopped: {e}")))??;
+    Ok(Copied { tables, pending })
+}
+
+/// Writes the batches into the file at `path` in one transaction, refusing a file that already
+/// holds jobs.
+fn write_all(
+    path: &Path,
+    mut rows: mpsc::Receiver<Batch>,
+) -> Result<Vec<(&'static str, u64)>, CopyError> {
+    let mut conn = rusqlite::Connection::open(path)?;
+    let tx = conn.transaction()?;
+    let jobs: i64 = tx.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?;
+    if jobs > 0 {
+        return Err(CopyError::FileNotEmpty {
+            path: path.display().to_string(),
+            jobs,
+        });
+    }
+    let mut counts: Vec<(&'static str, u64)> = TABLES.iter().map(|t| (t.name, 0)).collect();
+    let mut complete = false;
+    while let Some(batch) = rows.blocking_recv() {
+        let (i, batch) = batch?;
+        let Some(table) = TABLES.get(i) else {
+            complete = true;
+            continue;
+        };
+        let names: Vec<&str> = table.columns.iter().map(|(n, _)| *n).collect();
+        let marks: Vec<String> = (1..=names.len()).map(|n| format!("?{n}")).collect();
+        let mut insert = tx.prepare_cached(&format!(
+            "INSERT INTO {} ({}) VALUES ({})",
+            table.name,
+            names.join(", "),
+            marks.join(", ")
+        ))?;
+        for row in batch {
+            insert.execute(rusqlite::params_from_iter(row))?;
+            counts[i].1 += 1;
+        }
+    }
+    if !complete {
+        return Err(StoreError::Write(
+            "the copy stopped before its end; the file was left as it was".into(),
+        )
+        .into());
+    }
+    tx.commit()?;
+    Ok(counts)
 }

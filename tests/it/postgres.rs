@@ -363,6 +363,56 @@ async fn a_sqlite_deployment_is_copied_and_served_from_postgres() {
         serde_json::json!({"backend": "postgres", "ok": true})
     );
     app.stop().await;
+
+    // And back to one Machine: PostgreSQL into a new SQLite file, which a second copy refuses.
+    let back = dir.path().join("back.db");
+    let copy_back = |to: std::path::PathBuf| {
+        let from = url.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::support::deskbot_command()
+                .args(["db", "copy", "--from", &from, "--to"])
+                .arg(format!("sqlite:{}", to.display()))
+                .output()
+                .unwrap()
+        })
+    };
+    let out = copy_back(back.clone()).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("copied PostgreSQL into"), "{stdout}");
+    let total: i64 = deskbot::queue::postgres::connect(&url)
+        .await
+        .unwrap()
+        .query_one("SELECT COUNT(*) FROM events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        stdout.contains(&format!("        events: {total} rows")),
+        "{stdout}"
+    );
+    let file = Store::open(&back).unwrap();
+    assert_eq!(
+        file.cursor("backfill all").await.unwrap().as_deref(),
+        Some("cursor-1")
+    );
+    assert_eq!(file.dead_letters().await.unwrap().len(), 1);
+    assert_eq!(
+        crate::support::count(&back, "SELECT COUNT(*) FROM events"),
+        total
+    );
+    let again = copy_back(back).await.unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&again.stderr)
+            .contains(&format!("already holds {total} jobs: copy into a new file")),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
 }
 
 /// TLS through rustls: with the CA that signed the server's certificate (`sslrootcert`), the
