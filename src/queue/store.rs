@@ -161,6 +161,10 @@ const NEXT_DUE: &str = "SELECT MIN(MAX(next_attempt_at, COALESCE(locked_until, 0
       AND NOT EXISTS (SELECT 1 FROM events p
                       WHERE p.state = 'pending' AND p.ticket_id = e.ticket_id AND p.id < e.id)";
 
+/// A claimed job given back unfinished, if this claim still holds it: `?1` id, `?2` lease token.
+pub(crate) const RELEASE: &str = "UPDATE events SET locked_until = NULL
+     WHERE id = ?1 AND leases = ?2 AND state = 'pending'";
+
 /// Dead letters back in the queue from their first attempt, their result cleared: `?1` the time,
 /// `?2` one job's id, or NULL for every dead letter. The CLI and the console both requeue so.
 pub(crate) const REQUEUE_DEAD: &str =
@@ -607,6 +611,23 @@ impl Store {
             }
             tx.commit()?;
             Ok(lost)
+        })
+        .await
+    }
+
+    /// Gives claimed jobs back unfinished (a stop cut them short), so any instance may take them
+    /// at once; a lease since taken over is left alone. Returns how many were freed.
+    pub async fn release(&self, leases: Vec<Lease>) -> Result<usize, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.release(leases).await;
+        }
+        self.call(move |c| {
+            let mut stmt = c.prepare_cached(RELEASE)?;
+            let mut n = 0;
+            for l in leases {
+                n += stmt.execute(params![l.id, l.token])?;
+            }
+            Ok(n)
         })
         .await
     }

@@ -187,6 +187,8 @@ pub struct Worker {
     orgs: Mutex<HashMap<u64, (Instant, Organization)>>,
     pause: Mutex<Pause>,
     notifier: Option<Notifier>,
+    /// The leases of the jobs running now, freed if a stop cuts them short.
+    in_flight: Mutex<Vec<Lease>>,
 }
 
 /// After a 429, or while Zendesk is down, the whole account waits, not just the job that saw it.
@@ -280,6 +282,7 @@ impl Worker {
             orgs: Mutex::new(HashMap::new()),
             pause: Mutex::new(Pause::default()),
             notifier: None,
+            in_flight: Mutex::new(Vec::new()),
         }
     }
 
@@ -291,6 +294,10 @@ impl Worker {
 
     fn pause(&self) -> MutexGuard<'_, Pause> {
         self.pause.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn in_flight(&self) -> MutexGuard<'_, Vec<Lease>> {
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn orgs(&self) -> MutexGuard<'_, HashMap<u64, (Instant, Organization)>> {
@@ -316,6 +323,7 @@ impl Worker {
             });
         }
         let leases: Vec<Lease> = groups.iter().flatten().map(Job::lease).collect();
+        *self.in_flight() = leases.clone();
         let work = join_all(groups.iter().map(|jobs| {
             let head = &jobs[0];
             let span = tracing::info_span!(
@@ -333,7 +341,9 @@ impl Worker {
             outcomes.extend(o);
             clocks.extend(c);
         }
-        let outcomes = self.record(outcomes, &leases, clocks, now).await?;
+        let outcomes = self.record(outcomes, &leases, clocks, now).await;
+        self.in_flight().clear();
+        let outcomes = outcomes?;
         for (_, outcome) in &outcomes {
             self.metrics.processed(outcome.label());
         }
@@ -1033,7 +1043,13 @@ impl Worker {
                     shutdown.cancelled().await;
                     tokio::time::sleep(SHUTDOWN_GRACE).await;
                 } => {
-                    warn!("stopping during a job: it resumes on the next start");
+                    // Freed now, so another instance (or the next start) takes them at once
+                    // rather than when their lease runs out; a redo finds nothing left to change.
+                    let cut = std::mem::take(&mut *self.in_flight());
+                    match self.store.release(cut).await {
+                        Ok(n) => warn!(jobs = n, "stopping during a job: it is freed for another instance or the next start"),
+                        Err(e) => warn!(error = %e, "stopping during a job: it resumes when its lease runs out"),
+                    }
                     break;
                 }
             };

@@ -320,3 +320,60 @@ async fn three_instances_lose_nothing_when_one_is_killed_and_one_restarted() {
 fn futures_executor<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
 }
+
+/// A stop that cuts a job short (its Zendesk call still hanging after the grace period) gives
+/// the job back at once: the other instance does it within seconds, not when the 30 s lease
+/// runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_cut_short_by_a_stop_goes_to_another_instance_at_once() {
+    use crate::support::{spawn_app_with, Options};
+    let Some(server) = crate::postgres::server() else {
+        return;
+    };
+    let url = crate::postgres::fresh_database(&server).await;
+    let ticket = || api_ticket(61, "URGENT: orders stuck");
+    let first = spawn_app_with(Options {
+        database_url: Some(url.clone()),
+        tickets: vec![ticket()],
+        request_timeout: Duration::from_secs(60),
+        ..Options::default()
+    })
+    .await;
+    first.zendesk.apply_then_hang(Duration::from_secs(60));
+    let r = first
+        .post_signed(event_body("cut-1", "created", 61, "URGENT: orders stuck"))
+        .await;
+    assert_eq!(r.status(), 202);
+    eventually(10, "the first instance's update in flight", || {
+        first.zendesk.ticket(61)["priority"] == "urgent"
+    })
+    .await;
+    let second = spawn_app_with(Options {
+        database_url: Some(url.clone()),
+        tickets: vec![ticket()],
+        ..Options::default()
+    })
+    .await;
+    first.shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(20), first.handle)
+        .await
+        .expect("the first instance stops after its grace period")
+        .unwrap()
+        .unwrap();
+    let stopped = Instant::now();
+    eventually(8, "the second instance redoes the job", || {
+        second.zendesk.ticket(61)["priority"] == "urgent"
+    })
+    .await;
+    assert!(
+        stopped.elapsed() < Duration::from_secs(8),
+        "taken over after {:?}",
+        stopped.elapsed()
+    );
+    let store = deskbot::queue::store::Store::connect(&url).await.unwrap();
+    eventually(5, "the job recorded done", || {
+        futures_executor(store.stats(chrono::Utc::now())).is_ok_and(|s| s.depth == 0)
+    })
+    .await;
+    second.stop().await;
+}

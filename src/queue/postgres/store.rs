@@ -243,6 +243,21 @@ impl PgStore {
         Ok(lost)
     }
 
+    pub(crate) async fn release(&self, leases: Vec<Lease>) -> Result<usize, StoreError> {
+        let c = self.pool.get().await?;
+        let mut n = 0;
+        for l in leases {
+            n += c
+                .execute(
+                    "UPDATE events SET locked_until = NULL
+                     WHERE id = $1 AND leases = $2 AND state = 'pending'",
+                    &[&l.id, &(l.token as i32)],
+                )
+                .await?;
+        }
+        Ok(n as usize)
+    }
+
     pub(crate) async fn settle(
         &self,
         results: Vec<(Lease, Settle)>,
