@@ -583,29 +583,8 @@ mod tests {
 #[cfg(test)]
 mod both_backends {
     use super::*;
-    use crate::queue::store::{Lease, NewEvent, Settle};
-    use crate::ticket::{EventKind, Ticket};
-    use crate::webhook::payload::{Source, TicketEvent};
-
-    fn event(key: &str, ticket: u64, at: DateTime<Utc>) -> NewEvent {
-        NewEvent {
-            event: TicketEvent {
-                dedup_key: key.into(),
-                source: Source::Event,
-                ticket_id: ticket,
-                kind: EventKind::new("created"),
-                occurred_at: None,
-                snapshot: Ticket::default(),
-                comment: None,
-                current: None,
-                timer: None,
-                notice: None,
-            },
-            invocation_key: None,
-            received_at: at,
-            background: false,
-        }
-    }
+    use crate::queue::postgres::testing::event;
+    use crate::queue::store::{Lease, Settle};
 
     /// Hourly counts, rule counts, the action log and an event's failed tries read the same on
     /// every backend.

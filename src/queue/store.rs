@@ -956,27 +956,9 @@ fn insert_batch(conn: &mut Connection, batch: Vec<(Box<NewEvent>, Reply)>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ticket::{EventKind, Ticket};
-    use crate::webhook::payload::Source;
 
     fn event(key: &str, ticket: u64) -> NewEvent {
-        NewEvent {
-            event: TicketEvent {
-                dedup_key: key.into(),
-                source: Source::Event,
-                ticket_id: ticket,
-                kind: EventKind::new("created"),
-                occurred_at: None,
-                snapshot: Ticket::default(),
-                comment: None,
-                current: None,
-                timer: None,
-                notice: None,
-            },
-            invocation_key: None,
-            received_at: Utc::now(),
-            background: false,
-        }
+        crate::queue::postgres::testing::event(key, ticket, Utc::now())
     }
 
     /// The ids `claim` hands out, one job per claim.

@@ -1,8 +1,33 @@
-//! Unit tests' databases: each store-level test runs on a SQLite file and, when
+//! Unit tests' databases and events: each store-level test runs on a SQLite file and, when
 //! `DESKBOT_TEST_PG_URL` names a server (`scripts/pg-test.sh start`; always in CI), on a fresh
 //! PostgreSQL database too.
 
-use crate::queue::store::Store;
+use chrono::{DateTime, Utc};
+
+use crate::queue::store::{NewEvent, Store};
+use crate::ticket::{EventKind, Ticket};
+use crate::webhook::payload::{Source, TicketEvent};
+
+/// A live `created` event of `ticket` under `key`, received at `at`.
+pub(crate) fn event(key: &str, ticket: u64, at: DateTime<Utc>) -> NewEvent {
+    NewEvent {
+        event: TicketEvent {
+            dedup_key: key.into(),
+            source: Source::Event,
+            ticket_id: ticket,
+            kind: EventKind::new("created"),
+            occurred_at: None,
+            snapshot: Ticket::default(),
+            comment: None,
+            current: None,
+            timer: None,
+            notice: None,
+        },
+        invocation_key: None,
+        received_at: at,
+        background: false,
+    }
+}
 
 /// Two handles on one fresh database of each backend (as two processes or instances would
 /// hold), and the directory the SQLite file lives in.
