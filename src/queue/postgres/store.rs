@@ -273,8 +273,9 @@ impl PgStore {
         for (l, result) in results {
             let token = l.token as i32;
             // Each statement is fenced: it changes nothing unless this claim still holds the job.
-            let ticket = match result {
-                Settle::Done { outcome } => {
+            // A failed try (dead or deferred) is also logged with its error.
+            let (ticket, failed) = match result {
+                Settle::Done { outcome } => (
                     tx.query_opt(
                         "UPDATE events SET state = 'done', outcome = $3::text, finished_at = $4,
                                 locked_until = NULL, result = $3::text::jsonb ->> 'result'
@@ -282,58 +283,50 @@ impl PgStore {
                          RETURNING ticket_id",
                         &[&l.id, &token, &outcome, &at],
                     )
-                    .await?
-                }
-                Settle::Dead { outcome, error } => {
-                    let row = tx
-                        .query_opt(
-                            "UPDATE events SET state = 'dead', outcome = $3, last_error = $4,
-                                    finished_at = $5, locked_until = NULL, attempts = attempts + 1,
-                                    result = 'dead'
-                             WHERE id = $1 AND leases = $2 AND state = 'pending'
-                             RETURNING ticket_id",
-                            &[&l.id, &token, &outcome, &error, &at],
-                        )
-                        .await?;
-                    if row.is_some() {
-                        tx.execute(
-                            "INSERT INTO attempts (event_id, at, error) VALUES ($1, $2, $3)",
-                            &[&l.id, &at, &error],
-                        )
-                        .await?;
-                    }
-                    row
-                }
+                    .await?,
+                    None,
+                ),
+                Settle::Dead { outcome, error } => (
+                    tx.query_opt(
+                        "UPDATE events SET state = 'dead', outcome = $3, last_error = $4,
+                                finished_at = $5, locked_until = NULL, attempts = attempts + 1,
+                                result = 'dead'
+                         WHERE id = $1 AND leases = $2 AND state = 'pending'
+                         RETURNING ticket_id",
+                        &[&l.id, &token, &outcome, &error, &at],
+                    )
+                    .await?,
+                    Some(error),
+                ),
                 Settle::Defer {
                     until,
                     error,
                     counts,
-                } => {
-                    let row = tx
-                        .query_opt(
-                            "UPDATE events SET next_attempt_at = $3, last_error = $4,
-                                    locked_until = NULL, attempts = attempts + $5
-                             WHERE id = $1 AND leases = $2 AND state = 'pending'
-                             RETURNING ticket_id",
-                            &[
-                                &l.id,
-                                &token,
-                                &until.timestamp_millis(),
-                                &error,
-                                &i32::from(counts),
-                            ],
-                        )
-                        .await?;
-                    if row.is_some() {
-                        tx.execute(
-                            "INSERT INTO attempts (event_id, at, error) VALUES ($1, $2, $3)",
-                            &[&l.id, &at, &error],
-                        )
-                        .await?;
-                    }
-                    row
-                }
+                } => (
+                    tx.query_opt(
+                        "UPDATE events SET next_attempt_at = $3, last_error = $4,
+                                locked_until = NULL, attempts = attempts + $5
+                         WHERE id = $1 AND leases = $2 AND state = 'pending'
+                         RETURNING ticket_id",
+                        &[
+                            &l.id,
+                            &token,
+                            &until.timestamp_millis(),
+                            &error,
+                            &i32::from(counts),
+                        ],
+                    )
+                    .await?,
+                    Some(error),
+                ),
             };
+            if let (Some(_), Some(error)) = (&ticket, failed) {
+                tx.execute(
+                    "INSERT INTO attempts (event_id, at, error) VALUES ($1, $2, $3)",
+                    &[&l.id, &at, &error],
+                )
+                .await?;
+            }
             if ticket.is_none() {
                 lost.push(l);
                 let owner = tx
