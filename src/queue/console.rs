@@ -180,45 +180,72 @@ fn id_at(c: &Connection, t: DateTime<Utc>) -> rusqlite::Result<i64> {
     Ok(lo)
 }
 
-/// The WHERE clause and its values for `f` (without the page bound).
+/// A filter's value, typed for its column.
+pub(crate) enum Arg {
+    Text(String),
+    Int(i64),
+}
+
+/// The WHERE clause of `f` and its values (without the page bound), each value's placeholder
+/// written by `mark` from its 1-based position; `from_id` and `to_id` are the id bounds its
+/// times become (see `id_at`). Both databases filter through this one function.
+pub(crate) fn filter_sql(
+    f: &ActivityFilter,
+    from_id: Option<i64>,
+    to_id: Option<i64>,
+    mark: fn(usize) -> String,
+) -> (String, Vec<Arg>) {
+    let mut sql = vec!["1 = 1".to_string()];
+    let mut args = Vec::new();
+    let mut push = |cond: &str, arg: Arg, sql: &mut Vec<String>| {
+        args.push(arg);
+        sql.push(format!("{cond} {}", mark(args.len())));
+    };
+    match f.result.as_deref() {
+        Some("queued") => sql.push("state = 'pending'".into()),
+        Some(r) => push("result =", Arg::Text(r.to_string()), &mut sql),
+        None => {}
+    }
+    if let Some(t) = f.ticket {
+        push("ticket_id =", Arg::Int(t as i64), &mut sql);
+    }
+    if let Some(k) = &f.kind {
+        push("kind =", Arg::Text(k.clone()), &mut sql);
+    }
+    if let (Some(from), Some(id)) = (f.from, from_id) {
+        push("id >=", Arg::Int(id), &mut sql);
+        push(
+            "received_at >=",
+            Arg::Int(from.timestamp_millis()),
+            &mut sql,
+        );
+    }
+    if let Some(id) = to_id {
+        push("id <", Arg::Int(id), &mut sql);
+    }
+    if let Some(b) = f.before {
+        push("id <", Arg::Int(b), &mut sql);
+    }
+    (sql.join(" AND "), args)
+}
+
+/// The WHERE clause and its values for `f` in SQLite.
 fn conditions(
     c: &Connection,
     f: &ActivityFilter,
 ) -> rusqlite::Result<(String, Vec<rusqlite::types::Value>)> {
     use rusqlite::types::Value as V;
-    let mut sql = vec!["1 = 1".to_string()];
-    let mut args: Vec<V> = Vec::new();
-    match f.result.as_deref() {
-        Some("queued") => sql.push("state = 'pending'".into()),
-        Some(r) => {
-            sql.push(format!("result = ?{}", args.len() + 1));
-            args.push(V::Text(r.to_string()));
-        }
-        None => {}
-    }
-    if let Some(t) = f.ticket {
-        sql.push(format!("ticket_id = ?{}", args.len() + 1));
-        args.push(V::Integer(t as i64));
-    }
-    if let Some(k) = &f.kind {
-        sql.push(format!("kind = ?{}", args.len() + 1));
-        args.push(V::Text(k.clone()));
-    }
-    if let Some(from) = f.from {
-        sql.push(format!("id >= ?{}", args.len() + 1));
-        args.push(V::Integer(id_at(c, from)?));
-        sql.push(format!("received_at >= ?{}", args.len() + 1));
-        args.push(V::Integer(from.timestamp_millis()));
-    }
-    if let Some(to) = f.to {
-        sql.push(format!("id < ?{}", args.len() + 1));
-        args.push(V::Integer(id_at(c, to)?));
-    }
-    if let Some(b) = f.before {
-        sql.push(format!("id < ?{}", args.len() + 1));
-        args.push(V::Integer(b));
-    }
-    Ok((sql.join(" AND "), args))
+    let from_id = f.from.map(|t| id_at(c, t)).transpose()?;
+    let to_id = f.to.map(|t| id_at(c, t)).transpose()?;
+    let (sql, args) = filter_sql(f, from_id, to_id, |n| format!("?{n}"));
+    let args = args
+        .into_iter()
+        .map(|a| match a {
+            Arg::Text(s) => V::Text(s),
+            Arg::Int(i) => V::Integer(i),
+        })
+        .collect();
+    Ok((sql, args))
 }
 
 impl Store {

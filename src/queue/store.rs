@@ -665,20 +665,56 @@ impl Store {
             let mut lost = Vec::new();
             let mut lost_tickets = Vec::new();
             {
-                let mut held = tx.prepare_cached(
-                    "SELECT ticket_id FROM events WHERE id = ?1 AND leases = ?2 AND state = 'pending'",
+                // Each update is fenced: it changes nothing unless this claim still holds the job.
+                let mut finish = tx.prepare_cached(
+                    "UPDATE events SET state = ?2, outcome = ?3, last_error = COALESCE(?4, last_error),
+                            finished_at = ?5, locked_until = NULL, attempts = attempts + (?4 IS NOT NULL),
+                            result = CASE ?2 WHEN 'dead' THEN 'dead' ELSE json_extract(?3, '$.result') END
+                     WHERE id = ?1 AND leases = ?6 AND state = 'pending'",
+                )?;
+                let mut defer = tx.prepare_cached(
+                    "UPDATE events SET next_attempt_at = ?2, last_error = ?3, locked_until = NULL,
+                            attempts = attempts + ?4
+                     WHERE id = ?1 AND leases = ?5 AND state = 'pending'",
+                )?;
+                let mut attempt = tx.prepare_cached(
+                    "INSERT INTO attempts (event_id, at, error) VALUES (?1, ?2, ?3)",
                 )?;
                 let mut owner =
                     tx.prepare_cached("SELECT ticket_id FROM events WHERE id = ?1")?;
-                for (l, _) in &results {
-                    let ok: Option<i64> = held
-                        .query_row(params![l.id, l.token], |r| r.get(0))
-                        .optional()?;
-                    if ok.is_none() {
-                        lost.push(*l);
-                        let t: Option<i64> =
-                            owner.query_row([l.id], |r| r.get(0)).optional()?;
+                for (l, result) in results {
+                    let (id, token) = (l.id, l.token);
+                    // A failed try (dead or deferred) is also logged with its error.
+                    let (held, failed) = match result {
+                        Settle::Done { outcome } => (
+                            finish.execute(params![id, "done", outcome, None::<String>, at, token])?,
+                            None,
+                        ),
+                        Settle::Dead { outcome, error } => (
+                            finish.execute(params![id, "dead", outcome, Some(&error), at, token])?,
+                            Some(error),
+                        ),
+                        Settle::Defer {
+                            until,
+                            error,
+                            counts,
+                        } => (
+                            defer.execute(params![
+                                id,
+                                until.timestamp_millis(),
+                                error,
+                                i64::from(counts),
+                                token
+                            ])?,
+                            Some(error),
+                        ),
+                    };
+                    if held == 0 {
+                        lost.push(l);
+                        let t: Option<i64> = owner.query_row([id], |r| r.get(0)).optional()?;
                         lost_tickets.extend(t.map(|t| t as u64));
+                    } else if let Some(error) = failed {
+                        attempt.execute(params![id, at, error])?;
                     }
                 }
             }
@@ -695,50 +731,6 @@ impl Store {
                 )?;
                 for rule in &matched {
                     count.execute(params![at / 3_600_000, rule])?;
-                }
-            }
-            {
-                let mut finish = tx.prepare_cached(
-                    "UPDATE events SET state = ?2, outcome = ?3, last_error = COALESCE(?4, last_error),
-                            finished_at = ?5, locked_until = NULL, attempts = attempts + (?4 IS NOT NULL),
-                            result = CASE ?2 WHEN 'dead' THEN 'dead' ELSE json_extract(?3, '$.result') END
-                     WHERE id = ?1",
-                )?;
-                let mut defer = tx.prepare_cached(
-                    "UPDATE events SET next_attempt_at = ?2, last_error = ?3, locked_until = NULL,
-                            attempts = attempts + ?4
-                     WHERE id = ?1",
-                )?;
-                let mut attempt = tx.prepare_cached(
-                    "INSERT INTO attempts (event_id, at, error) VALUES (?1, ?2, ?3)",
-                )?;
-                for (l, result) in results {
-                    if lost.contains(&l) {
-                        continue;
-                    }
-                    let id = l.id;
-                    match result {
-                        Settle::Done { outcome } => {
-                            finish.execute(params![id, "done", outcome, None::<String>, at])?;
-                        }
-                        Settle::Dead { outcome, error } => {
-                            attempt.execute(params![id, at, error])?;
-                            finish.execute(params![id, "dead", outcome, Some(error), at])?;
-                        }
-                        Settle::Defer {
-                            until,
-                            error,
-                            counts,
-                        } => {
-                            attempt.execute(params![id, at, error])?;
-                            defer.execute(params![
-                                id,
-                                until.timestamp_millis(),
-                                error,
-                                i64::from(counts)
-                            ])?;
-                        }
-                    }
                 }
             }
             tx.commit()?;

@@ -166,6 +166,15 @@ impl From<tokio_postgres::Error> for PgError {
     }
 }
 
+/// A pool's error as PostgreSQL's own when it is one (an unreachable server, a refused login),
+/// without the pool's wording around it.
+pub(crate) fn pool_error(e: deadpool_postgres::PoolError) -> PgError {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => PgError::Db(e),
+        other => PgError::Pool(chain(&other)),
+    }
+}
+
 /// Whether `url` names PostgreSQL (`postgres://` or `postgresql://`).
 pub fn is_postgres(url: &str) -> bool {
     let u = url.trim_start();
@@ -257,11 +266,12 @@ pub async fn connect(url: &str) -> Result<Client, PgError> {
     Ok(client)
 }
 
-/// The channel a new job is announced on, so idle instances claim it at once instead of at
-/// their next poll.
-pub(crate) const JOBS_CHANNEL: &str = "deskbot_jobs";
+/// How a new job is announced (on the `deskbot_jobs` channel), so idle instances claim it at
+/// once instead of at their next poll.
+pub(crate) const NOTIFY_JOBS: &str = "NOTIFY deskbot_jobs";
+const LISTEN_JOBS: &str = "LISTEN deskbot_jobs";
 
-/// Wakes `wake` whenever any instance announces a job on [`JOBS_CHANNEL`], until the runtime
+/// Wakes `wake` whenever any instance announces a job ([`NOTIFY_JOBS`]), until the runtime
 /// stops. A hint only: the worker still polls, so a lost connection costs latency, never a job.
 /// It reconnects after a failure, waiting a little longer each time (at most a minute).
 pub(crate) async fn listen(url: String, wake: std::sync::Arc<tokio::sync::Notify>) {
@@ -282,8 +292,7 @@ async fn listen_once(url: &str, wake: &tokio::sync::Notify) -> Result<(), PgErro
     let (config, ca) = config(url)?;
     let (client, mut connection) = config.connect(tls(ca.as_deref())?).await?;
     let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-    let statement = format!("LISTEN {JOBS_CHANNEL}");
-    let listen = client.batch_execute(&statement);
+    let listen = client.batch_execute(LISTEN_JOBS);
     tokio::pin!(listen);
     let mut listening = false;
     loop {

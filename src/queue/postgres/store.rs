@@ -18,11 +18,11 @@ use deadpool_postgres::{Object, Pool};
 use futures_util::future::BoxFuture;
 use tokio_postgres::types::ToSql;
 
-use super::{migrate, pool, PgError, JOBS_CHANNEL};
+use super::{migrate, pool, pool_error, PgError, NOTIFY_JOBS};
 use crate::queue::clocks::{ms, summary, timer_event, ClockCounts, ClockSave, SummaryColumns};
 use crate::queue::console::{
-    activity_row, time, ActivityFilter, ActivityRow, AdminAction, Columns, EventDetail, COLUMNS,
-    MAX_BULK, PAGE,
+    activity_row, filter_sql, time, ActivityFilter, ActivityRow, AdminAction, Arg, Columns,
+    EventDetail, COLUMNS, MAX_BULK, PAGE,
 };
 use crate::queue::store::{DeadLetter, Enqueued, Job, Lease, NewEvent, Settle, Stats, StoreError};
 use crate::sla::clock::{Summary, TicketClocks};
@@ -57,7 +57,10 @@ const REQUEUE_DEAD: &str =
 
 impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        StoreError::Pool(super::chain(&e))
+        match pool_error(e) {
+            PgError::Db(e) => StoreError::Postgres(e),
+            other => StoreError::Pool(other.to_string()),
+        }
     }
 }
 
@@ -78,10 +81,7 @@ impl PgStore {
     /// Connects to `url` and brings its schema up to date.
     pub async fn open(url: &str) -> Result<PgStore, PgError> {
         let pool = pool(url)?;
-        let mut client = pool
-            .get()
-            .await
-            .map_err(|e| PgError::Pool(super::chain(&e)))?;
+        let mut client = pool.get().await.map_err(pool_error)?;
         migrate(&mut client).await?;
         Ok(PgStore {
             pool,
@@ -149,7 +149,7 @@ impl PgStore {
                     tx.execute(&promote, &[&ticket]).await?;
                 }
                 // Delivered at commit, to every instance listening.
-                tx.execute(&format!("NOTIFY {JOBS_CHANNEL}"), &[]).await?;
+                tx.batch_execute(NOTIFY_JOBS).await?;
                 Enqueued::Queued(r.get(0))
             }
             None => Enqueued::Duplicate,
@@ -1034,12 +1034,6 @@ fn activity(r: &tokio_postgres::Row) -> ActivityRow {
     })
 }
 
-/// A filter's values, each typed for its column.
-enum Arg {
-    Text(String),
-    Int(i64),
-}
-
 fn params(args: &[Arg]) -> Vec<&(dyn ToSql + Sync)> {
     args.iter()
         .map(|a| match a {
@@ -1049,40 +1043,17 @@ fn params(args: &[Arg]) -> Vec<&(dyn ToSql + Sync)> {
         .collect()
 }
 
-/// The WHERE clause and its values for `f` (as the SQLite store builds it).
+/// The WHERE clause and its values for `f` in PostgreSQL.
 async fn conditions(c: &Object, f: &ActivityFilter) -> Result<(String, Vec<Arg>), StoreError> {
-    let mut sql = vec!["TRUE".to_string()];
-    let mut args = Vec::new();
-    let mut push = |cond: &str, arg: Arg, sql: &mut Vec<String>| {
-        args.push(arg);
-        sql.push(format!("{cond} ${}", args.len()));
+    let from_id = match f.from {
+        Some(t) => Some(id_at(c, t).await?),
+        None => None,
     };
-    match f.result.as_deref() {
-        Some("queued") => sql.push("state = 'pending'".into()),
-        Some(r) => push("result =", Arg::Text(r.to_string()), &mut sql),
-        None => {}
-    }
-    if let Some(t) = f.ticket {
-        push("ticket_id =", Arg::Int(t as i64), &mut sql);
-    }
-    if let Some(k) = &f.kind {
-        push("kind =", Arg::Text(k.clone()), &mut sql);
-    }
-    if let Some(from) = f.from {
-        push("id >=", Arg::Int(id_at(c, from).await?), &mut sql);
-        push(
-            "received_at >=",
-            Arg::Int(from.timestamp_millis()),
-            &mut sql,
-        );
-    }
-    if let Some(to) = f.to {
-        push("id <", Arg::Int(id_at(c, to).await?), &mut sql);
-    }
-    if let Some(b) = f.before {
-        push("id <", Arg::Int(b), &mut sql);
-    }
-    Ok((sql.join(" AND "), args))
+    let to_id = match f.to {
+        Some(t) => Some(id_at(c, t).await?),
+        None => None,
+    };
+    Ok(filter_sql(f, from_id, to_id, |n| format!("${n}")))
 }
 
 /// The smallest job id received at or after `t` (ids grow with time), found through the key.
